@@ -1,0 +1,1 @@
+"""Photos in, enhanced photos out: image I/O, the built-in sample photos, post-processing."""

@@ -1,0 +1,42 @@
+"""The built-in sample photos: colour photographs bundled with scikit-image (nothing is downloaded).
+
+They are split by photo, never by patch; the two halves of the stereo pair stay in the same split.
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+
+TRAIN_PHOTOS = ("astronaut", "chelsea", "hubble_deep_field", "immunohistochemistry",
+                "stereo_motorcycle_left", "stereo_motorcycle_right")
+VALIDATION_PHOTOS = ("coffee", "rocket")
+SPLITS = {"train": TRAIN_PHOTOS, "val": VALIDATION_PHOTOS}
+
+
+@lru_cache(maxsize=None)
+def _photo(name: str) -> np.ndarray:
+    from skimage import data
+
+    if name.startswith("stereo_motorcycle_"):
+        left, right, _disparity = data.stereo_motorcycle()
+        img = left if name.endswith("left") else right
+    else:
+        img = getattr(data, name)()
+    img = np.asarray(img, dtype=np.float32) / 255.0
+    img.setflags(write=False)
+    return img
+
+
+def sample_photo(name: str) -> np.ndarray:
+    """One built-in photo as float32 (H, W, 3) RGB in [0, 1] (read-only)."""
+    if name not in TRAIN_PHOTOS + VALIDATION_PHOTOS:
+        raise ValueError(f"Unknown sample photo {name!r}. Known: {', '.join(TRAIN_PHOTOS + VALIDATION_PHOTOS)}")
+    return _photo(name)
+
+
+def sample_photos(split: str = "val") -> dict[str, np.ndarray]:
+    """The built-in photos of one split ('train' or 'val'), by name."""
+    if split not in SPLITS:
+        raise ValueError(f"Unknown split {split!r}. Known: {', '.join(SPLITS)}")
+    return {name: sample_photo(name) for name in SPLITS[split]}

@@ -1,0 +1,1 @@
+"""Export to phone formats (python -m export), each artifact checked against PyTorch."""

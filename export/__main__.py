@@ -1,0 +1,81 @@
+"""python -m export: convert a model to a phone format and check it against PyTorch.
+
+Examples:
+  python -m export --target tflite                          # shipped dped_mobile -> exported/dped_mobile_fp32.tflite
+  python -m export --target tflite --model dped --size 720x1280
+  python -m export --target tflite --checkpoint runs/dped_mobile/best.pt --out my_exports
+
+Exit status: 0 exported and passed its fidelity gate; 1 failed (gate or conversion); 2 usage error.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from models import CheckpointError, list_models, load_checkpoint
+
+from .api import export_one
+from .common import ExportError, ExportSpec, parse_size
+from .targets import TARGETS, resolve
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m export", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--target", required=True, help=f"one of: {', '.join([*TARGETS, 'all'])}")
+    p.add_argument("--model", default="dped_mobile", help=f"one of: {', '.join(list_models())}")
+    p.add_argument("--checkpoint", default=None, help="checkpoint from python -m train (default: shipped weights)")
+    p.add_argument("--precision", default="fp32", help="fp32 (or 'all': every precision of the target)")
+    p.add_argument("--size", default=None, help="HxW to trace at and fix (default 512x512, resizable at run time)")
+    p.add_argument("--gate-db", type=float, default=None, help="fidelity gate in dB PSNR (default: fp32 60)")
+    p.add_argument("--out", default="exported", help="output folder (default: exported)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        pairs = resolve(args.target, args.precision)
+        if args.model not in list_models():
+            raise ValueError(f"unknown model {args.model!r}; choose from: {', '.join(list_models())}")
+        size = parse_size(args.size) if args.size else None
+    except ValueError as err:
+        parser.print_usage(sys.stderr)
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    try:
+        if args.checkpoint:
+            ckpt = load_checkpoint(args.checkpoint)
+            if ckpt["model"] != args.model:
+                raise CheckpointError(f"{args.checkpoint} holds weights for {ckpt['model']!r}, not {args.model!r} "
+                                      f"(pass --model {ckpt['model']})")
+    except CheckpointError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+
+    status = 0
+    for target, precision in pairs:
+        spec = ExportSpec(model=args.model, checkpoint=args.checkpoint, precision=precision,
+                          out=Path(args.out), gate_db=args.gate_db,
+                          **({"size": size, "fixed_size": True} if size else {}))
+        try:
+            rec = export_one(spec, target)
+        except (ExportError, CheckpointError) as err:
+            print(f"{target.name} {precision}: error: {err}", file=sys.stderr)
+            status = 1
+            continue
+        fid = rec["fidelity"]
+        print(f"{target.name} {precision}: {rec['status']}  {rec['artifact']}  "
+              f"{rec['size_bytes'] / 1e6:.2f} MB  {rec['macs_per_pixel'] / 1e3:.1f} K MACs/pixel  "
+              f"fidelity {fid['psnr_db_min']:.1f} dB (gate {fid['gate_db']:.0f} dB)  {rec['export_seconds']:.1f} s")
+        if rec["status"] != "ok":
+            print(f"error: {target.name} {precision} failed its fidelity gate: {fid['psnr_db_min']:.1f} dB < "
+                  f"{fid['gate_db']:.0f} dB; kept for inspection as {rec['artifact']}", file=sys.stderr)
+            status = 1
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,36 @@
+"""The table of export targets and the precisions each supports, checked before any work is done."""
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from types import ModuleType
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    suffix: str
+    precisions: tuple[str, ...]
+    module: str           # the module that converts and runs this format
+    install: str          # what to install when its backend is missing
+
+    def load(self) -> ModuleType:
+        return importlib.import_module(self.module)
+
+
+TARGETS: dict[str, Target] = {
+    "tflite": Target("tflite", ".tflite", ("fp32",), "export.tflite", "pip install litert-torch ai-edge-litert"),
+}
+
+
+def resolve(target: str, precision: str) -> list[tuple[Target, str]]:
+    """(target, precision) pairs for a command line; 'all' expands. Raises ValueError listing valid choices."""
+    if target != "all" and target not in TARGETS:
+        raise ValueError(f"unknown target {target!r}; choose from: {', '.join([*TARGETS, 'all'])}")
+    chosen = list(TARGETS.values()) if target == "all" else [TARGETS[target]]
+    pairs = [(t, p) for t in chosen for p in (t.precisions if precision == "all" else (precision,))
+             if p in t.precisions]
+    if not pairs:
+        table = "; ".join(f"{t.name}: {', '.join(t.precisions)}" for t in chosen)
+        raise ValueError(f"precision {precision!r} is not supported by {target}; supported: {table}")
+    return pairs

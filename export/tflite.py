@@ -1,0 +1,105 @@
+"""TFLite through litert-torch (no TensorFlow): NHWC float I/O, named signature, metadata entries.
+
+The artifact has one signature ``enhance`` with input ``image`` (1, H, W, 3) float32 RGB in [0, 1] and output
+``enhanced`` of the same shape. The graph is fully convolutional: LiteRT's ``resize_tensor_input`` runs it at any
+H x W unless it was exported with a fixed --size.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+SUFFIX = ".tflite"
+PRECISIONS = ("fp32",)
+PACKAGES = ("litert-torch", "ai-edge-litert")
+SIGNATURE, INPUT, OUTPUT = "enhance", "image", "enhanced"
+METADATA_NAME = "dslr_mobile"
+
+
+class NHWCEnhancer(nn.Module):
+    """Channel-last wrapper with named I/O; litert-torch's layout pass removes the two permutes."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {OUTPUT: self.model(image.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)}
+
+
+def _require_litert_torch():
+    try:
+        import litert_torch
+    except ImportError as err:
+        from .common import ExportError
+        raise ExportError(f"TFLite export needs litert-torch: pip install litert-torch ({err})") from None
+    return litert_torch
+
+
+def convert(model: nn.Module, size: tuple[int, int], path: Path, metadata: dict) -> None:
+    """Convert an eval-mode (BN-folded) model traced at ``size`` (H, W) and write it to ``path``."""
+    litert_torch = _require_litert_torch()
+    sample = torch.rand(1, size[0], size[1], 3)
+    edge = litert_torch.signature(SIGNATURE, NHWCEnhancer(model).eval(), sample_kwargs={INPUT: sample}).convert()
+    edge.export(str(path))
+    add_metadata(path, {METADATA_NAME: json.dumps(metadata, default=str)})
+
+
+def add_metadata(path: Path, entries: dict[str, str]) -> None:
+    """Store string entries in the flatbuffer's metadata table (readable with ``read_metadata``)."""
+    import flatbuffers
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = schema.ModelT.InitFromPackedBuf(path.read_bytes(), 0)
+    model.metadata = [m for m in (model.metadata or []) if m.name.decode() not in entries] \
+        if model.metadata else []
+    for name, text in entries.items():
+        buf = schema.BufferT()
+        buf.data = np.frombuffer(text.encode(), dtype=np.uint8)
+        model.buffers.append(buf)
+        entry = schema.MetadataT()
+        entry.name, entry.buffer = name, len(model.buffers) - 1
+        model.metadata.append(entry)
+    builder = flatbuffers.Builder(1024)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    path.write_bytes(bytes(builder.Output()))
+
+
+def read_metadata(path: str | Path) -> dict[str, str]:
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = schema.Model.GetRootAs(Path(path).read_bytes(), 0)
+    out = {}
+    for i in range(model.MetadataLength()):
+        entry = model.Metadata(i)
+        data = model.Buffers(entry.Buffer()).DataAsNumpy()
+        out[entry.Name().decode()] = bytes(data).decode(errors="replace") if not isinstance(data, int) else ""
+    return out
+
+
+def op_names(path: str | Path) -> list[str]:
+    """Builtin op names of the graph, in order (e.g. to check for Transpose or int8 convolutions)."""
+    interp = _interpreter(path)
+    return [op["op_name"] for op in interp._get_ops_details()]  # noqa: SLF001 - the only op listing LiteRT has
+
+
+def _interpreter(path: str | Path, threads: int | None = None):
+    from ai_edge_litert.interpreter import Interpreter
+
+    return Interpreter(model_path=str(path), num_threads=threads)
+
+
+def run(path: str | Path, image: np.ndarray, threads: int | None = None) -> np.ndarray:
+    """Run the artifact on one float32 (H, W, 3) image in [0, 1]; resizes the input to the image's size."""
+    interp = _interpreter(path, threads)
+    inp = interp.get_input_details()[0]
+    shape = [1, image.shape[0], image.shape[1], 3]
+    if list(inp["shape"]) != shape:
+        interp.resize_tensor_input(inp["index"], shape, strict=False)
+    interp.allocate_tensors()
+    runner = interp.get_signature_runner(SIGNATURE)
+    return runner(**{INPUT: image[None].astype(np.float32)})[OUTPUT][0]

@@ -1,0 +1,16 @@
+"""Networks, the model registry and the shipped weights.
+
+    from models import create_model, list_models
+    net = create_model("dped_mobile", pretrained=True)   # eval mode, NCHW float32 RGB [0, 1] -> same
+"""
+from .contract import DeploymentContract
+from .dped import DPEDConfig, DPEDGenerator, TextureDiscriminator, model_config  # registers dped, dped_mobile
+from .layers import conv_macs_per_pixel, count_parameters, fold_batchnorm
+from .registry import (CheckpointError, check_model_name, create_model, list_models, load_checkpoint,
+                       pretrained_models)
+
+__all__ = [
+    "CheckpointError", "DPEDConfig", "DPEDGenerator", "DeploymentContract", "TextureDiscriminator",
+    "check_model_name", "conv_macs_per_pixel", "count_parameters", "create_model", "fold_batchnorm",
+    "list_models", "load_checkpoint", "model_config", "pretrained_models",
+]

@@ -1,0 +1,140 @@
+"""DPED generator (Ignatov et al. 2017) and DPED+ (its depthwise-separable variant), plus the texture discriminator.
+
+Both generators map NCHW float32 sRGB in [0, 1] to the same, for any H x W:
+
+    9x9 conv 3->w, act
+    `blocks` x residual block: [3x3 conv, BN, act, 3x3 conv, BN, act] + skip
+    3x3 conv w->w, act;  3x3 conv w->w, act
+    9x9 conv w->3, output head
+
+DPED+ replaces the convolutions with depthwise + pointwise pairs (MobileNet). BatchNorm replaces DPED's
+InstanceNorm: it folds into the convs at export and keeps tiled inference equal to whole-image inference.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+from .contract import DeploymentContract
+from .layers import ConvBNAct, make_activation
+from .registry import register_model
+
+HEADS = ("tanh", "residual")
+
+
+@dataclass
+class DPEDConfig:
+    width: int = 64                  # channels of every hidden layer (DPED: 64)
+    blocks: int = 4                  # residual blocks of two 3x3 convs + BatchNorm (DPED: 4)
+    separable: bool = False          # DPED+: depthwise k x k + pointwise 1x1 instead of full convs
+    separable_stem: bool = False     # also factorise the 3->w 9x9 stem (MobileNet keeps the stem a full conv:
+                                     # a depthwise filter per *input* channel would leave 3 spatial filters)
+    activation: str = "leaky_relu"   # paper: LeakyReLU(0.005) after every layer; DPED: relu
+    negative_slope: float = 0.005
+    head: str = "residual"           # tanh: DPED's tanh(x) * 0.58 + 0.5;
+                                     # residual: clamp(input + x, 0, 1), an image-space residual, clipped
+
+    def __post_init__(self) -> None:
+        if self.head not in HEADS:
+            raise ValueError(f"Unknown head {self.head!r}. Supported: {', '.join(HEADS)}")
+        make_activation(self.activation, self.negative_slope)  # validates the name
+        if self.width < 1 or self.blocks < 0:
+            raise ValueError(f"width must be >= 1 and blocks >= 0, got width={self.width}, blocks={self.blocks}")
+
+
+class ResidualBlock(nn.Module):
+    def __init__(self, cfg: DPEDConfig):
+        super().__init__()
+        act = lambda: make_activation(cfg.activation, cfg.negative_slope)  # noqa: E731
+        self.body = nn.Sequential(
+            ConvBNAct(cfg.width, cfg.width, 3, cfg.separable, bn=True, act=act()),
+            ConvBNAct(cfg.width, cfg.width, 3, cfg.separable, bn=True, act=act()),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.body(x)
+
+
+class DPEDGenerator(nn.Module):
+    def __init__(self, cfg: DPEDConfig):
+        super().__init__()
+        self.config = cfg
+        act = lambda: make_activation(cfg.activation, cfg.negative_slope)  # noqa: E731
+        w, sep = cfg.width, cfg.separable
+        self.stem = ConvBNAct(3, w, 9, sep and cfg.separable_stem, bn=False, act=act())
+        self.blocks = nn.Sequential(*[ResidualBlock(cfg) for _ in range(cfg.blocks)])
+        self.tail = nn.Sequential(
+            ConvBNAct(w, w, 3, sep, bn=False, act=act()),
+            ConvBNAct(w, w, 3, sep, bn=False, act=act()),
+        )
+        self.out = ConvBNAct(w, 3, 9, sep, bn=False, act=None)
+        # 9x9 stem, two 3x3 per block, two 3x3 in the tail, 9x9 out: each k x k conv widens the field by k-1.
+        self.contract = DeploymentContract(receptive_field=1 + 8 + 2 * 2 * cfg.blocks + 2 * 2 + 8,
+                                           notes="sRGB photo in, enhanced sRGB photo out")
+        if cfg.head == "residual":
+            nn.init.zeros_(_out_bias(self.out))
+            nn.init.normal_(_out_weight(self.out), std=1e-3)  # start near identity
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (N, 3, H, W) float32 RGB in [0, 1] -> (N, 3, H, W) enhanced."""
+        y = self.out(self.tail(self.blocks(self.stem(x))))
+        if self.config.head == "tanh":
+            return torch.tanh(y) * 0.58 + 0.5
+        return torch.clamp(x + y, 0.0, 1.0)
+
+
+def _out_weight(block: ConvBNAct) -> torch.Tensor:
+    conv = block.conv
+    return conv.pointwise.weight if hasattr(conv, "pointwise") else conv.weight
+
+
+def _out_bias(block: ConvBNAct) -> torch.Tensor:
+    conv = block.conv
+    return conv.pointwise.bias if hasattr(conv, "pointwise") else conv.bias
+
+
+@register_model
+def dped(**overrides) -> DPEDGenerator:
+    """DPED: full 3x3/9x9 convolutions (about 0.4 M MACs per pixel at width 64)."""
+    return DPEDGenerator(DPEDConfig(**{"separable": False, **overrides}))
+
+
+@register_model
+def dped_mobile(**overrides) -> DPEDGenerator:
+    """DPED+: depthwise-separable convolutions (about 6x fewer MACs than DPED at width 64)."""
+    return DPEDGenerator(DPEDConfig(**{"separable": True, **overrides}))
+
+
+def model_config(model: nn.Module) -> dict:
+    """The config dict a checkpoint stores for ``model`` (empty for models without a dataclass config)."""
+    cfg = getattr(model, "config", None)
+    return asdict(cfg) if cfg is not None else {}
+
+
+class TextureDiscriminator(nn.Module):
+    """DPED's texture discriminator: grayscale patches -> one logit (real DSLR texture vs enhanced).
+
+    Layout from DPED: 11x11/4 conv 48, 5x5/2 conv 128, 3x3 conv 192, 3x3 conv 192, 3x3/2 conv 128, FC 1024, FC 1;
+    LeakyReLU(0.2), BatchNorm after all but the first conv. An adaptive pool before the FC layers lets it take
+    any patch size (DPED's 100x100 patches give a 7x7 map already).
+    """
+
+    def __init__(self, width: int = 48):
+        super().__init__()
+        c1, c2, c3 = width, width * 8 // 3, width * 4
+        act = lambda: nn.LeakyReLU(0.2)  # noqa: E731
+        self.features = nn.Sequential(
+            nn.Conv2d(1, c1, 11, stride=4, padding=5), act(),
+            nn.Conv2d(c1, c2, 5, stride=2, padding=2, bias=False), nn.BatchNorm2d(c2), act(),
+            nn.Conv2d(c2, c3, 3, padding=1, bias=False), nn.BatchNorm2d(c3), act(),
+            nn.Conv2d(c3, c3, 3, padding=1, bias=False), nn.BatchNorm2d(c3), act(),
+            nn.Conv2d(c3, c2, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(c2), act(),
+            nn.AdaptiveAvgPool2d(7),
+        )
+        self.classifier = nn.Sequential(nn.Flatten(), nn.Linear(c2 * 49, 1024), act(), nn.Linear(1024, 1))
+
+    def forward(self, gray: torch.Tensor) -> torch.Tensor:
+        """gray: (N, 1, H, W) in [0, 1] -> (N,) logits, positive for 'DSLR'."""
+        return self.classifier(self.features(gray)).squeeze(1)

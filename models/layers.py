@@ -1,0 +1,91 @@
+"""Building blocks shared by the networks: (separable) convolutions with BatchNorm and activation, BN folding."""
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+ACTIVATIONS = ("leaky_relu", "relu")
+
+
+def make_activation(name: str, negative_slope: float) -> nn.Module:
+    if name == "leaky_relu":
+        return nn.LeakyReLU(negative_slope)
+    if name == "relu":
+        return nn.ReLU()
+    raise ValueError(f"Unknown activation {name!r}. Supported: {', '.join(ACTIVATIONS)}")
+
+
+class SeparableConv2d(nn.Sequential):
+    """MobileNet-style depthwise k x k conv (one filter per channel) followed by a pointwise 1x1 conv.
+
+    Linear in between (no BN/activation), as in Xception: the pair acts as one factorised conv.
+    """
+
+    def __init__(self, cin: int, cout: int, kernel: int, bias: bool = True):
+        super().__init__()
+        self.depthwise = nn.Conv2d(cin, cin, kernel, padding=kernel // 2, groups=cin, bias=False)
+        self.pointwise = nn.Conv2d(cin, cout, 1, bias=bias)
+
+
+def conv2d(cin: int, cout: int, kernel: int, separable: bool, bias: bool = True) -> nn.Module:
+    """'Same'-padded conv: a full k x k conv, or its depthwise-separable factorisation."""
+    if separable:
+        return SeparableConv2d(cin, cout, kernel, bias=bias)
+    return nn.Conv2d(cin, cout, kernel, padding=kernel // 2, bias=bias)
+
+
+class ConvBNAct(nn.Sequential):
+    """conv -> BatchNorm (optional) -> activation (optional). BN is folded into the conv for export."""
+
+    def __init__(self, cin: int, cout: int, kernel: int, separable: bool, bn: bool, act: nn.Module | None):
+        super().__init__()
+        self.conv = conv2d(cin, cout, kernel, separable, bias=not bn)
+        self.bn = nn.BatchNorm2d(cout) if bn else nn.Identity()
+        self.act = act if act is not None else nn.Identity()
+
+
+def _last_conv(conv: nn.Module) -> nn.Conv2d:
+    return conv.pointwise if isinstance(conv, SeparableConv2d) else conv
+
+
+def fold_batchnorm(model: nn.Module) -> nn.Module:
+    """Return an eval-mode copy of ``model`` with every BatchNorm folded into the conv before it.
+
+    The copy computes the same function (up to float rounding) with fewer ops; exporters use it.
+    """
+    folded = copy.deepcopy(model).eval()
+    for module in folded.modules():
+        if isinstance(module, ConvBNAct) and isinstance(module.bn, nn.BatchNorm2d):
+            if isinstance(module.conv, SeparableConv2d):
+                module.conv.pointwise = fuse_conv_bn_eval(module.conv.pointwise, module.bn)
+            else:
+                module.conv = fuse_conv_bn_eval(module.conv, module.bn)
+            module.bn = nn.Identity()
+    return folded
+
+
+@torch.no_grad()
+def conv_macs_per_pixel(model: nn.Module, size: int = 64) -> int:
+    """Multiply-accumulates per input pixel of all convolutions, counted on a ``size`` x ``size`` input."""
+    total = 0
+
+    def hook(mod: nn.Conv2d, _inp, out: torch.Tensor) -> None:
+        nonlocal total
+        kh, kw = mod.kernel_size
+        total += out.shape[2] * out.shape[3] * mod.out_channels * (mod.in_channels // mod.groups) * kh * kw
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, nn.Conv2d)]
+    try:
+        channels = getattr(getattr(model, "contract", None), "channels", 3)
+        model.eval()(torch.zeros(1, channels, size, size))
+    finally:
+        for h in handles:
+            h.remove()
+    return round(total / (size * size))
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

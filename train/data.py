@@ -1,0 +1,187 @@
+"""Paired (phone, DSLR) training data: the DPED layout, a generic paired folder, and the built-in sample set.
+
+Every source is a ``PairSet``: ``len()``, ``names`` and ``pair(i) -> (phone, dslr)`` as float32 (H, W, 3) RGB in
+[0, 1]. Folder sets read files lazily (the real DPED set is ~160K patches); odd images are converted by
+``enhance.images.load_image`` and unreadable ones are skipped with a warning naming the file.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from enhance.images import ImageError, list_images, load_image
+from enhance.samples import SPLITS, sample_photo
+
+from .degrade import DegradationConfig, degrade
+
+log = logging.getLogger("train")
+
+
+class DatasetError(ValueError):
+    """A dataset folder that does not have the expected layout or holds no usable pairs."""
+
+
+class PairSet:
+    names: list[str]
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def pair(self, i: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """(phone, dslr) of pair ``i``, cropped to their common size; None when a file is unreadable."""
+        raise NotImplementedError
+
+
+@dataclass
+class MemoryPairs(PairSet):
+    names: list[str]
+    phone: list[np.ndarray]
+    dslr: list[np.ndarray]
+
+    def pair(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        return self.phone[i], self.dslr[i]
+
+
+@dataclass
+class FilePairs(PairSet):
+    phone_files: list[Path]
+    dslr_files: list[Path]
+    names: list[str] = field(init=False)
+    bad: set[int] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        self.names = [p.name for p in self.phone_files]
+
+    def pair(self, i: int) -> tuple[np.ndarray, np.ndarray] | None:
+        if i in self.bad:
+            return None
+        try:
+            a, b = load_image(self.phone_files[i]), load_image(self.dslr_files[i])
+        except ImageError as err:
+            log.warning("skipping unreadable pair %s: %s", self.names[i], err)
+            self.bad.add(i)
+            return None
+        h, w = min(a.shape[0], b.shape[0]), min(a.shape[1], b.shape[1])
+        return a[:h, :w], b[:h, :w]
+
+
+def builtin_pairs(split: str = "train", variants: int = 4, seed: int = 0,
+                  degradation: DegradationConfig | None = None) -> MemoryPairs:
+    """The scikit-image photos as DSLR targets and their degraded versions as phone inputs.
+
+    ``variants`` degraded versions per training photo (independent draws); validation pairs are one aligned
+    version per photo (misalignment off) so that PSNR measures enhancement, not registration.
+    """
+    if split not in SPLITS:
+        raise ValueError(f"Unknown split {split!r}. Known: {', '.join(SPLITS)}")
+    cfg = degradation or DegradationConfig()
+    if split == "val":
+        cfg, variants = DegradationConfig(**{**cfg.__dict__, "max_shift": 0}), 1
+    names, phone, dslr = [], [], []
+    for p, name in enumerate(SPLITS[split]):
+        photo = sample_photo(name)
+        for v in range(variants):
+            rng = np.random.default_rng([seed, 1 if split == "val" else 0, p, v])
+            names.append(f"{name}#{v}")
+            phone.append(degrade(photo, rng, cfg))
+            dslr.append(np.asarray(photo))
+    return MemoryPairs(names, phone, dslr)
+
+
+def _matched(phone_dir: Path, dslr_dir: Path) -> FilePairs:
+    for d in (phone_dir, dslr_dir):
+        if not d.is_dir():
+            raise DatasetError(f"Missing folder {d}")
+    dslr_by_stem = {p.stem: p for p in list_images(dslr_dir)}
+    phone_files = [p for p in list_images(phone_dir) if p.stem in dslr_by_stem]
+    if not phone_files:
+        raise DatasetError(f"No images with matching names in {phone_dir} and {dslr_dir}")
+    unmatched = len(list_images(phone_dir)) - len(phone_files)
+    if unmatched:
+        log.warning("%d image(s) in %s have no partner in %s and are ignored", unmatched, phone_dir, dslr_dir)
+    return FilePairs(phone_files, [dslr_by_stem[p.stem] for p in phone_files])
+
+
+def dped_pairs(root: str | Path, phone: str, split: str = "train") -> FilePairs:
+    """DPED layout: ``<root>/<phone>/training_data/{<phone>,canon}/<N>.jpg`` (train) and
+    ``<root>/<phone>/test_data/patches/{<phone>,canon}/<N>.jpg`` (val). ``root`` may also be ``<root>/<phone>``."""
+    root = Path(root)
+    base = root if (root / "training_data").is_dir() or (root / "test_data").is_dir() else root / phone
+    sub = base / ("training_data" if split == "train" else "test_data/patches")
+    if not sub.is_dir():
+        raise DatasetError(f"{root} is not in the DPED layout for phone {phone!r}: missing {sub}")
+    pairs = _matched(sub / phone, sub / "canon")
+    # numeric names sort numerically (DPED's 0.jpg ... 159999.jpg)
+    order = sorted(range(len(pairs.phone_files)),
+                   key=lambda i: (len(pairs.phone_files[i].stem), pairs.phone_files[i].stem))
+    return FilePairs([pairs.phone_files[i] for i in order], [pairs.dslr_files[i] for i in order])
+
+
+def folder_pairs(root: str | Path, split: str = "train", val_every: int = 10) -> FilePairs:
+    """Generic paired folder ``<root>/phone`` and ``<root>/dslr`` with matching file names (any suffix).
+
+    Split by photo: every ``val_every``-th pair (sorted by name, starting with the first) is validation.
+    """
+    root = Path(root)
+    pairs = _matched(root / "phone", root / "dslr")
+    n = len(pairs.phone_files)
+    val = set(range(0, n, val_every)) if n > 1 else set()
+    keep = [i for i in range(n) if (i in val) == (split == "val")]
+    if not keep:
+        raise DatasetError(f"{root} has too few pairs ({n}) for a {split} split")
+    return FilePairs([pairs.phone_files[i] for i in keep], [pairs.dslr_files[i] for i in keep])
+
+
+def open_pairs(data: str | Path | None, phone: str | None, split: str, seed: int = 0) -> PairSet:
+    """The pairs a training run uses: built-in (``data`` None), DPED layout (``phone`` given) or paired folder."""
+    if data is None:
+        return builtin_pairs(split, seed=seed)
+    if not Path(data).is_dir():
+        raise DatasetError(f"Dataset folder not found: {data}")
+    if phone:
+        return dped_pairs(data, phone, split)
+    return folder_pairs(data, split)
+
+
+def _crop(img: np.ndarray, y: int, x: int, size: int) -> np.ndarray:
+    h, w = img.shape[:2]
+    if h < size or w < size:  # small photos are edge-padded up to one patch
+        img = np.pad(img, ((0, max(0, size - h)), (0, max(0, size - w)), (0, 0)), mode="edge")
+    return img[y:y + size, x:x + size]
+
+
+def sample_batch(pairs: PairSet, batch: int, patch: int, rng: np.random.Generator,
+                 augment: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """``batch`` random aligned crops of ``patch`` x ``patch`` -> (phone, dslr), each (N, 3, patch, patch)."""
+    phones, dslrs = [], []
+    tries = 0
+    while len(phones) < batch:
+        tries += 1
+        if tries > 20 * batch + 100:
+            raise DatasetError("Too many unreadable images: no usable pairs left")
+        got = pairs.pair(int(rng.integers(len(pairs))))
+        if got is None:
+            continue
+        a, b = got
+        h, w = a.shape[:2]
+        y, x = int(rng.integers(max(1, h - patch + 1))), int(rng.integers(max(1, w - patch + 1)))
+        a, b = _crop(a, y, x, patch), _crop(b, y, x, patch)
+        if augment:
+            k, flip = int(rng.integers(4)), bool(rng.integers(2))
+            a, b = np.rot90(a, k), np.rot90(b, k)
+            if flip:
+                a, b = a[:, ::-1], b[:, ::-1]
+        phones.append(np.ascontiguousarray(a))
+        dslrs.append(np.ascontiguousarray(b))
+    to_t = lambda xs: torch.from_numpy(np.stack(xs)).permute(0, 3, 1, 2).contiguous()  # noqa: E731
+    return to_t(phones), to_t(dslrs)
+
+
+def center_crop(img: np.ndarray, size: int) -> np.ndarray:
+    h, w = img.shape[:2]
+    y, x = max(0, (h - size) // 2), max(0, (w - size) // 2)
+    return img[y:y + size, x:x + size]

@@ -1,0 +1,86 @@
+"""A camera degradation model that turns a good photo (the 'DSLR' side) into a phone-like one.
+
+Applied in this order, each step with parameters drawn from the ranges of ``DegradationConfig``:
+
+1. misalignment: the phone view is shifted by up to ``max_shift`` whole pixels (edge-replicated); real
+   phone/DSLR pairs never align exactly, which is why DPED compares colours only after a blur;
+2. optics and sensor size: Gaussian blur, then down- and up-sampling by ``resample`` (lost detail);
+3. low light: exposure scaled in linear light (sRGB decoded with gamma 2.2);
+4. sensor noise: signal-dependent Poisson-Gaussian noise in linear light, variance = a * signal + b;
+5. colour cast: per-channel white-balance gains;
+6. flat tone: contrast pulled toward the mean, saturation pulled toward gray;
+7. JPEG compression at ``jpeg_quality``.
+
+Deterministic for a seed: ``degrade(img, np.random.default_rng(seed))`` always returns the same pair.
+"""
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+from skimage.filters import gaussian
+from skimage.transform import resize
+
+Range = tuple[float, float]
+
+
+@dataclass(frozen=True)
+class DegradationConfig:
+    max_shift: int = 2                           # pixels of misalignment (0 for aligned evaluation pairs)
+    blur_sigma: Range = (0.5, 1.1)               # optics blur, pixels
+    resample: Range = (1.3, 1.8)                 # down-up sampling factor
+    exposure: Range = (0.45, 0.75)               # linear-light gain (< 1: darker)
+    noise_shot: Range = (0.002, 0.008)           # a: shot-noise variance per unit of linear signal
+    noise_read: Range = (1e-5, 1e-4)             # b: read-noise variance
+    cast: float = 0.08                           # channel gains drawn from 1 +- cast
+    contrast: Range = (0.7, 0.9)                 # 1 keeps contrast
+    saturation: Range = (0.6, 0.85)              # 1 keeps saturation
+    jpeg_quality: tuple[int, int] = (60, 85)
+
+
+def _u(rng: np.random.Generator, r: Range) -> float:
+    return float(rng.uniform(r[0], r[1]))
+
+
+def shift(img: np.ndarray, dy: int, dx: int) -> np.ndarray:
+    """Translate by whole pixels, replicating the edge."""
+    h, w = img.shape[:2]
+    p = max(abs(dy), abs(dx))
+    if p == 0:
+        return img
+    padded = np.pad(img, ((p, p), (p, p), (0, 0)), mode="edge")
+    return padded[p - dy:p - dy + h, p - dx:p - dx + w]
+
+
+def jpeg(img: np.ndarray, quality: int) -> np.ndarray:
+    buf = io.BytesIO()
+    Image.fromarray(np.round(np.clip(img, 0, 1) * 255).astype(np.uint8)).save(buf, format="JPEG", quality=quality)
+    buf.seek(0)
+    return np.asarray(Image.open(buf).convert("RGB"), dtype=np.float32) / 255.0
+
+
+def degrade(dslr: np.ndarray, rng: np.random.Generator, cfg: DegradationConfig = DegradationConfig()) -> np.ndarray:
+    """float32 (H, W, 3) RGB in [0, 1] -> a phone-like version of the same size."""
+    h, w = dslr.shape[:2]
+    x = dslr.astype(np.float32)
+    if cfg.max_shift > 0:
+        x = shift(x, int(rng.integers(-cfg.max_shift, cfg.max_shift + 1)),
+                  int(rng.integers(-cfg.max_shift, cfg.max_shift + 1)))
+    x = gaussian(x, sigma=_u(rng, cfg.blur_sigma), channel_axis=-1, preserve_range=True)
+    f = _u(rng, cfg.resample)
+    small = resize(x, (max(1, round(h / f)), max(1, round(w / f))), order=1, anti_aliasing=False)
+    x = resize(small, (h, w), order=1, anti_aliasing=False)
+
+    linear = np.clip(x, 0, 1) ** 2.2 * _u(rng, cfg.exposure)
+    var = _u(rng, cfg.noise_shot) * linear + _u(rng, cfg.noise_read)
+    linear = np.clip(linear + rng.standard_normal(linear.shape) * np.sqrt(var), 0, 1)
+    linear = np.clip(linear * (1 + rng.uniform(-cfg.cast, cfg.cast, size=3)), 0, 1)
+    x = linear ** (1 / 2.2)
+
+    x = x.mean() + (x - x.mean()) * _u(rng, cfg.contrast)
+    gray = x.mean(axis=2, keepdims=True)
+    x = gray + (x - gray) * _u(rng, cfg.saturation)
+    q = int(rng.integers(cfg.jpeg_quality[0], cfg.jpeg_quality[1] + 1))
+    return jpeg(np.clip(x, 0, 1), q).astype(np.float32)

@@ -1,0 +1,62 @@
+"""Quality of a trained generator: PSNR/SSIM of input and output against the DSLR side, per photo.
+
+Two sets: the validation pairs of the data (built-in: held-out photos through the training degradation), and
+for the built-in data an 'unseen degradation' set made without ``train.degrade``: the held-out photos darkened
+by Pillow's brightness enhancer, flattened by its contrast enhancer and given Gaussian noise by scikit-image.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from PIL import Image, ImageEnhance
+from skimage.util import random_noise
+
+from enhance.samples import sample_photos
+from models import create_model
+
+from .data import open_pairs
+from .metrics import psnr_ssim
+
+
+def unseen_degradation(photo: np.ndarray, seed: int = 0) -> np.ndarray:
+    """Mildly darker (x0.8), flatter (contrast x0.8) and noisier (sigma 0.02) - not our camera model."""
+    img = Image.fromarray(np.round(photo * 255).astype(np.uint8))
+    img = ImageEnhance.Contrast(ImageEnhance.Brightness(img).enhance(0.8)).enhance(0.8)
+    x = np.asarray(img, dtype=np.float32) / 255.0
+    return random_noise(x, mode="gaussian", var=0.02 ** 2, rng=seed).astype(np.float32)
+
+
+def _to_t(x: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(x)).permute(2, 0, 1)[None]
+
+
+@torch.no_grad()
+def score_pairs(model: torch.nn.Module, pairs: list[tuple[str, np.ndarray, np.ndarray]]) -> dict:
+    rows = []
+    for name, phone, dslr in pairs:
+        a, b = _to_t(phone), _to_t(dslr)
+        (p_out, s_out), (p_in, s_in) = psnr_ssim(model(a), b), psnr_ssim(a, b)
+        rows.append({"photo": name, "input_psnr": round(p_in, 2), "output_psnr": round(p_out, 2),
+                     "input_ssim": round(s_in, 4), "output_ssim": round(s_out, 4)})
+    mean = {k: round(float(np.mean([r[k] for r in rows])), 4 if "ssim" in k else 2)
+            for k in ("input_psnr", "output_psnr", "input_ssim", "output_ssim")}
+    mean["psnr_gain_db"] = round(mean["output_psnr"] - mean["input_psnr"], 2)
+    return {"mean": mean, "photos": rows}
+
+
+def evaluate_model(name: str, checkpoint: str | None = None, data: str | None = None,
+                   phone: str | None = None, limit: int = 50) -> dict:
+    """Scores of ``name`` (shipped weights, or ``checkpoint``) on the validation data, full photos."""
+    model = create_model(name, pretrained=checkpoint is None, checkpoint=checkpoint)
+    val = open_pairs(data, phone, "val")
+    pairs = []
+    for i in range(min(len(val), limit)):
+        got = val.pair(i)
+        if got is not None:
+            pairs.append((val.names[i], *got))
+    result = {"model": name, "weights": checkpoint or "shipped", "validation": score_pairs(model, pairs)}
+    if data is None:
+        unseen = [(n, unseen_degradation(p, seed=i), np.asarray(p))
+                  for i, (n, p) in enumerate(sample_photos("val").items())]
+        result["unseen_degradation"] = score_pairs(model, unseen)
+    return result

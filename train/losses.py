@@ -1,0 +1,112 @@
+"""DPED's losses as small typed functions. Normalisations follow DPED's reference code, so that its weights
+(content 10, colour 0.5, texture 1, TV 2000) keep their meaning:
+
+- colour: squared difference of Gaussian-blurred images (21x21, sigma 3), summed per image, / 2, batch mean;
+- texture: the discriminator's cross-entropy on grayscale, summed over the batch (generator wants 'DSLR');
+- content: mean squared difference of VGG-19 relu5_4 features, or the substitute below;
+- total variation: mean squared horizontal + vertical differences.
+
+Content substitute (no VGG weights given; nothing is downloaded): 1 - SSIM between the two images after a 4x4
+average pool. Like deep VGG features it compares local structure and contrast while tolerating the few pixels of
+misalignment in real pairs. The checkpoint's meta records which content loss a run used.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchmetrics.functional.image import structural_similarity_index_measure
+
+GRAY = (0.299, 0.587, 0.114)
+
+
+def gaussian_kernel(size: int = 21, sigma: float = 3.0) -> torch.Tensor:
+    ax = torch.arange(size, dtype=torch.float32) - (size - 1) / 2
+    g = torch.exp(-(ax ** 2) / (2 * sigma ** 2))
+    k = torch.outer(g, g)
+    return k / k.sum()
+
+
+def gaussian_blur(x: torch.Tensor, size: int = 21, sigma: float = 3.0) -> torch.Tensor:
+    """Per-channel Gaussian blur of (N, C, H, W), reflect-padded to keep the size."""
+    c = x.shape[1]
+    k = gaussian_kernel(size, sigma).to(x)[None, None].expand(c, 1, size, size)
+    return F.conv2d(F.pad(x, [size // 2] * 4, mode="reflect"), k, groups=c)
+
+
+def color_loss(enhanced: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    diff = gaussian_blur(enhanced) - gaussian_blur(target)
+    return diff.pow(2).sum() / (2 * enhanced.shape[0])
+
+
+def tv_loss(x: torch.Tensor) -> torch.Tensor:
+    dy = x[:, :, 1:, :] - x[:, :, :-1, :]
+    dx = x[:, :, :, 1:] - x[:, :, :, :-1]
+    return dy.pow(2).mean() + dx.pow(2).mean()
+
+
+def grayscale(x: torch.Tensor) -> torch.Tensor:
+    """(N, 3, H, W) RGB -> (N, 1, H, W) luma (BT.601)."""
+    w = torch.tensor(GRAY, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    return (x * w).sum(1, keepdim=True)
+
+
+def texture_loss(fake_logits: torch.Tensor) -> torch.Tensor:
+    """Generator side: cross-entropy of the discriminator calling enhanced patches 'DSLR', summed over the batch."""
+    return F.binary_cross_entropy_with_logits(fake_logits, torch.ones_like(fake_logits), reduction="sum")
+
+
+def discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+    """Discriminator side: DSLR patches are 1, enhanced are 0 (mean cross-entropy)."""
+    return (F.binary_cross_entropy_with_logits(real_logits, torch.ones_like(real_logits))
+            + F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits)))
+
+
+def ssim_content_loss(enhanced: torch.Tensor, target: torch.Tensor, pool: int = 4) -> torch.Tensor:
+    """The documented substitute for the VGG content loss: 1 - SSIM of 4x4-average-pooled images."""
+    a, b = F.avg_pool2d(enhanced, pool), F.avg_pool2d(target, pool)
+    k = min(7, (min(a.shape[-2:]) // 2) * 2 - 1)  # odd window that fits tiny test patches
+    return 1 - structural_similarity_index_measure(a, b, data_range=1.0, kernel_size=max(k, 3), sigma=1.5)
+
+
+# torchvision's VGG-19 `features` layout up to relu5_4 (index 35): channel counts, 'M' = max-pool.
+_VGG19 = [64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512, 512, 512, 512]
+_IMAGENET_MEAN = (0.485, 0.456, 0.406)
+_IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class VGGContentLoss(nn.Module):
+    """MSE of VGG-19 relu5_4 features, from a local torchvision VGG-19 state dict (``vgg19-dcbb9e9d.pth``)."""
+
+    def __init__(self, weights: str | Path):
+        super().__init__()
+        layers: list[nn.Module] = []
+        cin = 3
+        for v in _VGG19:
+            if v == "M":
+                layers.append(nn.MaxPool2d(2, 2))
+            else:
+                layers += [nn.Conv2d(cin, int(v), 3, padding=1), nn.ReLU(inplace=True)]
+                cin = int(v)
+        self.features = nn.Sequential(*layers)  # ends at relu5_4
+        try:
+            state = torch.load(weights, map_location="cpu", weights_only=True)
+        except Exception as err:
+            raise ValueError(f"Cannot read VGG-19 weights {weights}: {str(err).splitlines()[0][:200]}") from None
+        state = {k[len("features."):]: v for k, v in state.items() if k.startswith("features.")}
+        missing = set(self.features.state_dict()) - set(state)
+        if missing:
+            raise ValueError(f"{weights} is not a torchvision VGG-19 state dict (missing {sorted(missing)[:3]})")
+        self.features.load_state_dict({k: state[k] for k in self.features.state_dict()})
+        self.features.requires_grad_(False).eval()
+        self.register_buffer("mean", torch.tensor(_IMAGENET_MEAN).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(_IMAGENET_STD).view(1, 3, 1, 1))
+
+    def train(self, mode: bool = True) -> "VGGContentLoss":
+        return super().train(False)  # always frozen
+
+    def forward(self, enhanced: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        f = lambda x: self.features((x - self.mean) / self.std)  # noqa: E731
+        return F.mse_loss(f(enhanced), f(target))

@@ -88,7 +88,7 @@ def fidelity_inputs(size: tuple[int, int], resizable: bool) -> list[tuple[str, n
 @torch.no_grad()
 def torch_reference(model: torch.nn.Module, image: np.ndarray) -> np.ndarray:
     """PyTorch output for one (H, W, 3) image, as (H, W, 3)."""
-    x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None]
+    x = torch.from_numpy(np.array(image, dtype=np.float32)).permute(2, 0, 1)[None]
     return model(x)[0].permute(1, 2, 0).numpy()
 
 

@@ -6,7 +6,11 @@ H x W unless it was exported with a fixed --size.
 """
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -31,9 +35,32 @@ class NHWCEnhancer(nn.Module):
         return {OUTPUT: self.model(image.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)}
 
 
+@contextlib.contextmanager
+def _quiet():
+    """Silence the converter's console output (progress, absl and torchao notices); replay it on failure."""
+    os.environ.setdefault("LITERT_TORCH_SHOW_PROGRESS", "n")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    sys.stdout.flush(), sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    with tempfile.TemporaryFile(mode="w+b") as log:
+        os.dup2(log.fileno(), 1), os.dup2(log.fileno(), 2)
+        try:
+            yield
+        except BaseException:
+            os.dup2(saved[0], 1), os.dup2(saved[1], 2)
+            log.seek(0)
+            sys.stderr.write(log.read().decode(errors="replace")[-4000:])
+            raise
+        finally:
+            sys.stdout.flush(), sys.stderr.flush()
+            os.dup2(saved[0], 1), os.dup2(saved[1], 2)
+            os.close(saved[0]), os.close(saved[1])
+
+
 def _require_litert_torch():
     try:
-        import litert_torch
+        with _quiet():
+            import litert_torch
     except ImportError as err:
         from .common import ExportError
         raise ExportError(f"TFLite export needs litert-torch: pip install litert-torch ({err})") from None
@@ -44,8 +71,9 @@ def convert(model: nn.Module, size: tuple[int, int], path: Path, metadata: dict)
     """Convert an eval-mode (BN-folded) model traced at ``size`` (H, W) and write it to ``path``."""
     litert_torch = _require_litert_torch()
     sample = torch.rand(1, size[0], size[1], 3)
-    edge = litert_torch.signature(SIGNATURE, NHWCEnhancer(model).eval(), sample_kwargs={INPUT: sample}).convert()
-    edge.export(str(path))
+    with _quiet():
+        edge = litert_torch.signature(SIGNATURE, NHWCEnhancer(model).eval(), sample_kwargs={INPUT: sample}).convert()
+        edge.export(str(path))
     add_metadata(path, {METADATA_NAME: json.dumps(metadata, default=str)})
 
 
@@ -95,7 +123,8 @@ def _interpreter(path: str | Path, threads: int | None = None):
 
 def run(path: str | Path, image: np.ndarray, threads: int | None = None) -> np.ndarray:
     """Run the artifact on one float32 (H, W, 3) image in [0, 1]; resizes the input to the image's size."""
-    interp = _interpreter(path, threads)
+    with _quiet():
+        interp = _interpreter(path, threads)
     inp = interp.get_input_details()[0]
     shape = [1, image.shape[0], image.shape[1], 3]
     if list(inp["shape"]) != shape:

@@ -1,6 +1,7 @@
 """Name -> factory registry, in the manner of timm: each named variant is a small registered factory."""
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 from typing import Callable
 
@@ -72,12 +73,14 @@ def load_checkpoint(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"Checkpoint not found: {path}")
+    if not zipfile.is_zipfile(path):
+        raise CheckpointError(f"{path} is not a PyTorch checkpoint (expected a file written by torch.save)")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many types for corrupt/unsafe files
-        lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()] or [type(err).__name__]
-        msg = next((ln for ln in lines if "WeightsUnpickler" in ln), lines[0])  # the line that names the cause
-        raise CheckpointError(f"Cannot read checkpoint {path} as a weights-only file: {msg[:200]}") from None
+        text = " ".join(str(err).split()) or type(err).__name__
+        cause = text.split("WeightsUnpickler error:", 1)[-1].split(". Please")[0].strip()
+        raise CheckpointError(f"Cannot read checkpoint {path} as a weights-only file: {cause[:200]}") from None
     if not isinstance(ckpt, dict) or not {"model", "state_dict"} <= set(ckpt):
         raise CheckpointError(f"{path} is not a dslr-mobile checkpoint (needs keys 'model' and 'state_dict')")
     return ckpt

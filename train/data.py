@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -69,6 +70,7 @@ class FilePairs(PairSet):
         return a[:h, :w], b[:h, :w]
 
 
+@lru_cache(maxsize=4)
 def builtin_pairs(split: str = "train", variants: int = 4, seed: int = 0,
                   degradation: DegradationConfig | None = None) -> MemoryPairs:
     """The scikit-image photos as DSLR targets and their degraded versions as phone inputs.
@@ -88,6 +90,7 @@ def builtin_pairs(split: str = "train", variants: int = 4, seed: int = 0,
             rng = np.random.default_rng([seed, 1 if split == "val" else 0, p, v])
             names.append(f"{name}#{v}")
             phone.append(degrade(photo, rng, cfg))
+            phone[-1].setflags(write=False)  # cached and shared: read-only
             dslr.append(np.asarray(photo))
     return MemoryPairs(names, phone, dslr)
 

@@ -106,7 +106,7 @@ def _val_tensors(pairs: PairSet, crop: int, count: int) -> list[tuple[torch.Tens
         got = pairs.pair(i)
         if got is None:
             continue
-        a, b = (torch.from_numpy(np.ascontiguousarray(center_crop(x, crop))).permute(2, 0, 1)[None] for x in got)
+        a, b = (torch.from_numpy(np.array(center_crop(x, crop))).permute(2, 0, 1)[None] for x in got)
         out.append((a, b))
         if len(out) >= count:
             break

@@ -27,7 +27,7 @@ def unseen_degradation(photo: np.ndarray, seed: int = 0) -> np.ndarray:
 
 
 def _to_t(x: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(x)).permute(2, 0, 1)[None]
+    return torch.from_numpy(np.array(x, dtype=np.float32)).permute(2, 0, 1)[None]
 
 
 @torch.no_grad()

@@ -1,0 +1,50 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from models import create_model, model_config
+
+
+def save_checkpoint(path: Path, name: str = "dped_mobile", **overrides) -> Path:
+    """A small random-weight checkpoint in the training command's format."""
+    torch.manual_seed(0)
+    model = create_model(name, **overrides)
+    with torch.no_grad():  # non-trivial BN statistics, so folding is exercised
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.1, 0.1)
+                m.running_var.uniform_(0.5, 1.5)
+                m.weight.uniform_(0.5, 1.5)
+    torch.save({"model": name, "config": model_config(model), "state_dict": model.state_dict(), "meta": {}}, path)
+    return path
+
+
+@pytest.fixture
+def tiny_checkpoint(tmp_path: Path) -> Path:
+    return save_checkpoint(tmp_path / "tiny.pt", width=8, blocks=1)
+
+
+def write_photo(path: Path, h: int = 48, w: int = 64, seed: int = 0) -> Path:
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w]
+    img = np.stack([xx / w, yy / h, 0.5 + 0.3 * np.sin(xx / 5.0)], axis=2) + rng.normal(0, 0.03, (h, w, 3))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.clip(img * 255, 0, 255).astype(np.uint8)).save(path)
+    return path
+
+
+@pytest.fixture
+def dped_layout(tmp_path: Path) -> Path:
+    """A tiny dataset in the DPED layout for phone 'iphone' (train and test patches)."""
+    root = tmp_path / "dped"
+    for sub, n in (("training_data", 6), ("test_data/patches", 2)):
+        for i in range(n):
+            write_photo(root / "iphone" / sub / "iphone" / f"{i}.jpg", 40, 40, seed=i)
+            write_photo(root / "iphone" / sub / "canon" / f"{i}.jpg", 40, 40, seed=100 + i)
+    (root / "iphone" / "test_data" / "full_size_test_images").mkdir(parents=True)
+    return root

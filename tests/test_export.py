@@ -1,0 +1,80 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from enhance.images import load_image
+from export.__main__ import main as export_main
+from export.common import psnr
+from export.tflite import op_names, read_metadata, run
+from models import create_model
+from tests.conftest import write_photo
+
+pytestmark = pytest.mark.slow
+
+
+def _reference(model, image):
+    with torch.no_grad():
+        return model(torch.from_numpy(image).permute(2, 0, 1)[None])[0].permute(1, 2, 0).numpy()
+
+
+def test_tflite_round_trip_matches_pytorch_at_any_size(tmp_path, tiny_checkpoint):
+    out = tmp_path / "exp"
+    assert export_main(["--target", "tflite", "--checkpoint", str(tiny_checkpoint), "--out", str(out)]) == 0
+    artifact, sidecar = out / "dped_mobile_fp32.tflite", json.loads((out / "dped_mobile_fp32.json").read_text())
+    assert sidecar["status"] == "ok" and sidecar["fidelity"]["psnr_db_min"] >= 60
+    assert sidecar["input"]["layout"] == "NHWC" and sidecar["input"]["resizable"]
+    assert sidecar["halo"] == 12  # width 8, one block: 1 + 8 + 4 + 4 + 8 = 25 px receptive field
+    ops = op_names(artifact)
+    assert "TRANSPOSE" not in ops and "CONV_2D" in ops and "DEPTHWISE_CONV_2D" in ops
+    assert json.loads(read_metadata(artifact)["dslr_mobile"])["model"] == "dped_mobile"
+    model = create_model("dped_mobile", checkpoint=tiny_checkpoint)
+    for h, w in [(48, 64), (37, 51)]:  # photos it never saw, sizes other than the export size
+        image = load_image(write_photo(tmp_path / f"p{h}.png", h, w, seed=h))
+        assert psnr(run(artifact, image), _reference(model, image)) >= 60
+
+
+def test_shipped_model_export_matches_at_480x640(tmp_path):
+    out = tmp_path / "exp"
+    assert export_main(["--target", "tflite", "--out", str(out)]) == 0
+    image = load_image(write_photo(tmp_path / "p.png", 480, 640, seed=7))
+    got = run(out / "dped_mobile_fp32.tflite", image)
+    assert psnr(got, _reference(create_model("dped_mobile", pretrained=True), image)) >= 60
+
+
+def test_failed_gate_exits_1_and_leaves_nothing_that_looks_valid(tmp_path, tiny_checkpoint, capsys):
+    out = tmp_path / "exp"
+    code = export_main(["--target", "tflite", "--checkpoint", str(tiny_checkpoint), "--size", "32x32",
+                        "--gate-db", "1000", "--out", str(out)])
+    assert code == 1 and "failed its fidelity gate" in capsys.readouterr().err
+    assert not list(out.glob("*.tflite")) and not (out / "dped_mobile_fp32.json").exists()
+    assert (out / "dped_mobile_fp32.tflite.rejected").exists()
+
+
+def test_fixed_size_export(tmp_path, tiny_checkpoint):
+    out = tmp_path / "exp"
+    assert export_main(["--target", "tflite", "--checkpoint", str(tiny_checkpoint), "--size", "40x56",
+                        "--out", str(out)]) == 0
+    sidecar = json.loads((out / "dped_mobile_fp32.json").read_text())
+    assert sidecar["input"]["shape"] == [1, 40, 56, 3] and not sidecar["input"]["resizable"]
+    assert len(sidecar["fidelity"]["samples"]) == 2
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["--target", "tflite2"], "choose from: tflite"),
+    (["--target", "tflite", "--model", "unet"], "dped_mobile"),
+    (["--target", "tflite", "--precision", "fp8"], "supported: tflite: fp32"),
+    (["--target", "tflite", "--size", "big"], "HxW"),
+])
+def test_usage_errors_exit_2_listing_choices(argv, needle, capsys):
+    assert export_main(argv) == 2
+    assert needle in capsys.readouterr().err
+
+
+def test_bad_checkpoint_is_one_line_exit_1(tmp_path, capsys):
+    bad = tmp_path / "x.pt"
+    bad.write_text("{}")
+    assert export_main(["--target", "tflite", "--checkpoint", str(bad)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "not a PyTorch checkpoint" in err

@@ -1,0 +1,80 @@
+import pytest
+import torch
+
+from models import (CheckpointError, TextureDiscriminator, conv_macs_per_pixel, create_model, fold_batchnorm,
+                    list_models, pretrained_models)
+from tests.conftest import save_checkpoint
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_every_model_maps_images_to_images(name):
+    model = create_model(name, width=8, blocks=1)
+    assert not model.training
+    x = torch.rand(2, 3, 23, 31)  # odd sizes: any H x W
+    y = model(x)
+    assert y.shape == x.shape and torch.isfinite(y).all()
+    assert model.contract.layout == "NCHW" and model.contract.value_range == (0.0, 1.0)
+
+
+def test_unknown_name_lists_known_ones():
+    with pytest.raises(ValueError, match="dped_mobile"):
+        create_model("dped_turbo")
+
+
+def test_separable_variant_is_cheaper_and_receptive_field_is_37():
+    full, mobile = create_model("dped"), create_model("dped_mobile")
+    assert conv_macs_per_pixel(mobile) * 5 < conv_macs_per_pixel(full)
+    assert full.contract.receptive_field == mobile.contract.receptive_field == 37
+    assert isinstance(mobile.stem.conv, torch.nn.Conv2d)          # stem stays a full conv
+    assert mobile.blocks[0].body[0].conv.depthwise.groups == 64   # the rest is depthwise + pointwise
+
+
+def test_fold_batchnorm_keeps_the_function(tmp_path):
+    model = create_model("dped_mobile", checkpoint=save_checkpoint(tmp_path / "c.pt", width=8, blocks=2))
+    folded = fold_batchnorm(model)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    x = torch.rand(1, 3, 40, 40)
+    assert torch.allclose(model(x), folded(x), atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["dped", "dped_mobile"])
+def test_shipped_weights_load_offline(name):
+    assert name in pretrained_models()
+    model = create_model(name, pretrained=True)
+    with torch.no_grad():
+        y = model(torch.rand(1, 3, 32, 32))
+    assert torch.isfinite(y).all()
+
+
+def test_checkpoint_errors_are_one_line(tmp_path):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="not a PyTorch checkpoint"):
+        create_model("dped_mobile", checkpoint=bad)
+    ckpt = save_checkpoint(tmp_path / "mobile.pt", width=8, blocks=1)
+    with pytest.raises(CheckpointError, match="holds weights for 'dped_mobile'"):
+        create_model("dped", checkpoint=ckpt)
+    wrong = torch.load(ckpt, weights_only=True)
+    wrong["config"]["width"] = 16  # state dict no longer fits the config
+    torch.save(wrong, tmp_path / "wrong.pt")
+    with pytest.raises(CheckpointError, match="does not match") as err:
+        create_model("dped_mobile", checkpoint=tmp_path / "wrong.pt")
+    assert "\n" not in str(err.value)
+
+
+def test_texture_discriminator_takes_gray_patches_of_any_size():
+    d = TextureDiscriminator(width=8).eval()
+    assert d(torch.rand(3, 1, 100, 100)).shape == (3,)
+    assert d(torch.rand(2, 1, 64, 48)).shape == (2,)
+
+
+@pytest.mark.parametrize("blocks", [0, 2])
+def test_stated_receptive_field_is_the_real_one(blocks):
+    model = create_model("dped", width=4, blocks=blocks, head="tanh")
+    x = torch.rand(1, 3, 81, 81)
+    bumped = x.clone()
+    bumped[0, :, 40, 40] += 0.5
+    with torch.no_grad():
+        changed = (model(bumped) - model(x)).abs().sum(dim=(0, 1)) > 0
+    rows = changed.any(dim=1).nonzero().flatten()
+    assert int(rows.max() - rows.min()) + 1 == model.contract.receptive_field

@@ -1,0 +1,85 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from train import DPEDTrainConfig, TrainingDiverged, train_dped
+from train.__main__ import main as train_main
+
+TINY = dict(model="dped_mobile", width=8, batch=2, patch=32, val_every=2, save_every=2, val_crop=48)
+
+
+def test_short_run_writes_atomic_checkpoints_and_resumes(tmp_path):
+    out = tmp_path / "run"
+    train_dped(DPEDTrainConfig(steps=3, out=str(out), **TINY), progress=False)
+    last = torch.load(out / "last.pt", weights_only=True)
+    assert last["meta"]["step"] == 3 and last["train_state"]["step"] == 3
+    assert set(torch.load(out / "best.pt", weights_only=True)) == {"model", "config", "state_dict", "meta"}
+    assert "ssim" in last["meta"]["content_loss"]  # no VGG weights: the substitute is recorded
+    assert list((out / "tb").iterdir())
+    summary = train_dped(DPEDTrainConfig(steps=5, out=str(out), resume=True, **TINY), progress=False)
+    assert summary["steps"] == 5
+    assert not list(out.glob("*.tmp"))
+
+
+def test_resumed_run_equals_uninterrupted_run(tmp_path):
+    train_dped(DPEDTrainConfig(steps=4, out=str(tmp_path / "a"), **TINY), progress=False)
+    train_dped(DPEDTrainConfig(steps=2, out=str(tmp_path / "b"), **TINY), progress=False)
+    train_dped(DPEDTrainConfig(steps=4, out=str(tmp_path / "b"), resume=True, **TINY), progress=False)
+    a = torch.load(tmp_path / "a" / "last.pt", weights_only=True)["state_dict"]
+    b = torch.load(tmp_path / "b" / "last.pt", weights_only=True)["state_dict"]
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5)
+
+
+def test_divergence_stops_with_a_message_and_keeps_the_last_checkpoint(tmp_path):
+    out = tmp_path / "run"
+    train_dped(DPEDTrainConfig(steps=2, out=str(out), **TINY), progress=False)
+    before = (out / "last.pt").read_bytes()
+    with pytest.raises(TrainingDiverged, match="Last good checkpoint kept"):
+        train_dped(DPEDTrainConfig(steps=4, out=str(out), resume=True, **{**TINY, "w_tv": float("nan")}),
+                   progress=False)
+    assert (out / "last.pt").read_bytes() == before
+
+
+def test_cli_errors_exit_cleanly(tmp_path, capsys):
+    with pytest.raises(SystemExit) as err:
+        train_main(["dped", "--model", "unet"])
+    assert err.value.code == 2 and "dped_mobile" in capsys.readouterr().err
+    assert train_main(["dped", "--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "r")]) == 1
+    assert "not found" in capsys.readouterr().err
+    assert train_main(["dped", "--resume", "--out", str(tmp_path / "none")]) == 1
+
+
+@pytest.mark.slow
+def test_sigkill_mid_run_then_resume_continues_at_the_right_step(tmp_path, dped_layout):
+    out = tmp_path / "run"
+    args = [sys.executable, "-m", "train", "dped", "--steps", "40", "--out", str(out), "--no-progress",
+            "--data", str(dped_layout), "--phone", "iphone",
+            *[f"--{k.replace('_', '-')}={v}" for k, v in TINY.items()]]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (out / "last.pt").exists():
+        time.sleep(0.2)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_at = torch.load(out / "last.pt", weights_only=True)["train_state"]["step"]
+    assert 2 <= killed_at < 40 and killed_at % 2 == 0
+    done = subprocess.run([*args, "--resume"], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["steps"] == 40
+    assert torch.load(out / "last.pt", weights_only=True)["meta"]["step"] == 40
+
+
+def test_dped_layout_trains(dped_layout, tmp_path):
+    summary = train_dped(DPEDTrainConfig(steps=2, data=str(dped_layout), phone="iphone",
+                                         out=str(tmp_path / "r"), **TINY), progress=False)
+    assert summary["validation"]["psnr"] > 0

@@ -2,8 +2,13 @@
 
 Examples:
   python -m export --target tflite                          # shipped dped_mobile -> exported/dped_mobile_fp32.tflite
-  python -m export --target tflite --model dped --size 720x1280
+  python -m export --target tflite --precision int8 --calibration photos/
+  python -m export --target all --precision all             # every target and precision, then a summary table
+  python -m export --target onnx --model dped --size 720x1280
   python -m export --target tflite --checkpoint runs/dped_mobile/best.pt --out my_exports
+
+Targets and precisions:
+{table}
 
 Exit status: 0 exported and passed its fidelity gate; 1 failed (gate or conversion); 2 usage error.
 """
@@ -11,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
 from models import CheckpointError, list_models, load_checkpoint
@@ -21,14 +27,19 @@ from .targets import TARGETS, resolve
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m export", description=__doc__,
+    table = "\n".join(f"  {t.name:<8} {', '.join(t.precisions)}" for t in TARGETS.values())
+    p = argparse.ArgumentParser(prog="python -m export", description=__doc__.format(table=table),
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--target", required=True, help=f"one of: {', '.join([*TARGETS, 'all'])}")
     p.add_argument("--model", default="dped_mobile", help=f"one of: {', '.join(list_models())}")
     p.add_argument("--checkpoint", default=None, help="checkpoint from python -m train (default: shipped weights)")
-    p.add_argument("--precision", default="fp32", help="fp32 (or 'all': every precision of the target)")
+    p.add_argument("--precision", default="fp32", help="see the table above, or 'all' (default: fp32)")
     p.add_argument("--size", default=None, help="HxW to trace at and fix (default 512x512, resizable at run time)")
-    p.add_argument("--gate-db", type=float, default=None, help="fidelity gate in dB PSNR (default: fp32 60)")
+    p.add_argument("--calibration", default=None, help="image folder for int8 calibration "
+                                                       "(default: built-in training photos)")
+    p.add_argument("--calibration-count", type=int, default=8, help="calibration crops (default: 8)")
+    p.add_argument("--gate-db", type=float, default=None,
+                   help="fidelity gate in dB PSNR (default: fp32 60, fp16 45, int8 35)")
     p.add_argument("--out", default="exported", help="output folder (default: exported)")
     return p
 
@@ -55,17 +66,23 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 1
 
-    status = 0
+    status, rows, start = 0, [], time.perf_counter()
     for target, precision in pairs:
         spec = ExportSpec(model=args.model, checkpoint=args.checkpoint, precision=precision,
-                          out=Path(args.out), gate_db=args.gate_db,
+                          out=Path(args.out), gate_db=args.gate_db, calibration=args.calibration,
+                          calibration_count=args.calibration_count,
                           **({"size": size, "fixed_size": True} if size else {}))
+        t0 = time.perf_counter()
         try:
             rec = export_one(spec, target)
-        except (ExportError, CheckpointError) as err:
+        except (ExportError, CheckpointError, ValueError) as err:
             print(f"{target.name} {precision}: error: {err}", file=sys.stderr)
+            rows.append([target.name, precision, f"failed: {err}"[:70], "", "", f"{time.perf_counter() - t0:.1f}"])
             status = 1
             continue
+        rows.append([target.name, precision, "ok" if rec["status"] == "ok" else "exported, failed fidelity gate",
+                     f"{rec['size_bytes'] / 1e6:.2f}", f"{rec['fidelity']['psnr_db_min']:.1f}",
+                     f"{rec['export_seconds']:.1f}"])
         fid = rec["fidelity"]
         print(f"{target.name} {precision}: {rec['status']}  {rec['artifact']}  "
               f"{rec['size_bytes'] / 1e6:.2f} MB  {rec['macs_per_pixel'] / 1e3:.1f} K MACs/pixel  "
@@ -74,7 +91,16 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {target.name} {precision} failed its fidelity gate: {fid['psnr_db_min']:.1f} dB < "
                   f"{fid['gate_db']:.0f} dB; kept for inspection as {rec['artifact']}", file=sys.stderr)
             status = 1
+    if len(pairs) > 1:
+        print_table(["target", "precision", "status", "size MB", "fidelity dB", "seconds"], rows)
+        print(f"total {time.perf_counter() - start:.1f} s")
     return status
+
+
+def print_table(header: list[str], rows: list[list[str]]) -> None:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    for r in [header, ["-" * w for w in widths], *rows]:
+        print("  ".join(str(c).ljust(w) for c, w in zip(r, widths)))
 
 
 if __name__ == "__main__":

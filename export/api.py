@@ -6,10 +6,13 @@ from pathlib import Path
 
 from models import conv_macs_per_pixel, count_parameters, create_model, fold_batchnorm
 
-from .common import ExportSpec, Fidelity, fidelity_inputs, fidelity_sample, torch_reference, versions, write_sidecar
+from quantize.calibration import calibration_images
+
+from .common import INT8_PRECISIONS, ExportError, ExportSpec, Fidelity, fidelity_inputs, fidelity_sample, torch_reference, versions, write_sidecar
 from .targets import Target
 
-VERSION_PACKAGES = {"tflite": ("litert-torch", "ai-edge-litert")}
+VERSION_PACKAGES = {"tflite": ("litert-torch", "ai-edge-litert", "ai-edge-quantizer"),
+                    "onnx": ("onnx", "onnxruntime")}
 
 
 def export_one(spec: ExportSpec, target: Target) -> dict:
@@ -25,8 +28,9 @@ def export_one(spec: ExportSpec, target: Target) -> dict:
     out = Path(spec.out)
     out.mkdir(parents=True, exist_ok=True)
     final = out / f"{spec.stem}{target.suffix}"
-    sidecar = out / f"{spec.stem}.json"
-    for stale in (final, sidecar, Path(f"{final}.rejected"), out / f"{spec.stem}.rejected.json"):
+    sidecar = out / target.sidecar_name(spec.stem)
+    rejected_sidecar = out / target.sidecar_name(f"{spec.stem}.rejected")
+    for stale in (final, sidecar, Path(f"{final}.rejected"), rejected_sidecar):
         stale.unlink(missing_ok=True)
     tmp = out / f".{spec.stem}.partial{target.suffix}"
 
@@ -45,8 +49,23 @@ def export_one(spec: ExportSpec, target: Target) -> dict:
         "batchnorm_folded": True,
         "versions": versions(*VERSION_PACKAGES.get(target.name, ())),
     }
-    backend.convert(folded, spec.size, tmp, metadata={k: record[k] for k in ("model", "precision", "source",
-                                                                              "input", "output", "versions")})
+    calibration = None
+    if spec.precision in INT8_PRECISIONS:
+        calibration = calibration_images(spec.calibration, spec.size, spec.calibration_count)
+        record["calibration"] = {"source": spec.calibration or "built-in training photos",
+                                 "count": len(calibration), "size": list(spec.size)}
+    if target.name == "onnx":  # ONNX keeps PyTorch's NCHW layout
+        for io in ("input", "output"):
+            record[io].update(layout="NCHW", shape=[1, 3, h, w])
+    metadata = {k: record[k] for k in ("model", "precision", "source", "input", "output", "versions")}
+    try:
+        backend.convert(folded, spec, tmp, metadata, calibration)
+    except (ImportError, ExportError):
+        raise
+    except Exception as err:  # a converter failure: report it as this artifact's failure, not a traceback
+        tmp.unlink(missing_ok=True)
+        raise ExportError(f"conversion failed: {type(err).__name__}: {str(err).strip().splitlines()[0][:300]}") \
+            from err
 
     fidelity = Fidelity(spec.gate)
     for name, image in fidelity_inputs(spec.size, resizable=not spec.fixed_size):
@@ -62,5 +81,5 @@ def export_one(spec: ExportSpec, target: Target) -> dict:
         rejected = Path(f"{final}.rejected")
         tmp.replace(rejected)
         record.update(status="failed_fidelity", artifact=str(rejected))
-        write_sidecar(out / f"{spec.stem}.rejected.json", record)
+        write_sidecar(rejected_sidecar, record)
     return record

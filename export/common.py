@@ -16,7 +16,8 @@ from skimage.transform import resize
 from enhance.samples import sample_photos
 
 DEFAULT_SIZE = (512, 512)
-FIDELITY_GATES_DB = {"fp32": 60.0, "fp16": 45.0, "int8": 35.0}
+FIDELITY_GATES_DB = {"fp32": 60.0, "fp16": 45.0, "dynamic-int8": 35.0, "int8": 35.0}
+INT8_PRECISIONS = ("int8",)  # precisions that need calibration images
 
 
 class ExportError(RuntimeError):
@@ -32,6 +33,8 @@ class ExportSpec:
     fixed_size: bool = False                # True when --size was given: no resizing at run time
     out: Path = Path("exported")
     gate_db: float | None = None            # None: FIDELITY_GATES_DB[precision]
+    calibration: str | None = None          # image folder for int8 calibration (None: built-in photos)
+    calibration_count: int = 8              # calibration crops at the export size
 
     @property
     def stem(self) -> str:
@@ -39,7 +42,7 @@ class ExportSpec:
 
     @property
     def gate(self) -> float:
-        return self.gate_db if self.gate_db is not None else FIDELITY_GATES_DB.get(self.precision, 35.0)
+        return self.gate_db if self.gate_db is not None else FIDELITY_GATES_DB[self.precision]
 
 
 @dataclass

@@ -17,9 +17,16 @@ class Target:
     def load(self) -> ModuleType:
         return importlib.import_module(self.module)
 
+    def sidecar_name(self, stem: str) -> str:
+        """TFLite keeps the contract's ``<model>_<precision>.json``; the other targets add their suffix
+        (``dped_mobile_fp32.onnx.json``) so that exporting every target into one folder collides nowhere."""
+        return f"{stem}.json" if self.name == "tflite" else f"{stem}{self.suffix}.json"
+
 
 TARGETS: dict[str, Target] = {
-    "tflite": Target("tflite", ".tflite", ("fp32",), "export.tflite", "pip install litert-torch ai-edge-litert"),
+    "tflite": Target("tflite", ".tflite", ("fp32", "fp16", "dynamic-int8", "int8"), "export.tflite",
+                     "pip install litert-torch ai-edge-litert"),
+    "onnx": Target("onnx", ".onnx", ("fp32", "fp16", "int8"), "export.onnx", "pip install 'dslr-mobile[onnx]'"),
 }
 
 

@@ -17,8 +17,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from .common import ExportSpec
+
 SUFFIX = ".tflite"
-PRECISIONS = ("fp32",)
+PRECISIONS = ("fp32", "fp16", "dynamic-int8", "int8")
 PACKAGES = ("litert-torch", "ai-edge-litert")
 SIGNATURE, INPUT, OUTPUT = "enhance", "image", "enhanced"
 METADATA_NAME = "dslr_mobile"
@@ -67,13 +69,31 @@ def _require_litert_torch():
     return litert_torch
 
 
-def convert(model: nn.Module, size: tuple[int, int], path: Path, metadata: dict) -> None:
-    """Convert an eval-mode (BN-folded) model traced at ``size`` (H, W) and write it to ``path``."""
+def convert(model: nn.Module, spec: ExportSpec, path: Path, metadata: dict,
+            calibration: list[np.ndarray] | None = None) -> None:
+    """Convert an eval-mode (BN-folded) model traced at ``spec.size`` (H, W) and write it to ``path``.
+
+    fp32: plain conversion. int8: PT2E static quantization calibrated on ``calibration`` (float I/O).
+    fp16 / dynamic-int8: the fp32 file compressed by ai-edge-quantizer.
+    """
+    from quantize import tflite as recipes
+
     litert_torch = _require_litert_torch()
-    sample = torch.rand(1, size[0], size[1], 3)
+    module = NHWCEnhancer(model).eval()
+    precision, (h, w) = spec.precision, spec.size
+    sample = {INPUT: torch.rand(1, h, w, 3)}
     with _quiet():
-        edge = litert_torch.signature(SIGNATURE, NHWCEnhancer(model).eval(), sample_kwargs={INPUT: sample}).convert()
+        if precision == "int8":
+            if not calibration:
+                raise ValueError("int8 export needs calibration images")
+            calib = [{INPUT: torch.from_numpy(np.array(img))[None]} for img in calibration]
+            module, config = recipes.pt2e_int8(module, sample, calib)
+            edge = litert_torch.signature(SIGNATURE, module, sample_kwargs=sample).convert(quant_config=config)
+        else:
+            edge = litert_torch.signature(SIGNATURE, module, sample_kwargs=sample).convert()
         edge.export(str(path))
+        if precision in ("fp16", "dynamic-int8"):
+            recipes.compress(path, path, precision)
     add_metadata(path, {METADATA_NAME: json.dumps(metadata, default=str)})
 
 

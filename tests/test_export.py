@@ -62,9 +62,9 @@ def test_fixed_size_export(tmp_path, tiny_checkpoint):
 
 
 @pytest.mark.parametrize("argv, needle", [
-    (["--target", "tflite2"], "choose from: tflite"),
+    (["--target", "tflite2"], "choose from: tflite, onnx"),
     (["--target", "tflite", "--model", "unet"], "dped_mobile"),
-    (["--target", "tflite", "--precision", "fp8"], "supported: tflite: fp32"),
+    (["--target", "tflite", "--precision", "fp8"], "supported: tflite: fp32, fp16"),
     (["--target", "tflite", "--size", "big"], "HxW"),
 ])
 def test_usage_errors_exit_2_listing_choices(argv, needle, capsys):

@@ -1,0 +1,1 @@
+"""Post-training quantization: calibration sets and the per-target recipes (python -m quantize)."""

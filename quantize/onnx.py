@@ -1,0 +1,32 @@
+"""ONNX int8: QDQ static quantization with onnxruntime.quantization (per-channel int8 weights)."""
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+
+def quantize_static_qdq(src: Path, dst: Path, calibration: list[np.ndarray], input_name: str = "image") -> None:
+    """Calibrate activations on (H, W, 3) float images and write a QDQ int8 model to ``dst``."""
+    from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
+                                          quantize_static)
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    if not calibration:
+        raise ValueError("int8 quantization needs calibration images")
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self._it = iter([{input_name: np.ascontiguousarray(img.transpose(2, 0, 1)[None], dtype=np.float32)}
+                             for img in calibration])
+
+        def get_next(self):
+            return next(self._it, None)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        pre = Path(tmp) / "pre.onnx"
+        quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
+        quantize_static(str(pre), str(dst), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                        activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                        calibrate_method=CalibrationMethod.MinMax)

@@ -1,0 +1,60 @@
+"""TFLite quantization recipes.
+
+- int8 (full-integer static): PT2E through litert-torch on the PyTorch graph, symmetric int8 with per-channel
+  weights, activations calibrated on ``calibration_images``; float32 I/O (QUANTIZE/DEQUANTIZE at the ends).
+- fp16 (fp16 weights, float compute) and dynamic-int8 (int8 weights, float activations): ai-edge-quantizer on an
+  existing float .tflite; no calibration needed.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+
+def pt2e_int8(module: nn.Module, example: dict[str, torch.Tensor], calibration: list[dict[str, torch.Tensor]],
+              per_channel: bool = True):
+    """Quantize ``module`` (keyword inputs) with PT2E; returns (quantized module, litert-torch QuantConfig)."""
+    from litert_torch.quantize import pt2e_quantizer, quant_config
+    from torchao.quantization.pt2e import quantize_pt2e
+
+    graph = torch.export.export(module.eval(), (), example).module()
+    quantizer = pt2e_quantizer.PT2EQuantizer().set_global(
+        pt2e_quantizer.get_symmetric_quantization_config(is_per_channel=per_channel))
+    graph = quantize_pt2e.prepare_pt2e(graph, quantizer)
+    with torch.no_grad():
+        for kwargs in calibration:
+            graph(**kwargs)
+    graph = quantize_pt2e.convert_pt2e(graph, fold_quantize=False)  # BN is folded already: train/eval is moot
+    return graph, quant_config.QuantConfig(pt2e_quantizer=quantizer)
+
+
+def _fp16_recipe():
+    from ai_edge_quantizer import qtyping, recipe
+    from ai_edge_quantizer.recipe_manager import RecipeManager
+
+    manager = RecipeManager()
+    manager.add_weight_only_config(regex=".*", operation_name=qtyping.TFLOperationName.ALL_SUPPORTED,
+                                   num_bits=16, algorithm_key=recipe.AlgorithmName.FLOAT_CASTING)
+    return manager.get_quantization_recipe()
+
+
+def compress(src: Path, dst: Path, precision: str) -> None:
+    """fp16 or dynamic-int8 version of a float .tflite, written to ``dst``."""
+    from ai_edge_quantizer import quantizer, recipe
+
+    recipes = {"fp16": _fp16_recipe, "dynamic-int8": recipe.dynamic_wi8_afp32}
+    if precision not in recipes:
+        raise ValueError(f"TFLite compression supports {', '.join(recipes)}, not {precision!r}")
+    result = quantizer.Quantizer(str(src), recipes[precision]()).quantize()
+    dst.write_bytes(bytes(result.quantized_model))
+
+
+def conv_input_types(path: str | Path) -> list[str]:
+    """dtype of the activation input of every CONV_2D / DEPTHWISE_CONV_2D (all 'int8' in a real int8 model)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    ops = Interpreter(model_path=str(path))._get_ops_details()  # noqa: SLF001 - LiteRT's only op listing
+    return [np.dtype(op["operand_types"][0]).name for op in ops if op["op_name"] in ("CONV_2D", "DEPTHWISE_CONV_2D")]

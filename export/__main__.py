@@ -21,8 +21,8 @@ from pathlib import Path
 
 from models import CheckpointError, list_models, load_checkpoint
 
-from .api import export_one
-from .common import ExportError, ExportSpec, parse_size
+from .api import export_one, prepare_tensorrt
+from .common import ExportError, ExportSpec, MissingBackend, parse_size
 from .targets import TARGETS, resolve
 
 
@@ -40,6 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--calibration-count", type=int, default=8, help="calibration crops (default: 8)")
     p.add_argument("--gate-db", type=float, default=None,
                    help="fidelity gate in dB PSNR (default: fp32 60, fp16 45, int8 35)")
+    p.add_argument("--trt-prepare", action="store_true",
+                   help="tensorrt without CUDA: write the ONNX, calibration tensors and trtexec command instead")
     p.add_argument("--out", default="exported", help="output folder (default: exported)")
     return p
 
@@ -73,23 +75,45 @@ def main(argv: list[str] | None = None) -> int:
                           calibration_count=args.calibration_count,
                           **({"size": size, "fixed_size": True} if size else {}))
         t0 = time.perf_counter()
+        if target.name == "tensorrt" and args.trt_prepare and target.load().missing():
+            try:
+                rec = prepare_tensorrt(spec, target)
+            except (ExportError, CheckpointError, ValueError) as err:
+                print(f"tensorrt {precision}: error: {err}", file=sys.stderr)
+                status = 1
+                continue
+            print(f"tensorrt {precision}: prepared {', '.join(rec['files'].values())}\n  on a GPU machine: "
+                  f"{rec['trtexec']}")
+            rows.append([target.name, precision, "prepared for trtexec", "", "", f"{time.perf_counter() - t0:.1f}"])
+            continue
         try:
             rec = export_one(spec, target)
+        except MissingBackend as err:
+            if args.target != "all":  # asked for by name: a failure
+                print(f"{target.name} {precision}: error: {err}", file=sys.stderr)
+                status = 1
+            rows.append([target.name, precision, f"skipped: {err}".split(". On this")[0][:90], "", "",
+                         f"{time.perf_counter() - t0:.1f}"])
+            continue
         except (ExportError, CheckpointError, ValueError) as err:
             print(f"{target.name} {precision}: error: {err}", file=sys.stderr)
             rows.append([target.name, precision, f"failed: {err}"[:70], "", "", f"{time.perf_counter() - t0:.1f}"])
             status = 1
             continue
-        rows.append([target.name, precision, "ok" if rec["status"] == "ok" else "exported, failed fidelity gate",
+        emulated = " (emulated)" if rec["fidelity"]["mode"] == "emulated" else ""
+        rows.append([target.name, precision,
+                     ("ok" if rec["status"] == "ok" else "exported, failed fidelity gate") + emulated,
                      f"{rec['size_bytes'] / 1e6:.2f}", f"{rec['fidelity']['psnr_db_min']:.1f}",
                      f"{rec['export_seconds']:.1f}"])
         fid = rec["fidelity"]
         print(f"{target.name} {precision}: {rec['status']}  {rec['artifact']}  "
               f"{rec['size_bytes'] / 1e6:.2f} MB  {rec['macs_per_pixel'] / 1e3:.1f} K MACs/pixel  "
-              f"fidelity {fid['psnr_db_min']:.1f} dB (gate {fid['gate_db']:.0f} dB)  {rec['export_seconds']:.1f} s")
+              f"fidelity {fid['psnr_db_min']:.1f} dB{' (emulated)' if fid['mode'] == 'emulated' else ''} "
+              f"(gate {fid['gate_db']:.0f} dB)  {rec['export_seconds']:.1f} s")
         if rec["status"] != "ok":
-            print(f"error: {target.name} {precision} failed its fidelity gate: {fid['psnr_db_min']:.1f} dB < "
-                  f"{fid['gate_db']:.0f} dB; kept for inspection as {rec['artifact']}", file=sys.stderr)
+            why = "; ".join(fid.get("program_problems", [])) or f"{fid['psnr_db_min']:.1f} dB < {fid['gate_db']:.0f} dB"
+            print(f"error: {target.name} {precision} failed its fidelity gate ({why}); kept for inspection as "
+                  f"{rec['artifact']}", file=sys.stderr)
             status = 1
     if len(pairs) > 1:
         print_table(["target", "precision", "status", "size MB", "fidelity dB", "seconds"], rows)

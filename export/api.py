@@ -1,6 +1,7 @@
 """Export one model to one target and precision, then prove its numbers against PyTorch before keeping it."""
 from __future__ import annotations
 
+import shutil
 import time
 from pathlib import Path
 
@@ -8,11 +9,12 @@ from models import conv_macs_per_pixel, count_parameters, create_model, fold_bat
 
 from quantize.calibration import calibration_images
 
-from .common import INT8_PRECISIONS, ExportError, ExportSpec, Fidelity, fidelity_inputs, fidelity_sample, torch_reference, versions, write_sidecar
+from .common import INT8_PRECISIONS, ExportError, ExportSpec, MissingBackend, Fidelity, fidelity_inputs, fidelity_sample, torch_reference, versions, write_sidecar
 from .targets import Target
 
 VERSION_PACKAGES = {"tflite": ("litert-torch", "ai-edge-litert", "ai-edge-quantizer"),
-                    "onnx": ("onnx", "onnxruntime")}
+                    "onnx": ("onnx", "onnxruntime"), "coreml": ("coremltools",),
+                    "tensorrt": ("tensorrt", "onnx", "onnxruntime")}
 
 
 def export_one(spec: ExportSpec, target: Target) -> dict:
@@ -31,7 +33,7 @@ def export_one(spec: ExportSpec, target: Target) -> dict:
     sidecar = out / target.sidecar_name(spec.stem)
     rejected_sidecar = out / target.sidecar_name(f"{spec.stem}.rejected")
     for stale in (final, sidecar, Path(f"{final}.rejected"), rejected_sidecar):
-        stale.unlink(missing_ok=True)
+        _remove(stale)
     tmp = out / f".{spec.stem}.partial{target.suffix}"
 
     contract = model.contract
@@ -49,37 +51,83 @@ def export_one(spec: ExportSpec, target: Target) -> dict:
         "batchnorm_folded": True,
         "versions": versions(*VERSION_PACKAGES.get(target.name, ())),
     }
-    calibration = None
-    if spec.precision in INT8_PRECISIONS:
-        calibration = calibration_images(spec.calibration, spec.size, spec.calibration_count)
-        record["calibration"] = {"source": spec.calibration or "built-in training photos",
-                                 "count": len(calibration), "size": list(spec.size)}
-    if target.name == "onnx":  # ONNX keeps PyTorch's NCHW layout
+    calibration = _calibration(spec, record)
+    if target.name in ("onnx", "coreml", "tensorrt"):  # these keep PyTorch's NCHW layout
         for io in ("input", "output"):
             record[io].update(layout="NCHW", shape=[1, 3, h, w])
     metadata = {k: record[k] for k in ("model", "precision", "source", "input", "output", "versions")}
     try:
         backend.convert(folded, spec, tmp, metadata, calibration)
-    except (ImportError, ExportError):
+    except ExportError:
+        _remove(tmp)
         raise
+    except ImportError as err:
+        _remove(tmp)
+        raise MissingBackend(f"{target.name} needs a package that is not installed ({err}): {target.install}") \
+            from None
     except Exception as err:  # a converter failure: report it as this artifact's failure, not a traceback
-        tmp.unlink(missing_ok=True)
+        _remove(tmp)
         raise ExportError(f"conversion failed: {type(err).__name__}: {str(err).strip().splitlines()[0][:300]}") \
             from err
 
+    # Where the runtime cannot run here (Core ML off macOS), check the saved program and emulate its numerics.
+    emulated = hasattr(backend, "can_run") and not backend.can_run()
     fidelity = Fidelity(spec.gate)
     for name, image in fidelity_inputs(spec.size, resizable=not spec.fixed_size):
-        fidelity.samples.append(fidelity_sample(name, backend.run(tmp, image), torch_reference(model, image)))
+        got = backend.emulate(folded, spec.precision, image) if emulated else backend.run(tmp, image)
+        fidelity.samples.append(fidelity_sample(name, got, torch_reference(model, image)))
+    fid = fidelity.to_dict()
+    passed = fidelity.passed
+    if emulated:
+        problems = backend.check_program(tmp, spec.precision)
+        fid.update(mode="emulated", program=backend.program_summary(tmp), program_problems=problems,
+                   note=f"{target.name} cannot run on this machine: figures are emulated in PyTorch")
+        passed = passed and not problems
+    else:
+        fid["mode"] = "measured"
+    fid["passed"] = passed
 
-    record.update(size_bytes=tmp.stat().st_size, fidelity=fidelity.to_dict(),
-                  export_seconds=round(time.perf_counter() - start, 1))
-    if fidelity.passed:
+    record.update(size_bytes=_size(tmp), fidelity=fid, export_seconds=round(time.perf_counter() - start, 1))
+    if passed:
         tmp.replace(final)
         record.update(status="ok", artifact=str(final))
         write_sidecar(sidecar, record)
     else:
         rejected = Path(f"{final}.rejected")
-        tmp.replace(rejected)
+        tmp.replace(rejected)  # works for files and for .mlpackage folders
         record.update(status="failed_fidelity", artifact=str(rejected))
         write_sidecar(rejected_sidecar, record)
+    return record
+
+
+def _size(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.is_dir() else path.stat().st_size
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def _calibration(spec: ExportSpec, record: dict) -> list | None:
+    if spec.precision not in INT8_PRECISIONS:
+        return None
+    images = calibration_images(spec.calibration, spec.size, spec.calibration_count)
+    record["calibration"] = {"source": spec.calibration or "built-in training photos", "count": len(images),
+                             "size": list(spec.size)}
+    return images
+
+
+def prepare_tensorrt(spec: ExportSpec, target: Target) -> dict:
+    """Without a GPU: write the ONNX, calibration tensors and trtexec command a GPU machine builds from."""
+    model = create_model(spec.model, pretrained=spec.checkpoint is None, checkpoint=spec.checkpoint)
+    out = Path(spec.out)
+    out.mkdir(parents=True, exist_ok=True)
+    record = {"model": spec.model, "target": target.name, "precision": spec.precision, "status": "prepared",
+              "source": spec.checkpoint or f"shipped weights (models/weights/{spec.model}.pt)",
+              "missing_here": target.load().missing(), "versions": versions("onnx", "onnxruntime")}
+    record.update(target.load().prepare(fold_batchnorm(model), spec, out, _calibration(spec, record)))
+    write_sidecar(out / f"{spec.stem}.trtexec.json", record)
     return record

@@ -16,12 +16,16 @@ from skimage.transform import resize
 from enhance.samples import sample_photos
 
 DEFAULT_SIZE = (512, 512)
-FIDELITY_GATES_DB = {"fp32": 60.0, "fp16": 45.0, "dynamic-int8": 35.0, "int8": 35.0}
+FIDELITY_GATES_DB = {"fp32": 60.0, "fp16": 45.0, "dynamic-int8": 35.0, "int8": 35.0, "palettized": 35.0}
 INT8_PRECISIONS = ("int8",)  # precisions that need calibration images
 
 
 class ExportError(RuntimeError):
-    """The conversion itself failed, or a backend is missing (message says which)."""
+    """The conversion itself failed (message says why)."""
+
+
+class MissingBackend(ExportError):
+    """This machine lacks what a target needs (a package, CUDA, macOS); the message says exactly what."""
 
 
 @dataclass

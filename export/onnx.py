@@ -27,8 +27,8 @@ def _require(module: str, extra: str = "onnx"):
     try:
         return importlib.import_module(module)
     except ImportError as err:
-        from .common import ExportError
-        raise ExportError(f"ONNX export needs {module.split('.')[0]}: pip install 'dslr-mobile[{extra}]' "
+        from .common import MissingBackend
+        raise MissingBackend(f"ONNX export needs {module.split('.')[0]}: pip install 'dslr-mobile[{extra}]' "
                           f"({err})") from None
 
 

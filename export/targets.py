@@ -27,6 +27,10 @@ TARGETS: dict[str, Target] = {
     "tflite": Target("tflite", ".tflite", ("fp32", "fp16", "dynamic-int8", "int8"), "export.tflite",
                      "pip install litert-torch ai-edge-litert"),
     "onnx": Target("onnx", ".onnx", ("fp32", "fp16", "int8"), "export.onnx", "pip install 'dslr-mobile[onnx]'"),
+    "coreml": Target("coreml", ".mlpackage", ("fp32", "fp16", "int8", "palettized"), "export.coreml",
+                     "pip install 'dslr-mobile[coreml]'"),
+    "tensorrt": Target("tensorrt", ".engine", ("fp32", "fp16", "int8"), "export.tensorrt",
+                       "pip install 'dslr-mobile[tensorrt]' on a machine with an NVIDIA GPU and CUDA"),
 }
 
 

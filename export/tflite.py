@@ -64,8 +64,8 @@ def _require_litert_torch():
         with _quiet():
             import litert_torch
     except ImportError as err:
-        from .common import ExportError
-        raise ExportError(f"TFLite export needs litert-torch: pip install litert-torch ({err})") from None
+        from .common import MissingBackend
+        raise MissingBackend(f"TFLite export needs litert-torch: pip install litert-torch ({err})") from None
     return litert_torch
 
 

@@ -6,6 +6,8 @@ import onnx
 import pytest
 
 from export.__main__ import main as export_main
+from export import coreml
+from export import tensorrt as tensorrt_target
 from export.targets import TARGETS, resolve
 from quantize.calibration import calibration_images
 from quantize.tflite import conv_input_types
@@ -29,10 +31,15 @@ def test_all_targets_and_precisions_export_and_pass(exported, capsys):
     code, out = exported
     assert code == 0
     for target in TARGETS.values():
+        if target.name == "tensorrt" and tensorrt_target.missing():
+            assert not list(out.glob("*.engine"))  # skipped, with its reason in the summary
+            continue
         for precision in target.precisions:
             sidecar = json.loads((out / target.sidecar_name(f"dped_mobile_{precision}")).read_text())
             assert (out / f"dped_mobile_{precision}{target.suffix}").exists(), (target.name, precision)
             assert sidecar["fidelity"]["passed"] and sidecar["target"] == target.name
+            assert sidecar["fidelity"]["mode"] == ("emulated" if target.name == "coreml" and not coreml.can_run()
+                                                   else "measured")
 
 
 def test_int8_tflite_is_really_integer(exported):
@@ -67,3 +74,29 @@ def test_calibration_from_a_folder_skips_unreadable_files(tmp_path):
     assert len(crops) == 3 and all(c.shape == (48, 48, 3) for c in crops)
     with pytest.raises(ValueError, match="not found"):
         calibration_images(tmp_path / "none", (8, 8))
+
+
+def test_compressed_coreml_is_at_most_40_percent_of_fp32(exported):
+    _, out = exported
+    # The tiny test model's package is mostly program text; its weight blob is what compression shrinks.
+    size = lambda p: sum(f.stat().st_size for f in p.rglob("weight.bin"))  # noqa: E731
+    fp32 = size(out / "dped_mobile_fp32.mlpackage")
+    summary = coreml.program_summary(out / "dped_mobile_int8.mlpackage")
+    assert summary["compute_precision"] == "fp16" and summary["compression_ops"]
+    assert coreml.program_summary(out / "dped_mobile_palettized.mlpackage")["compression_ops"]
+    for precision in ("int8", "palettized"):
+        assert size(out / f"dped_mobile_{precision}.mlpackage") <= 0.4 * fp32
+
+
+def test_tensorrt_without_cuda_says_what_is_missing_and_can_prepare(tmp_path, tiny_checkpoint, capsys):
+    if not tensorrt_target.missing():
+        pytest.skip("this machine can build TensorRT engines")
+    assert export_main(["--target", "tensorrt", "--checkpoint", str(tiny_checkpoint), "--out", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert "CUDA GPU" in err and "Traceback" not in err
+    assert export_main(["--target", "tensorrt", "--precision", "int8", "--trt-prepare", "--size", "64x64",
+                        "--calibration-count", "2", "--checkpoint", str(tiny_checkpoint), "--out", str(tmp_path)]) == 0
+    record = json.loads((tmp_path / "dped_mobile_int8.trtexec.json").read_text())
+    assert record["trtexec"].startswith("trtexec --onnx=dped_mobile_int8.trt.onnx") and "--int8" in record["trtexec"]
+    assert np.load(tmp_path / "dped_mobile_int8.calibration.npy").shape == (2, 3, 64, 64)
+    assert onnx.load(str(tmp_path / "dped_mobile_int8.trt.onnx")).graph.node

@@ -141,6 +141,13 @@ def _interpreter(path: str | Path, threads: int | None = None):
     return Interpreter(model_path=str(path), num_threads=threads)
 
 
+def input_hw(path: str | Path) -> tuple[int, int]:
+    """(H, W) the artifact was exported at."""
+    with _quiet():
+        shape = _interpreter(path).get_input_details()[0]["shape"]
+    return int(shape[1]), int(shape[2])
+
+
 def run(path: str | Path, image: np.ndarray, threads: int | None = None) -> np.ndarray:
     """Run the artifact on one float32 (H, W, 3) image in [0, 1]; resizes the input to the image's size."""
     with _quiet():

@@ -100,3 +100,17 @@ def test_tensorrt_without_cuda_says_what_is_missing_and_can_prepare(tmp_path, ti
     assert record["trtexec"].startswith("trtexec --onnx=dped_mobile_int8.trt.onnx") and "--int8" in record["trtexec"]
     assert np.load(tmp_path / "dped_mobile_int8.calibration.npy").shape == (2, 3, 64, 64)
     assert onnx.load(str(tmp_path / "dped_mobile_int8.trt.onnx")).graph.node
+
+
+def test_quantize_cli_compresses_existing_float_artifacts(exported, tmp_path, capsys):
+    from quantize.__main__ import main as quantize_main
+
+    _, out = exported
+    assert quantize_main([str(out / "dped_mobile_fp32.tflite"), "--precision", "dynamic-int8",
+                          "--out", str(tmp_path / "q.tflite")]) == 0
+    assert set(conv_input_types(tmp_path / "q.tflite")) == {"float32"}
+    assert (tmp_path / "q.tflite").stat().st_size < (out / "dped_mobile_fp32.tflite").stat().st_size
+    assert quantize_main([str(out / "dped_mobile_fp32.onnx"), "--precision", "int8", "--calibration-count", "2",
+                          "--out", str(tmp_path / "q.onnx")]) == 0
+    assert "fidelity" in capsys.readouterr().out
+    assert quantize_main([str(out / "dped_mobile_fp32.onnx"), "--precision", "dynamic-int8"]) == 2

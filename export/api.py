@@ -1,15 +1,18 @@
 """Export one model to one target and precision, then prove its numbers against PyTorch before keeping it."""
 from __future__ import annotations
 
+import hashlib
 import shutil
 import time
 from pathlib import Path
 
 from models import conv_macs_per_pixel, count_parameters, create_model, fold_batchnorm
+from models.registry import WEIGHTS_DIR
 
 from quantize.calibration import calibration_images
 
-from .common import INT8_PRECISIONS, ExportError, ExportSpec, MissingBackend, Fidelity, fidelity_inputs, fidelity_sample, torch_reference, versions, write_sidecar
+from .common import (INT8_PRECISIONS, ExportError, ExportSpec, Fidelity, MissingBackend, fidelity_inputs,
+                     fidelity_sample, torch_reference, versions, write_sidecar)
 from .targets import Target
 
 VERSION_PACKAGES = {"tflite": ("litert-torch", "ai-edge-litert", "ai-edge-quantizer"),
@@ -49,6 +52,7 @@ def export_one(spec: ExportSpec, target: Target) -> dict:
         "signature": "enhance", "receptive_field": contract.receptive_field, "halo": contract.halo,
         "macs_per_pixel": conv_macs_per_pixel(model), "parameters": count_parameters(model),
         "batchnorm_folded": True,
+        "weights_sha256": weights_digest(spec),
         "versions": versions(*VERSION_PACKAGES.get(target.name, ())),
     }
     calibration = _calibration(spec, record)
@@ -131,3 +135,9 @@ def prepare_tensorrt(spec: ExportSpec, target: Target) -> dict:
     record.update(target.load().prepare(fold_batchnorm(model), spec, out, _calibration(spec, record)))
     write_sidecar(out / f"{spec.stem}.trtexec.json", record)
     return record
+
+
+def weights_digest(spec: ExportSpec) -> str:
+    """SHA-256 of the checkpoint an export was made from, so that a reused artifact can be matched to it."""
+    path = Path(spec.checkpoint) if spec.checkpoint else WEIGHTS_DIR / f"{spec.model}.pt"
+    return hashlib.sha256(path.read_bytes()).hexdigest()

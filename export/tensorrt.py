@@ -104,8 +104,8 @@ def convert(model: nn.Module, spec: ExportSpec, path: Path, metadata: dict,
     path.write_bytes(bytes(engine))
 
 
-def run(path: str | Path, image: np.ndarray, threads: int | None = None) -> np.ndarray:
-    """Run an engine on one float32 (H, W, 3) image on the GPU."""
+def engine_runner(path: str | Path):
+    """Deserialize an engine once; return a function running it on float32 (H, W, 3) images on the GPU."""
     gaps = missing()
     if gaps:
         raise MissingBackend(f"TensorRT engines need {' and '.join(gaps)}")
@@ -114,13 +114,22 @@ def run(path: str | Path, image: np.ndarray, threads: int | None = None) -> np.n
     runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
     engine = runtime.deserialize_cuda_engine(Path(path).read_bytes())
     context = engine.create_execution_context()
-    x = torch.from_numpy(np.array(image, dtype=np.float32)).permute(2, 0, 1)[None].contiguous().cuda()
-    y = torch.empty_like(x)
-    context.set_input_shape(INPUT, tuple(x.shape))
-    context.set_tensor_address(INPUT, x.data_ptr())
-    context.set_tensor_address(OUTPUT, y.data_ptr())
-    stream = torch.cuda.current_stream()
-    if not context.execute_async_v3(stream.cuda_stream):
-        raise ExportError("TensorRT inference failed")
-    stream.synchronize()
-    return y[0].permute(1, 2, 0).cpu().numpy()
+
+    def run_image(image: np.ndarray) -> np.ndarray:
+        x = torch.from_numpy(np.array(image, dtype=np.float32)).permute(2, 0, 1)[None].contiguous().cuda()
+        y = torch.empty_like(x)
+        context.set_input_shape(INPUT, tuple(x.shape))
+        context.set_tensor_address(INPUT, x.data_ptr())
+        context.set_tensor_address(OUTPUT, y.data_ptr())
+        stream = torch.cuda.current_stream()
+        if not context.execute_async_v3(stream.cuda_stream):
+            raise ExportError("TensorRT inference failed")
+        stream.synchronize()
+        return y[0].permute(1, 2, 0).cpu().numpy()
+
+    return run_image
+
+
+def run(path: str | Path, image: np.ndarray, threads: int | None = None) -> np.ndarray:
+    """Run an engine on one float32 (H, W, 3) image on the GPU."""
+    return engine_runner(path)(image)

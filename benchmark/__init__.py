@@ -1,0 +1,1 @@
+"""Speed and quality of every artifact on every runtime (python -m benchmark)."""

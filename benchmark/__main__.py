@@ -1,0 +1,100 @@
+"""python -m benchmark: size, latency, memory and quality of every artifact on every runtime this machine has.
+
+Examples:
+  python -m benchmark                                     # both models, all targets, fp32/fp16/int8, 1 and 2 threads
+  python -m benchmark --models dped_mobile --targets tflite --precisions all --threads 4
+  python -m benchmark --data ~/datasets/dped --phone iphone --size 720x1280 --runs 10
+
+Artifacts are taken from --export-dir (exported/) or exported there first. Each runtime is timed in a fresh
+child process (warm-up, then --runs timed runs: median and p90; peak RSS of that process). Quality: PSNR/SSIM
+against the DSLR side of the evaluation pairs, the drop against PyTorch fp32, and the fidelity PSNR of each
+artifact's output against PyTorch's. Results: a table here and results.json/.csv/.md and latency_vs_psnr.png in --out.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from export.common import parse_size
+from export.targets import TARGETS
+from models import list_models
+
+from . import report
+from .api import BenchConfig, host, run_benchmark
+
+
+def _list(text: str) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmark", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--models", default="dped_mobile,dped")
+    p.add_argument("--targets", default=",".join(TARGETS))
+    p.add_argument("--precisions", default="fp32,fp16,int8", help="comma list, or 'all'")
+    p.add_argument("--size", default="512x512", help="latency input HxW (default 512x512)")
+    p.add_argument("--threads", default="1,2")
+    p.add_argument("--runs", type=int, default=5)
+    p.add_argument("--data", default=None, help="paired folder or DPED layout (default: built-in validation photos)")
+    p.add_argument("--phone", default=None, help="phone of the DPED layout")
+    p.add_argument("--export-dir", default="exported")
+    p.add_argument("--out", default="benchmark_results")
+    args = p.parse_args(argv)
+    try:
+        models, targets = _list(args.models), _list(args.targets)
+        for m in models:
+            if m not in list_models():
+                raise ValueError(f"unknown model {m!r}; choose from: {', '.join(list_models())}")
+        for t in targets:
+            if t not in TARGETS:
+                raise ValueError(f"unknown target {t!r}; choose from: {', '.join(TARGETS)}")
+        threads = [int(t) for t in _list(args.threads)]
+        cfg = BenchConfig(models=models, targets=targets, precisions=_list(args.precisions),
+                          size=parse_size(args.size), threads=threads, runs=args.runs, data=args.data,
+                          phone=args.phone, export_dir=Path(args.export_dir), out=Path(args.out))
+    except ValueError as err:
+        p.print_usage(sys.stderr)
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    start = time.perf_counter()
+    try:
+        rows = run_benchmark(cfg, log=lambda m: print(m, file=sys.stderr))
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(report.table(rows))
+    extra = {"host": host(), "seconds": round(time.perf_counter() - start, 1)}
+    for ratio in _ratios(rows):
+        print(ratio)
+        extra[ratio.split(":")[0]] = ratio.split(":", 1)[1].strip()
+    for path in report.write(rows, cfg.out, extra):
+        print(f"wrote {path}")
+    return 0
+
+
+def _ratios(rows: list[dict]) -> list[str]:
+    def ms(model, target, precision, threads):
+        return next((r["latency_ms_median"] for r in rows if (r["model"], r["target"], r["precision"],
+                     r["threads"]) == (model, target, precision, threads) and r["latency_ms_median"]), None)
+
+    lines = []
+    for r in rows:
+        if r["target"] == "tflite" and r["precision"] == "int8" and r["latency_ms_median"]:
+            fp32 = ms(r["model"], "tflite", "fp32", r["threads"])
+            if fp32:
+                lines.append(f"LiteRT int8 vs fp32 ({r['model']}, {r['threads']} thr): "
+                             f"{fp32 / r['latency_ms_median']:.2f}x faster")
+    for r in rows:
+        if r["model"] == "dped_mobile" and r["latency_ms_median"]:
+            full = ms("dped", r["target"], r["precision"], r["threads"])
+            if full:
+                lines.append(f"dped_mobile vs dped ({r['target']} {r['precision']}, {r['threads']} thr): "
+                             f"{full / r['latency_ms_median']:.2f}x faster")
+    return lines
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,186 @@
+"""The benchmark: every model x target x precision x runtime x threads, speed and quality side by side."""
+from __future__ import annotations
+
+import json
+import platform
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from export.api import export_one, weights_digest
+from export.common import ExportError, ExportSpec, MissingBackend, psnr
+from export.targets import TARGETS
+from models import CheckpointError, conv_macs_per_pixel, count_parameters, create_model, fold_batchnorm
+from train.data import open_pairs
+from train.metrics import psnr_ssim
+
+from .measure import Job, measure_in_child
+from .runners import runner, runner_for_target
+
+PIRM_WEIGHTS = (4.0, 100.0, 2.0)  # PIRM 2018 DPED track: a(PSNR-21) + b(SSIM-0.9) + c*min(T_base/T, 4)
+
+
+@dataclass
+class BenchConfig:
+    models: list[str] = field(default_factory=lambda: ["dped_mobile", "dped"])
+    targets: list[str] = field(default_factory=lambda: ["tflite", "onnx", "coreml", "tensorrt"])
+    precisions: list[str] = field(default_factory=lambda: ["fp32", "fp16", "int8"])  # or ["all"]
+    size: tuple[int, int] = (512, 512)       # latency input (H, W)
+    threads: list[int] = field(default_factory=lambda: [1, 2])
+    runs: int = 5
+    warmup: int = 1
+    data: str | None = None                  # paired folder or DPED layout; None: built-in validation photos
+    phone: str | None = None
+    eval_count: int = 8
+    export_dir: Path = Path("exported")
+    out: Path = Path("benchmark_results")
+
+
+def eval_pairs(cfg: BenchConfig) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    pairs = open_pairs(cfg.data, cfg.phone, "val")
+    phones, dslrs = [], []
+    for i in range(len(pairs)):
+        got = pairs.pair(i)
+        if got is not None:
+            phones.append(np.ascontiguousarray(got[0], dtype=np.float32))
+            dslrs.append(np.ascontiguousarray(got[1], dtype=np.float32))
+        if len(phones) >= cfg.eval_count:
+            break
+    if not phones:
+        raise ValueError("No readable evaluation pairs")
+    return phones, dslrs
+
+
+def _to_t(x: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.array(x, dtype=np.float32)).permute(2, 0, 1)[None]
+
+
+def quality(outputs: list[np.ndarray], dslrs: list[np.ndarray], ref: list[np.ndarray] | None) -> dict:
+    scores = np.array([psnr_ssim(_to_t(o), _to_t(d)) for o, d in zip(outputs, dslrs)])
+    q = {"psnr_db": round(float(scores[:, 0].mean()), 3), "ssim": round(float(scores[:, 1].mean()), 4)}
+    if ref is not None:
+        q["fidelity_psnr_db"] = round(min(min(psnr(o, r), 999.0) for o, r in zip(outputs, ref)), 2)
+    return q
+
+
+def _artifact(model: str, target: str, precision: str, cfg: BenchConfig) -> tuple[Path | None, str]:
+    t = TARGETS[target]
+    spec = ExportSpec(model=model, precision=precision, out=cfg.export_dir)
+    path, sidecar = cfg.export_dir / f"{model}_{precision}{t.suffix}", cfg.export_dir / t.sidecar_name(spec.stem)
+    if path.exists() and sidecar.exists():  # reuse only an artifact of the shipped weights it would export now
+        record = json.loads(sidecar.read_text())
+        if record.get("status") == "ok" and record.get("weights_sha256") == weights_digest(spec) \
+                and record.get("input", {}).get("resizable"):
+            return path, "ok"
+    try:
+        rec = export_one(spec, t)
+    except MissingBackend as err:
+        return None, f"skipped: {str(err).split('. On this')[0]}"
+    except (ExportError, CheckpointError, ValueError) as err:
+        return None, f"export failed: {err}"
+    return (path, "ok") if rec["status"] == "ok" else (None, "export failed its fidelity gate")
+
+
+def run_benchmark(cfg: BenchConfig, log=print) -> list[dict]:
+    phones, dslrs = eval_pairs(cfg)
+    h, w = cfg.size
+    rows: list[dict] = []
+    input_q = quality(phones, dslrs, None)
+    log(f"evaluation: {len(phones)} pairs; input PSNR {input_q['psnr_db']:.2f} dB, SSIM {input_q['ssim']:.3f}")
+
+    def base(model: str, target: str, precision: str, rt: str, threads: int | None) -> dict:
+        return {"model": model, "target": target, "precision": precision, "runtime": rt, "threads": threads,
+                "input_hw": f"{h}x{w}", "size_bytes": None, "size_mb": None, "latency_ms_median": None,
+                "latency_ms_p90": None, "megapixels_per_s": None, "peak_rss_mb": None, "psnr_db": None,
+                "ssim": None, "psnr_drop_db": None, "fidelity_psnr_db": None, "status": "ok"}
+
+    def timed(row: dict, job: Job, ref_q: dict | None, ref_out: list | None) -> list | None:
+        log(f"  {row['model']} {row['target']} {row['precision']} {row['runtime']} x{row['threads']} ...")
+        res = measure_in_child(job)
+        if "error" in res:
+            row["status"] = f"failed: {res['error']}"
+            return None
+        row.update({k: res[k] for k in ("latency_ms_median", "latency_ms_p90", "peak_rss_mb")})
+        row["latency_ms_median"], row["latency_ms_p90"] = (round(row["latency_ms_median"], 1),
+                                                           round(row["latency_ms_p90"], 1))
+        row["megapixels_per_s"] = round(h * w / 1e6 / (res["latency_ms_median"] / 1000), 3)
+        row.update(quality(res["outputs"], dslrs, ref_out))
+        if ref_q:
+            row["psnr_drop_db"] = round(ref_q["psnr_db"] - row["psnr_db"], 3)
+        return res["outputs"]
+
+    for model in cfg.models:
+        net = create_model(model, pretrained=True)
+        info = {"macs_per_pixel": conv_macs_per_pixel(net), "parameters": count_parameters(net)}
+        ref_out, ref_q = None, None
+        for threads in cfg.threads:
+            row = {**base(model, "pytorch", "fp32", "pytorch", threads), **info}
+            out = timed(row, Job(model, "pytorch", "fp32", "pytorch", threads, model, cfg.size, cfg.runs,
+                                 cfg.warmup, phones), None, ref_out)
+            if ref_out is None and out is not None:
+                ref_out, ref_q = out, {"psnr_db": row["psnr_db"]}
+                row["psnr_drop_db"], row["fidelity_psnr_db"] = 0.0, None
+            else:
+                row["psnr_drop_db"] = round(ref_q["psnr_db"] - row["psnr_db"], 3) if ref_q and row["psnr_db"] else None
+            rows.append(row)
+        for target in cfg.targets:
+            t = TARGETS[target]
+            rt = runner_for_target(target)
+            precisions = t.precisions if cfg.precisions == ["all"] else [p for p in cfg.precisions
+                                                                         if p in t.precisions]
+            for precision in precisions:
+                reason = rt.unavailable()
+                path, status = _artifact(model, target, precision, cfg)
+                size = _size(path) if path else None
+                if path is None or reason:
+                    row = {**base(model, target, precision, rt.NAME, None), **info,
+                           "status": status if path is None else f"skipped: {reason}",
+                           "size_bytes": size, "size_mb": round(size / 1e6, 3) if size else None}
+                    if path is not None and target == "coreml":  # the export's emulated numerics
+                        row.update(_coreml_emulated(net, precision, phones, dslrs, ref_out, ref_q))
+                    rows.append(row)
+                    continue
+                for threads in cfg.threads:
+                    row = {**base(model, target, precision, rt.NAME, threads), **info,
+                           "size_bytes": size, "size_mb": round(size / 1e6, 3)}
+                    timed(row, Job(model, target, precision, rt.NAME, threads, str(path), cfg.size, cfg.runs,
+                                   cfg.warmup, phones), ref_q, ref_out)
+                    rows.append(row)
+    _pirm(rows)
+    return rows
+
+
+def _coreml_emulated(net, precision, phones, dslrs, ref_out, ref_q) -> dict:
+    from export.coreml import emulate
+
+    folded = fold_batchnorm(net)
+    outs = [emulate(folded, precision, p) for p in phones]
+    q = quality(outs, dslrs, ref_out)
+    q = {f"{k}": v for k, v in q.items()}
+    if ref_q:
+        q["psnr_drop_db"] = round(ref_q["psnr_db"] - q["psnr_db"], 3)
+    q["quality_mode"] = "emulated"
+    return q
+
+
+def _pirm(rows: list[dict]) -> None:
+    """PIRM-2018 score per timed row, T_base = PyTorch fp32 DPED at the same thread count (else the model's)."""
+    a, b, c = PIRM_WEIGHTS
+    base_t = {(r["model"], r["threads"]): r["latency_ms_median"] for r in rows if r["runtime"] == "pytorch"}
+    for r in rows:
+        t = r.get("latency_ms_median")
+        tb = base_t.get(("dped", r["threads"])) or base_t.get((r["model"], r["threads"]))
+        if t and tb and r.get("psnr_db") is not None:
+            r["pirm_score"] = round(a * (r["psnr_db"] - 21) + b * (r["ssim"] - 0.9) + c * min(tb / t, 4), 2)
+        else:
+            r["pirm_score"] = None
+
+
+def _size(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.is_dir() else path.stat().st_size
+
+
+def host() -> str:
+    return f"{platform.machine()}, {torch.get_num_threads()} threads available, {platform.platform()}"

@@ -1,0 +1,70 @@
+"""Measure one (artifact, runtime, threads) in a fresh child process, so that its peak memory is its own."""
+from __future__ import annotations
+
+import pickle
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+
+@dataclass
+class Job:
+    model: str
+    target: str            # "pytorch" for the eager reference
+    precision: str
+    runtime: str
+    threads: int
+    source: str            # artifact path, or the model name for PyTorch
+    size: tuple[int, int]  # latency input (H, W)
+    runs: int
+    warmup: int
+    eval_inputs: list[np.ndarray]   # phone-side evaluation photos
+
+
+def measure(job: Job) -> dict:
+    """Latency (warm-up, then ``runs`` timed runs) on a random image of ``job.size``; outputs on the eval set."""
+    from .runners import runner
+
+    mod = runner(job.runtime)
+    fn = mod.load(job.source, job.threads)
+    rng = np.random.default_rng(0)
+    x = rng.random((*job.size, 3), dtype=np.float32)
+    for _ in range(job.warmup):
+        fn(x)
+    times = []
+    for _ in range(job.runs):
+        t0 = time.perf_counter()
+        fn(x)
+        times.append((time.perf_counter() - t0) * 1000)
+    outputs = [np.asarray(fn(img), dtype=np.float32) for img in job.eval_inputs]
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+    return {"latency_ms_median": float(np.median(times)), "latency_ms_p90": float(np.percentile(times, 90)),
+            "peak_rss_mb": round(peak_mb, 1), "outputs": outputs}
+
+
+def measure_in_child(job: Job, timeout_s: float = 900) -> dict:
+    """``measure`` in a fresh interpreter (``python -m benchmark.measure JOB RESULT``) that imports only the
+    runner it needs; errors come back as {'error': message}."""
+    with tempfile.TemporaryDirectory() as tmp:
+        job_file, result_file = Path(tmp) / "job.pkl", Path(tmp) / "result.pkl"
+        job_file.write_bytes(pickle.dumps(job))
+        try:
+            done = subprocess.run([sys.executable, "-m", "benchmark.measure", str(job_file), str(result_file)],
+                                  capture_output=True, text=True, timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            return {"error": f"timed out after {timeout_s:.0f} s"}
+        if done.returncode != 0 or not result_file.exists():
+            lines = [ln for ln in done.stderr.strip().splitlines() if ln.strip()] or [f"exit {done.returncode}"]
+            return {"error": lines[-1][:200]}
+        return pickle.loads(result_file.read_bytes())
+
+
+if __name__ == "__main__":
+    _job, _result = sys.argv[1:3]
+    Path(_result).write_bytes(pickle.dumps(measure(pickle.loads(Path(_job).read_bytes()))))

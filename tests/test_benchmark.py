@@ -1,0 +1,45 @@
+import json
+
+import pytest
+
+from benchmark.__main__ import main as bench_main
+from benchmark.report import table
+
+pytestmark = pytest.mark.slow
+
+FIELDS = {"model", "target", "precision", "runtime", "threads", "input_hw", "size_bytes", "latency_ms_median",
+          "latency_ms_p90", "peak_rss_mb", "psnr_db", "ssim", "psnr_drop_db", "fidelity_psnr_db", "status"}
+
+
+def test_benchmark_on_a_dped_test_patch_layout(dped_layout, tmp_path, capsys):
+    out = tmp_path / "bench"
+    code = bench_main(["--models", "dped_mobile", "--targets", "tflite,onnx,coreml,tensorrt",
+                       "--precisions", "fp32", "--threads", "1", "--runs", "2", "--size", "64x64",
+                       "--data", str(dped_layout), "--phone", "iphone", "--export-dir", str(tmp_path / "exp"),
+                       "--out", str(out)])
+    assert code == 0
+    rows = json.loads((out / "results.json").read_text())
+    assert all(FIELDS <= set(r) for r in rows)
+    by_runtime = {r["runtime"]: r for r in rows}
+    assert by_runtime["pytorch"]["psnr_drop_db"] == 0.0
+    for rt in ("litert", "onnxruntime"):
+        r = by_runtime[rt]
+        assert r["status"] == "ok" and r["latency_ms_median"] > 0 and r["peak_rss_mb"] > 0
+        assert r["fidelity_psnr_db"] >= 60 and abs(r["psnr_drop_db"]) < 0.01
+    assert by_runtime["tensorrt"]["status"].startswith("skipped")
+    assert by_runtime["coreml"]["status"] == "skipped: Core ML runs only on macOS"
+    assert by_runtime["coreml"]["quality_mode"] == "emulated" and by_runtime["coreml"]["psnr_db"] > 0
+    for name in ("results.csv", "results.md", "latency_vs_psnr.png"):
+        assert (out / name).stat().st_size > 0
+    assert "litert" in capsys.readouterr().out
+
+
+def test_benchmark_usage_errors(capsys):
+    assert bench_main(["--models", "unet"]) == 2
+    assert "dped_mobile" in capsys.readouterr().err
+    assert bench_main(["--targets", "openvino"]) == 2
+
+
+def test_table_formats_missing_values():
+    text = table([{"model": "m", "status": "skipped: why", "latency_ms_median": None}])
+    assert "skipped: why" in text and "-" in text

@@ -19,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-from models import CheckpointError, list_models, load_checkpoint
+from models import CheckpointError, keep_freed_memory, list_models, load_checkpoint
 
 from .api import export_one, prepare_tensorrt
 from .common import ExportError, ExportSpec, MissingBackend, parse_size
@@ -37,7 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", default=None, help="HxW to trace at and fix (default 512x512, resizable at run time)")
     p.add_argument("--calibration", default=None, help="image folder for int8 calibration "
                                                        "(default: built-in training photos)")
-    p.add_argument("--calibration-count", type=int, default=8, help="calibration crops (default: 8)")
+    p.add_argument("--calibration-count", type=int, default=4,
+                   help="calibration crops at the export size (default: 4)")
     p.add_argument("--gate-db", type=float, default=None,
                    help="fidelity gate in dB PSNR (default: fp32 60, fp16 45, int8 35)")
     p.add_argument("--trt-prepare", action="store_true",
@@ -68,6 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 1
 
+    keep_freed_memory()
     status, rows, start = 0, [], time.perf_counter()
     for target, precision in pairs:
         spec = ExportSpec(model=args.model, checkpoint=args.checkpoint, precision=precision,

@@ -77,9 +77,10 @@ def export_one(spec: ExportSpec, target: Target) -> dict:
     # Where the runtime cannot run here (Core ML off macOS), check the saved program and emulate its numerics.
     emulated = hasattr(backend, "can_run") and not backend.can_run()
     fidelity = Fidelity(spec.gate)
+    reference_key = (spec.model, spec.checkpoint, weights_digest(spec))
     for name, image in fidelity_inputs(spec.size, resizable=not spec.fixed_size):
         got = backend.emulate(folded, spec.precision, image) if emulated else backend.run(tmp, image)
-        fidelity.samples.append(fidelity_sample(name, got, torch_reference(model, image)))
+        fidelity.samples.append(fidelity_sample(name, got, _reference(reference_key, name, model, image)))
     fid = fidelity.to_dict()
     passed = fidelity.passed
     if emulated:
@@ -141,3 +142,13 @@ def weights_digest(spec: ExportSpec) -> str:
     """SHA-256 of the checkpoint an export was made from, so that a reused artifact can be matched to it."""
     path = Path(spec.checkpoint) if spec.checkpoint else WEIGHTS_DIR / f"{spec.model}.pt"
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+_REFERENCES: dict = {}
+
+
+def _reference(key: tuple, name: str, model, image):
+    """PyTorch fp32 output for a fidelity input, computed once per weights and input in a process."""
+    if (key, name) not in _REFERENCES:
+        _REFERENCES[(key, name)] = torch_reference(model, image)
+    return _REFERENCES[(key, name)]

@@ -1,8 +1,12 @@
 """What every export target shares: the export spec, sample inputs, the fidelity gate and the sidecar JSON."""
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import os
+import sys
+import tempfile
 import platform
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -28,6 +32,29 @@ class MissingBackend(ExportError):
     """This machine lacks what a target needs (a package, CUDA, macOS); the message says exactly what."""
 
 
+@contextlib.contextmanager
+def quiet():
+    """Silence converters' console output (progress bars, absl, torchao and coremltools notices) at the file
+    descriptor level, where C++ code writes too; replay the last of it if the block fails."""
+    os.environ.setdefault("LITERT_TORCH_SHOW_PROGRESS", "n")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    sys.stdout.flush(), sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    with tempfile.TemporaryFile(mode="w+b") as log:
+        os.dup2(log.fileno(), 1), os.dup2(log.fileno(), 2)
+        try:
+            yield
+        except BaseException:
+            os.dup2(saved[0], 1), os.dup2(saved[1], 2)
+            log.seek(0)
+            sys.stderr.write(log.read().decode(errors="replace")[-4000:])
+            raise
+        finally:
+            sys.stdout.flush(), sys.stderr.flush()
+            os.dup2(saved[0], 1), os.dup2(saved[1], 2)
+            os.close(saved[0]), os.close(saved[1])
+
+
 @dataclass
 class ExportSpec:
     model: str = "dped_mobile"
@@ -38,7 +65,7 @@ class ExportSpec:
     out: Path = Path("exported")
     gate_db: float | None = None            # None: FIDELITY_GATES_DB[precision]
     calibration: str | None = None          # image folder for int8 calibration (None: built-in photos)
-    calibration_count: int = 8              # calibration crops at the export size
+    calibration_count: int = 4              # calibration crops at the export size
 
     @property
     def stem(self) -> str:

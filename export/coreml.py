@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .common import ExportError, ExportSpec, MissingBackend
+from .common import ExportError, ExportSpec, MissingBackend, quiet
 
 SUFFIX = ".mlpackage"
 PRECISIONS = ("fp32", "fp16", "int8", "palettized")
@@ -32,7 +32,8 @@ COMPRESSION_OPS = {"int8": ("constexpr_affine_dequantize", "constexpr_blockwise_
 
 def _ct():
     try:
-        import coremltools as ct
+        with quiet():
+            import coremltools as ct
     except ImportError as err:
         raise MissingBackend(f"Core ML export needs coremltools: pip install 'dslr-mobile[coreml]' ({err})") from None
     return ct
@@ -46,30 +47,36 @@ def convert(model: nn.Module, spec: ExportSpec, path: Path, metadata: dict,
             calibration: list[np.ndarray] | None = None) -> None:
     ct = _ct()
     h, w = spec.size
-    traced = torch.jit.trace(model.eval(), torch.rand(1, 3, h, w))
+    traced = torch.jit.trace(model.eval(), torch.rand(1, 3, h, w), check_trace=False)
     dims = (h, w) if spec.fixed_size else tuple(ct.RangeDim(16, 8192, default=d) for d in (h, w))
     precision = ct.precision.FLOAT32 if spec.precision == "fp32" else ct.precision.FLOAT16
-    ml = ct.convert(traced, inputs=[ct.TensorType(name=INPUT, shape=ct.Shape(shape=(1, 3, *dims)))],
-                    outputs=[ct.TensorType(name=OUTPUT)], convert_to="mlprogram", compute_precision=precision,
-                    minimum_deployment_target=ct.target.iOS16)
-    from coremltools.optimize import coreml as opt
-
-    if spec.precision == "int8":
-        ml = opt.linear_quantize_weights(ml, opt.OptimizationConfig(global_config=opt.OpLinearQuantizerConfig(
-            mode="linear_symmetric", dtype="int8", granularity="per_channel", weight_threshold=WEIGHT_THRESHOLD)))
-    elif spec.precision == "palettized":
-        try:
-            ml = opt.palettize_weights(ml, opt.OptimizationConfig(global_config=opt.OpPalettizerConfig(
-                nbits=PALETTE_BITS, mode="kmeans", weight_threshold=WEIGHT_THRESHOLD)))
-        except ModuleNotFoundError as err:
-            raise MissingBackend(f"k-means palettization needs scikit-learn: pip install 'dslr-mobile[coreml]' "
-                              f"({err})") from None
+    with quiet():  # coremltools prints progress bars for every pass
+        ml = ct.convert(traced, inputs=[ct.TensorType(name=INPUT, shape=ct.Shape(shape=(1, 3, *dims)))],
+                        outputs=[ct.TensorType(name=OUTPUT)], convert_to="mlprogram", compute_precision=precision,
+                        minimum_deployment_target=ct.target.iOS16)
+        ml = _compress(ml, spec.precision)
     ml.short_description = "dslr-mobile photo enhancer: RGB [0, 1] NCHW in, enhanced RGB [0, 1] out"
     ml.input_description[INPUT] = "RGB photo, float32 NCHW, values in [0, 1], any H x W"
     ml.output_description[OUTPUT] = "enhanced RGB photo, same shape and range"
     for key, value in metadata.items():
         ml.user_defined_metadata[key] = value if isinstance(value, str) else json.dumps(value, default=str)
     ml.save(str(path))
+
+
+def _compress(ml, precision: str):
+    from coremltools.optimize import coreml as opt
+
+    if precision == "int8":
+        return opt.linear_quantize_weights(ml, opt.OptimizationConfig(global_config=opt.OpLinearQuantizerConfig(
+            mode="linear_symmetric", dtype="int8", granularity="per_channel", weight_threshold=WEIGHT_THRESHOLD)))
+    if precision == "palettized":
+        try:
+            return opt.palettize_weights(ml, opt.OptimizationConfig(global_config=opt.OpPalettizerConfig(
+                nbits=PALETTE_BITS, mode="kmeans", weight_threshold=WEIGHT_THRESHOLD)))
+        except ModuleNotFoundError as err:
+            raise MissingBackend(f"k-means palettization needs scikit-learn: pip install 'dslr-mobile[coreml]' "
+                                 f"({err})") from None
+    return ml
 
 
 def program_summary(path: str | Path) -> dict:

@@ -6,18 +6,14 @@ H x W unless it was exported with a fixed --size.
 """
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
-from .common import ExportSpec
+from .common import ExportSpec, quiet as _quiet
 
 SUFFIX = ".tflite"
 PRECISIONS = ("fp32", "fp16", "dynamic-int8", "int8")
@@ -35,28 +31,6 @@ class NHWCEnhancer(nn.Module):
 
     def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
         return {OUTPUT: self.model(image.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)}
-
-
-@contextlib.contextmanager
-def _quiet():
-    """Silence the converter's console output (progress, absl and torchao notices); replay it on failure."""
-    os.environ.setdefault("LITERT_TORCH_SHOW_PROGRESS", "n")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    sys.stdout.flush(), sys.stderr.flush()
-    saved = os.dup(1), os.dup(2)
-    with tempfile.TemporaryFile(mode="w+b") as log:
-        os.dup2(log.fileno(), 1), os.dup2(log.fileno(), 2)
-        try:
-            yield
-        except BaseException:
-            os.dup2(saved[0], 1), os.dup2(saved[1], 2)
-            log.seek(0)
-            sys.stderr.write(log.read().decode(errors="replace")[-4000:])
-            raise
-        finally:
-            sys.stdout.flush(), sys.stderr.flush()
-            os.dup2(saved[0], 1), os.dup2(saved[1], 2)
-            os.close(saved[0]), os.close(saved[1])
 
 
 def _require_litert_torch():

@@ -4,6 +4,7 @@ Examples:
   python -m benchmark                                     # both models, all targets, fp32/fp16/int8, 1 and 2 threads
   python -m benchmark --models dped_mobile --targets tflite --precisions all --threads 4
   python -m benchmark --data ~/datasets/dped --phone iphone --size 720x1280 --runs 10
+  python -m benchmark --targets tflite --adb --benchmark-binary android_aarch64_benchmark_model
 
 Artifacts are taken from --export-dir (exported/) or exported there first. Each runtime is timed in a fresh
 child process (warm-up, then --runs timed runs: median and p90; peak RSS of that process). Quality: PSNR/SSIM
@@ -42,6 +43,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--phone", default=None, help="phone of the DPED layout")
     p.add_argument("--export-dir", default="exported")
     p.add_argument("--out", default="benchmark_results")
+    p.add_argument("--adb", nargs="?", const="", default=None, metavar="SERIAL",
+                   help="also time the .tflite artifacts on an Android phone (first device, or SERIAL)")
+    p.add_argument("--benchmark-binary", default=None, help="LiteRT's benchmark_model built for the phone")
+    p.add_argument("--delegates", default="cpu,gpu,nnapi", help="phone delegates (default cpu,gpu,nnapi)")
     args = p.parse_args(argv)
     try:
         models, targets = _list(args.models), _list(args.targets)
@@ -59,10 +64,27 @@ def main(argv: list[str] | None = None) -> int:
         p.print_usage(sys.stderr)
         print(f"error: {err}", file=sys.stderr)
         return 2
+    serial = None
+    if args.adb is not None:
+        from .adb import DELEGATES, AdbError, check_setup
+
+        delegates = _list(args.delegates)
+        try:
+            if any(d not in DELEGATES for d in delegates):
+                raise AdbError(f"unknown delegate in {args.delegates!r}; choose from: {', '.join(DELEGATES)}")
+            serial = check_setup(args.adb or None, args.benchmark_binary)
+        except AdbError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 1
     start = time.perf_counter()
     try:
-        rows = run_benchmark(cfg, log=lambda m: print(m, file=sys.stderr))
-    except ValueError as err:
+        log = lambda m: print(m, file=sys.stderr)  # noqa: E731
+        rows = run_benchmark(cfg, log=log)
+        if serial:
+            from .api import phone_rows
+
+            rows += phone_rows(rows, cfg, serial, args.benchmark_binary, delegates, log)
+    except (ValueError, RuntimeError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     print(report.table(rows))

@@ -184,3 +184,31 @@ def _size(path: Path) -> int:
 
 def host() -> str:
     return f"{platform.machine()}, {torch.get_num_threads()} threads available, {platform.platform()}"
+
+
+def phone_rows(rows: list[dict], cfg: BenchConfig, serial: str, binary: str, delegates: list[str], log=print) -> list[dict]:
+    """Rows for every host-timed .tflite artifact run on the phone; quality is the host's for the same file."""
+    from .adb import AdbError, run_on_phone
+
+    out = []
+    host_rows = {(r["model"], r["precision"]): r for r in rows if r["runtime"] == "litert" and r["psnr_db"]}
+    for (model, precision), host_row in host_rows.items():
+        artifact = cfg.export_dir / f"{model}_{precision}.tflite"
+        for delegate in delegates:
+            for threads in (cfg.threads if delegate == "cpu" else [1]):
+                log(f"  {model} tflite {precision} phone/{delegate} x{threads} ...")
+                row = {**host_row, "runtime": f"litert-android-{delegate}", "threads": threads,
+                       "latency_ms_median": None, "latency_ms_p90": None, "peak_rss_mb": None,
+                       "megapixels_per_s": None, "status": "ok", "device": serial}
+                try:
+                    res = run_on_phone(serial, binary, artifact, delegate, threads, cfg.runs, cfg.size)
+                except AdbError as err:
+                    row["status"] = f"failed: {err}"
+                else:
+                    row["latency_ms_median"] = round(res.median_ms or res.avg_ms, 2)
+                    row["latency_ms_p90"] = round(res.p90_ms, 2) if res.p90_ms else None
+                    row["peak_rss_mb"] = res.peak_memory_mb
+                    row["megapixels_per_s"] = round(cfg.size[0] * cfg.size[1] / 1e3 / row["latency_ms_median"], 3)
+                out.append(row)
+    _pirm(out)
+    return out

@@ -43,9 +43,21 @@ def measure(job: Job) -> dict:
         fn(x)
         times.append((time.perf_counter() - t0) * 1000)
     outputs = [np.asarray(fn(img), dtype=np.float32) for img in job.eval_inputs]
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
     return {"latency_ms_median": float(np.median(times)), "latency_ms_p90": float(np.percentile(times, 90)),
-            "peak_rss_mb": round(peak_mb, 1), "outputs": outputs}
+            "peak_rss_mb": round(peak_rss_mb(), 1), "outputs": outputs}
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory. Linux's VmHWM starts afresh at exec; ru_maxrss would carry the
+    forking parent's peak over, so it is only the fallback (macOS reports it in bytes)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / 2**20 if sys.platform == "darwin" else rss / 1024
 
 
 def measure_in_child(job: Job, timeout_s: float = 900) -> dict:

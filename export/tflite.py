@@ -66,9 +66,12 @@ def convert(model: nn.Module, spec: ExportSpec, path: Path, metadata: dict,
         else:
             edge = litert_torch.signature(SIGNATURE, module, sample_kwargs=sample).convert()
         edge.export(str(path))
-        if precision in ("fp16", "dynamic-int8"):
-            recipes.compress(path, path, precision)
+    # Metadata first: ai-edge-quantizer keeps it, while re-packing its output would drop the weight data it
+    # may place after the flatbuffer (larger models such as dped).
     add_metadata(path, {METADATA_NAME: json.dumps(metadata, default=str)})
+    if precision in ("fp16", "dynamic-int8"):
+        with _quiet():
+            recipes.compress(path, path, precision)
 
 
 def add_metadata(path: Path, entries: dict[str, str]) -> None:
@@ -128,8 +131,9 @@ def run(path: str | Path, image: np.ndarray, threads: int | None = None) -> np.n
         interp = _interpreter(path, threads)
     inp = interp.get_input_details()[0]
     shape = [1, image.shape[0], image.shape[1], 3]
-    if list(inp["shape"]) != shape:
-        interp.resize_tensor_input(inp["index"], shape, strict=False)
-    interp.allocate_tensors()
+    with _quiet():  # the XNNPACK delegate announces itself on stderr
+        if list(inp["shape"]) != shape:
+            interp.resize_tensor_input(inp["index"], shape, strict=False)
+        interp.allocate_tensors()
     runner = interp.get_signature_runner(SIGNATURE)
     return runner(**{INPUT: image[None].astype(np.float32)})[OUTPUT][0]

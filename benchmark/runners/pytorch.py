@@ -14,8 +14,9 @@ def unavailable() -> str | None:
 
 
 def load(source: str, threads: int, checkpoint: str | None = None) -> Callable[[np.ndarray], np.ndarray]:
-    from models import create_model
+    from models import create_model, keep_freed_memory
 
+    keep_freed_memory()  # as training and export do: large activations reuse the heap
     torch.set_num_threads(threads)
     model = create_model(source, pretrained=checkpoint is None, checkpoint=checkpoint)
 

@@ -41,6 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs", type=int, default=5)
     p.add_argument("--data", default=None, help="paired folder or DPED layout (default: built-in validation photos)")
     p.add_argument("--phone", default=None, help="phone of the DPED layout")
+    p.add_argument("--full-res", default="3000x4000",
+                   help="HxW of the tiled full-resolution row (dped_mobile, LiteRT fp32); 'none' to skip")
     p.add_argument("--export-dir", default="exported")
     p.add_argument("--out", default="benchmark_results")
     p.add_argument("--adb", nargs="?", const="", default=None, metavar="SERIAL",
@@ -59,7 +61,8 @@ def main(argv: list[str] | None = None) -> int:
         threads = [int(t) for t in _list(args.threads)]
         cfg = BenchConfig(models=models, targets=targets, precisions=_list(args.precisions),
                           size=parse_size(args.size), threads=threads, runs=args.runs, data=args.data,
-                          phone=args.phone, export_dir=Path(args.export_dir), out=Path(args.out))
+                          phone=args.phone, export_dir=Path(args.export_dir), out=Path(args.out),
+                          full_res=None if args.full_res == "none" else parse_size(args.full_res))
     except ValueError as err:
         p.print_usage(sys.stderr)
         print(f"error: {err}", file=sys.stderr)
@@ -102,6 +105,7 @@ def _ratios(rows: list[dict]) -> list[str]:
         return next((r["latency_ms_median"] for r in rows if (r["model"], r["target"], r["precision"],
                      r["threads"]) == (model, target, precision, threads) and r["latency_ms_median"]), None)
 
+    rows = [r for r in rows if r["runtime"] != "litert-tiled"]  # the full-resolution row has another input size
     lines = []
     for r in rows:
         if r["target"] == "tflite" and r["precision"] == "int8" and r["latency_ms_median"]:

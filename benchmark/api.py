@@ -34,6 +34,7 @@ class BenchConfig:
     data: str | None = None                  # paired folder or DPED layout; None: built-in validation photos
     phone: str | None = None
     eval_count: int = 8
+    full_res: tuple[int, int] | None = (3000, 4000)   # 12 MP tiled run of dped_mobile fp32 (LiteRT); None: skip
     export_dir: Path = Path("exported")
     out: Path = Path("benchmark_results")
 
@@ -148,8 +149,30 @@ def run_benchmark(cfg: BenchConfig, log=print) -> list[dict]:
                     timed(row, Job(model, target, precision, rt.NAME, threads, str(path), cfg.size, cfg.runs,
                                    cfg.warmup, phones), ref_q, ref_out)
                     rows.append(row)
+    if cfg.full_res:
+        rows.append(_full_res_row(cfg, base, log))
     _pirm(rows)
     return rows
+
+
+def _full_res_row(cfg: BenchConfig, base, log) -> dict:
+    """Time and peak memory of python -m enhance's tiled path on a full-resolution photo (LiteRT fp32)."""
+    h, w = cfg.full_res
+    path, status = _artifact("dped_mobile", "tflite", "fp32", cfg)
+    row = {**base("dped_mobile", "tflite", "fp32", "litert-tiled", max(cfg.threads)), "input_hw": f"{h}x{w}",
+           "status": status}
+    if path is None:
+        return row
+    log(f"  dped_mobile tflite fp32 tiled {h}x{w} ...")
+    res = measure_in_child(Job("dped_mobile", "tflite", "fp32", "litert", max(cfg.threads), str(path), (h, w), 1, 0,
+                               [], full_res=(h, w)))
+    if "error" in res:
+        row["status"] = f"failed: {res['error']}"
+        return row
+    row.update(latency_ms_median=round(res["latency_ms_median"], 1), latency_ms_p90=round(res["latency_ms_p90"], 1),
+               peak_rss_mb=res["peak_rss_mb"], size_bytes=_size(path), size_mb=round(_size(path) / 1e6, 3),
+               megapixels_per_s=round(h * w / 1e6 / (res["latency_ms_median"] / 1000), 3))
+    return row
 
 
 def _coreml_emulated(net, precision, phones, dslrs, ref_out, ref_q) -> dict:

@@ -25,6 +25,9 @@ class Job:
     runs: int
     warmup: int
     eval_inputs: list[np.ndarray]   # phone-side evaluation photos
+    full_res: tuple[int, int] | None = None  # instead: one tiled pass over a photo of this (H, W)
+    tile: int = 256
+    halo: int = 18
 
 
 def measure(job: Job) -> dict:
@@ -34,6 +37,15 @@ def measure(job: Job) -> dict:
     mod = runner(job.runtime)
     fn = mod.load(job.source, job.threads)
     rng = np.random.default_rng(0)
+    if job.full_res:  # the enhance command's tiled path on a full-resolution photo
+        from enhance.tiling import enhance_tiled
+
+        photo = rng.integers(0, 256, (*job.full_res, 3), dtype=np.uint8)
+        t0 = time.perf_counter()
+        enhance_tiled(photo, fn, job.tile, job.halo)
+        ms = (time.perf_counter() - t0) * 1000
+        return {"latency_ms_median": ms, "latency_ms_p90": ms, "peak_rss_mb": round(peak_rss_mb(), 1),
+                "outputs": []}
     x = rng.random((*job.size, 3), dtype=np.float32)
     for _ in range(job.warmup):
         fn(x)

@@ -16,11 +16,14 @@ def test_benchmark_on_a_dped_test_patch_layout(dped_layout, tmp_path, capsys):
     code = bench_main(["--models", "dped_mobile", "--targets", "tflite,onnx,coreml,tensorrt",
                        "--precisions", "fp32", "--threads", "1", "--runs", "2", "--size", "64x64",
                        "--data", str(dped_layout), "--phone", "iphone", "--export-dir", str(tmp_path / "exp"),
+                       "--full-res", "300x400",
                        "--out", str(out)])
     assert code == 0
     rows = json.loads((out / "results.json").read_text())
     assert all(FIELDS <= set(r) for r in rows)
     by_runtime = {r["runtime"]: r for r in rows}
+    tiled = by_runtime["litert-tiled"]
+    assert tiled["input_hw"] == "300x400" and tiled["latency_ms_median"] > 0 and tiled["peak_rss_mb"] > 0
     assert by_runtime["pytorch"]["psnr_drop_db"] == 0.0
     for rt in ("litert", "onnxruntime"):
         r = by_runtime[rt]

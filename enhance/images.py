@@ -1,4 +1,4 @@
-"""Photo I/O with Pillow: any common file in, float32 RGB H x W x 3 in [0, 1] out, and back."""
+"""Photo input with Pillow: any common file in, float32 RGB H x W x 3 in [0, 1] out."""
 from __future__ import annotations
 
 import warnings
@@ -51,15 +51,6 @@ def load_image(path: str | Path) -> np.ndarray:
         raise ImageError(f"{path}: no such file") from None
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
         raise ImageError(f"{path}: not a readable image ({str(err).strip() or type(err).__name__})") from None
-
-
-def save_image(image: np.ndarray, path: str | Path, quality: int = 95) -> None:
-    """Write float (H, W, 3) in [0, 1] as 8-bit; the format follows the suffix (JPEG quality ``quality``)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    arr = np.round(np.clip(image, 0.0, 1.0) * 255.0).astype(np.uint8)
-    Image.fromarray(arr).save(path, quality=quality) if path.suffix.lower() in (".jpg", ".jpeg") \
-        else Image.fromarray(arr).save(path)
 
 
 def list_images(folder: str | Path) -> list[Path]:

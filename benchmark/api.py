@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from export.api import export_one, weights_digest
+from export.api import artifact_size, export_one, weights_digest
 from export.common import ExportError, ExportSpec, MissingBackend, psnr
 from export.targets import TARGETS
 from models import CheckpointError, conv_macs_per_pixel, count_parameters, create_model, fold_batchnorm
@@ -134,7 +134,7 @@ def run_benchmark(cfg: BenchConfig, log=print) -> list[dict]:
             for precision in precisions:
                 reason = rt.unavailable()
                 path, status = _artifact(model, target, precision, cfg)
-                size = _size(path) if path else None
+                size = artifact_size(path) if path else None
                 if path is None or reason:
                     row = {**base(model, target, precision, rt.NAME, None), **info,
                            "status": status if path is None else f"skipped: {reason}",
@@ -169,8 +169,9 @@ def _full_res_row(cfg: BenchConfig, base, log) -> dict:
     if "error" in res:
         row["status"] = f"failed: {res['error']}"
         return row
+    size = artifact_size(path)
     row.update(latency_ms_median=round(res["latency_ms_median"], 1), latency_ms_p90=round(res["latency_ms_p90"], 1),
-               peak_rss_mb=res["peak_rss_mb"], size_bytes=_size(path), size_mb=round(_size(path) / 1e6, 3),
+               peak_rss_mb=res["peak_rss_mb"], size_bytes=size, size_mb=round(size / 1e6, 3),
                megapixels_per_s=round(h * w / 1e6 / (res["latency_ms_median"] / 1000), 3))
     return row
 
@@ -181,7 +182,6 @@ def _coreml_emulated(net, precision, phones, dslrs, ref_out, ref_q) -> dict:
     folded = fold_batchnorm(net)
     outs = [emulate(folded, precision, p) for p in phones]
     q = quality(outs, dslrs, ref_out)
-    q = {f"{k}": v for k, v in q.items()}
     if ref_q:
         q["psnr_drop_db"] = round(ref_q["psnr_db"] - q["psnr_db"], 3)
     q["quality_mode"] = "emulated"
@@ -199,10 +199,6 @@ def _pirm(rows: list[dict]) -> None:
             r["pirm_score"] = round(a * (r["psnr_db"] - 21) + b * (r["ssim"] - 0.9) + c * min(tb / t, 4), 2)
         else:
             r["pirm_score"] = None
-
-
-def _size(path: Path) -> int:
-    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.is_dir() else path.stat().st_size
 
 
 def host() -> str:

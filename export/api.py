@@ -92,7 +92,8 @@ def export_one(spec: ExportSpec, target: Target) -> dict:
         fid["mode"] = "measured"
     fid["passed"] = passed
 
-    record.update(size_bytes=_size(tmp), fidelity=fid, export_seconds=round(time.perf_counter() - start, 1))
+    record.update(size_bytes=artifact_size(tmp), fidelity=fid,
+                  export_seconds=round(time.perf_counter() - start, 1))
     if passed:
         tmp.replace(final)
         record.update(status="ok", artifact=str(final))
@@ -105,7 +106,8 @@ def export_one(spec: ExportSpec, target: Target) -> dict:
     return record
 
 
-def _size(path: Path) -> int:
+def artifact_size(path: Path) -> int:
+    """Bytes of an artifact: a file, or a folder such as a .mlpackage."""
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.is_dir() else path.stat().st_size
 
 

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from .contract import DeploymentContract
-from .layers import ConvBNAct, make_activation
+from .layers import ConvBNAct, last_conv, make_activation
 from .registry import register_model
 
 HEADS = ("tanh", "residual")
@@ -74,8 +74,8 @@ class DPEDGenerator(nn.Module):
         self.contract = DeploymentContract(receptive_field=1 + 8 + 2 * 2 * cfg.blocks + 2 * 2 + 8,
                                            notes="sRGB photo in, enhanced sRGB photo out")
         if cfg.head == "residual":
-            nn.init.zeros_(_out_bias(self.out))
-            nn.init.normal_(_out_weight(self.out), std=1e-3)  # start near identity
+            nn.init.zeros_(last_conv(self.out.conv).bias)
+            nn.init.normal_(last_conv(self.out.conv).weight, std=1e-3)  # start near identity
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (N, 3, H, W) float32 RGB in [0, 1] -> (N, 3, H, W) enhanced."""
@@ -83,16 +83,6 @@ class DPEDGenerator(nn.Module):
         if self.config.head == "tanh":
             return torch.tanh(y) * 0.58 + 0.5
         return torch.clamp(x + y, 0.0, 1.0)
-
-
-def _out_weight(block: ConvBNAct) -> torch.Tensor:
-    conv = block.conv
-    return conv.pointwise.weight if hasattr(conv, "pointwise") else conv.weight
-
-
-def _out_bias(block: ConvBNAct) -> torch.Tensor:
-    conv = block.conv
-    return conv.pointwise.bias if hasattr(conv, "pointwise") else conv.bias
 
 
 @register_model

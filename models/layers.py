@@ -47,7 +47,8 @@ class ConvBNAct(nn.Sequential):
         self.act = act if act is not None else nn.Identity()
 
 
-def _last_conv(conv: nn.Module) -> nn.Conv2d:
+def last_conv(conv: nn.Module) -> nn.Conv2d:
+    """The Conv2d that produces a (separable) conv's output: the pointwise one of a SeparableConv2d."""
     return conv.pointwise if isinstance(conv, SeparableConv2d) else conv
 
 
@@ -59,10 +60,11 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
     folded = copy.deepcopy(model).eval()
     for module in folded.modules():
         if isinstance(module, ConvBNAct) and isinstance(module.bn, nn.BatchNorm2d):
+            fused = fuse_conv_bn_eval(last_conv(module.conv), module.bn)
             if isinstance(module.conv, SeparableConv2d):
-                module.conv.pointwise = fuse_conv_bn_eval(module.conv.pointwise, module.bn)
+                module.conv.pointwise = fused
             else:
-                module.conv = fuse_conv_bn_eval(module.conv, module.bn)
+                module.conv = fused
             module.bn = nn.Identity()
     return folded
 

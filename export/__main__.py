@@ -21,8 +21,8 @@ from pathlib import Path
 
 from models import CheckpointError, keep_freed_memory, list_models, load_checkpoint
 
-from .api import export_one, prepare_tensorrt
-from .common import ExportError, ExportSpec, MissingBackend, parse_size
+from .api import check_exportable, export_one, prepare_tensorrt
+from .common import DEFAULT_SIZE, ExportError, ExportSpec, MissingBackend, parse_size
 from .targets import TARGETS, resolve
 
 
@@ -55,6 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.model not in list_models():
             raise ValueError(f"unknown model {args.model!r}; choose from: {', '.join(list_models())}")
         size = parse_size(args.size) if args.size else None
+        check_exportable(args.model, size or DEFAULT_SIZE)
     except ValueError as err:
         parser.print_usage(sys.stderr)
         print(f"error: {err}", file=sys.stderr)

@@ -1,18 +1,19 @@
 """Export one model to one target and precision, then prove its numbers against PyTorch before keeping it."""
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import shutil
 import time
 from pathlib import Path
 
-from models import conv_macs_per_pixel, count_parameters, create_model, fold_batchnorm
+from models import conv_macs_per_pixel, count_parameters, create_model, fold_batchnorm, list_models
 from models.registry import WEIGHTS_DIR
 
 from quantize.calibration import calibration_images
 
-from .common import (INT8_PRECISIONS, ExportError, ExportSpec, Fidelity, MissingBackend, fidelity_inputs,
-                     fidelity_sample, torch_reference, versions, write_sidecar)
+from .common import (INT8_PRECISIONS, ExportError, ExportSpec, Fidelity, MissingBackend, check_size,
+                     fidelity_inputs, fidelity_sample, torch_reference, versions, write_sidecar)
 from .targets import Target
 
 VERSION_PACKAGES = {"tflite": ("litert-torch", "ai-edge-litert", "ai-edge-quantizer"),
@@ -28,7 +29,11 @@ def export_one(spec: ExportSpec, target: Target) -> dict:
     """
     start = time.perf_counter()
     backend = target.load()
-    model = create_model(spec.model, pretrained=spec.checkpoint is None, checkpoint=spec.checkpoint)
+    model = exportable_model(spec)
+    if target.name == "tflite" and model.contract.size_multiple > 1 and not spec.fixed_size:
+        # litert-torch lowers pixel shuffle to reshapes of static shape: such graphs run at their export size
+        # only, so the sidecar says resizable: false and tiling uses that size as its tile
+        spec = dataclasses.replace(spec, fixed_size=True)
     folded = fold_batchnorm(model)
     out = Path(spec.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -41,15 +46,17 @@ def export_one(spec: ExportSpec, target: Target) -> dict:
 
     contract = model.contract
     h, w = spec.size
+    outputs = [{"name": name, "layout": "NHWC", "dtype": "float32", "shape": [1, h, w, c],
+                "range": list(contract.value_range)} for name, c in contract.outputs]
     record = {
         "model": spec.model, "target": target.name, "precision": spec.precision,
         "source": spec.checkpoint or f"shipped weights (models/weights/{spec.model}.pt)",
         "input": {"name": "image", "layout": "NHWC", "dtype": "float32", "shape": [1, h, w, contract.channels],
                   "range": list(contract.value_range), "color_space": contract.color_space,
-                  "resizable": not spec.fixed_size},
-        "output": {"name": "enhanced", "layout": "NHWC", "dtype": "float32", "shape": [1, h, w, 3],
-                   "range": list(contract.value_range)},
+                  "resizable": not spec.fixed_size, "size_multiple": contract.size_multiple},
+        "output": outputs[0], "outputs": outputs,
         "signature": "enhance", "receptive_field": contract.receptive_field, "halo": contract.halo,
+        "halo_exact": contract.tile_halo is None,
         "macs_per_pixel": conv_macs_per_pixel(model), "parameters": count_parameters(model),
         "batchnorm_folded": True,
         "weights_sha256": weights_digest(spec),
@@ -57,8 +64,9 @@ def export_one(spec: ExportSpec, target: Target) -> dict:
     }
     calibration = _calibration(spec, record)
     if target.name in ("onnx", "coreml", "tensorrt"):  # these keep PyTorch's NCHW layout
-        for io in ("input", "output"):
-            record[io].update(layout="NCHW", shape=[1, 3, h, w])
+        record["input"].update(layout="NCHW", shape=[1, 3, h, w])
+        for out_spec in outputs:
+            out_spec.update(layout="NCHW", shape=[1, out_spec["shape"][3], h, w])
     metadata = {k: record[k] for k in ("model", "precision", "source", "input", "output", "versions")}
     try:
         backend.convert(folded, spec, tmp, metadata, calibration)
@@ -78,8 +86,13 @@ def export_one(spec: ExportSpec, target: Target) -> dict:
     emulated = hasattr(backend, "can_run") and not backend.can_run()
     fidelity = Fidelity(spec.gate)
     reference_key = (spec.model, spec.checkpoint, weights_digest(spec))
-    for name, image in fidelity_inputs(spec.size, resizable=not spec.fixed_size):
-        got = backend.emulate(folded, spec.precision, image) if emulated else backend.run(tmp, image)
+    for name, image in fidelity_inputs(spec.size, not spec.fixed_size, contract.size_multiple):
+        try:
+            got = backend.emulate(folded, spec.precision, image) if emulated else backend.run(tmp, image)
+        except Exception as err:  # the runtime rejected the artifact: this export's failure, not a traceback
+            _remove(tmp)
+            raise ExportError(f"the exported {target.name} artifact does not run on {name}: {type(err).__name__}: "
+                              f"{str(err).strip().splitlines()[0][:300]}") from err
         fidelity.samples.append(fidelity_sample(name, got, _reference(reference_key, name, model, image)))
     fid = fidelity.to_dict()
     passed = fidelity.passed
@@ -106,6 +119,21 @@ def export_one(spec: ExportSpec, target: Target) -> dict:
     return record
 
 
+def check_exportable(name: str, size: tuple[int, int]) -> None:
+    """Usage errors before any work: a model that does not take photos, or a size its graph cannot take."""
+    contract = create_model(name).contract
+    if contract.channels != 3:
+        raise ValueError(f"{name} takes {contract.channels}-channel intrinsics, not photos: it is deployed inside "
+                         f"'mdie' (--model mdie). Models that take photos: "
+                         f"{', '.join(m for m in list_models() if create_model(m).contract.channels == 3)}")
+    check_size(size, contract.size_multiple, name)
+
+
+def exportable_model(spec: ExportSpec):
+    check_exportable(spec.model, spec.size)
+    return create_model(spec.model, pretrained=spec.checkpoint is None, checkpoint=spec.checkpoint)
+
+
 def artifact_size(path: Path) -> int:
     """Bytes of an artifact: a file, or a folder such as a .mlpackage."""
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.is_dir() else path.stat().st_size
@@ -129,7 +157,7 @@ def _calibration(spec: ExportSpec, record: dict) -> list | None:
 
 def prepare_tensorrt(spec: ExportSpec, target: Target) -> dict:
     """Without a GPU: write the ONNX, calibration tensors and trtexec command a GPU machine builds from."""
-    model = create_model(spec.model, pretrained=spec.checkpoint is None, checkpoint=spec.checkpoint)
+    model = exportable_model(spec)
     out = Path(spec.out)
     out.mkdir(parents=True, exist_ok=True)
     record = {"model": spec.model, "target": target.name, "precision": spec.precision, "status": "prepared",

@@ -19,6 +19,8 @@ from skimage.transform import resize
 
 from enhance.samples import sample_photos
 
+from .io import join_outputs
+
 DEFAULT_SIZE = (512, 512)
 FIDELITY_GATES_DB = {"fp32": 60.0, "fp16": 45.0, "dynamic-int8": 35.0, "int8": 35.0, "palettized": 35.0}
 INT8_PRECISIONS = ("int8",)  # precisions that need calibration images
@@ -105,25 +107,36 @@ def parse_size(text: str) -> tuple[int, int]:
     return h, w
 
 
-def fidelity_inputs(size: tuple[int, int], resizable: bool) -> list[tuple[str, np.ndarray]]:
+def fidelity_inputs(size: tuple[int, int], resizable: bool, multiple: int = 1) -> list[tuple[str, np.ndarray]]:
     """Sample photos (held-out built-in photos) as float32 (H, W, 3) inputs for the fidelity gate.
 
-    Each photo resized to the export size; for a resizable artifact one photo also at its own size.
+    Each photo resized to the export size; for a resizable artifact one photo also at its own size (cropped to
+    a multiple of ``multiple``, the contract's size_multiple).
     """
     photos = sample_photos("val")
     inputs = [(f"{name}@{size[0]}x{size[1]}", resize(p, size, order=1, anti_aliasing=True).astype(np.float32))
               for name, p in photos.items()]
     if resizable:
         name, p = next(iter(photos.items()))
+        p = p[:p.shape[0] - p.shape[0] % multiple, :p.shape[1] - p.shape[1] % multiple]
         inputs.append((f"{name}@{p.shape[0]}x{p.shape[1]}", np.ascontiguousarray(p, dtype=np.float32)))
     return inputs
 
 
+def check_size(size: tuple[int, int], multiple: int, model: str) -> None:
+    if size[0] % multiple or size[1] % multiple:
+        raise ValueError(f"{model} needs H and W in multiples of {multiple} (five stride-2 levels); "
+                         f"got --size {size[0]}x{size[1]}")
+
+
 @torch.no_grad()
 def torch_reference(model: torch.nn.Module, image: np.ndarray) -> np.ndarray:
-    """PyTorch output for one (H, W, 3) image, as (H, W, 3)."""
+    """PyTorch output for one (H, W, 3) image, as (H, W, C); several outputs joined as artifacts join them."""
     x = torch.from_numpy(np.array(image, dtype=np.float32)).permute(2, 0, 1)[None]
-    return model(x)[0].permute(1, 2, 0).numpy()
+    y = model(x)
+    if isinstance(y, tuple):
+        y = torch.from_numpy(join_outputs(dict(zip(model.contract.output_names, (t.numpy() for t in y))), axis=1))
+    return y[0].permute(1, 2, 0).numpy()
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import json
 import platform
+import warnings
 from collections import Counter
 from pathlib import Path
 
@@ -20,6 +21,7 @@ import torch
 from torch import nn
 
 from .common import ExportError, ExportSpec, MissingBackend, quiet
+from .io import join_outputs
 
 SUFFIX = ".mlpackage"
 PRECISIONS = ("fp32", "fp16", "int8", "palettized")
@@ -47,17 +49,22 @@ def convert(model: nn.Module, spec: ExportSpec, path: Path, metadata: dict,
             calibration: list[np.ndarray] | None = None) -> None:
     ct = _ct()
     h, w = spec.size
-    traced = torch.jit.trace(model.eval(), torch.rand(1, 3, h, w), check_trace=False)
+    with warnings.catch_warnings():  # shape arithmetic (padding to a size multiple) is constant at any legal size
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        traced = torch.jit.trace(model.eval(), torch.rand(1, 3, h, w), check_trace=False)
     dims = (h, w) if spec.fixed_size else tuple(ct.RangeDim(16, 8192, default=d) for d in (h, w))
     precision = ct.precision.FLOAT32 if spec.precision == "fp32" else ct.precision.FLOAT16
     with quiet():  # coremltools prints progress bars for every pass
+        names = model.contract.output_names if hasattr(model, "contract") else (OUTPUT,)
         ml = ct.convert(traced, inputs=[ct.TensorType(name=INPUT, shape=ct.Shape(shape=(1, 3, *dims)))],
-                        outputs=[ct.TensorType(name=OUTPUT)], convert_to="mlprogram", compute_precision=precision,
+                        outputs=[ct.TensorType(name=n) for n in names], convert_to="mlprogram",
+                        compute_precision=precision,
                         minimum_deployment_target=ct.target.iOS16)
         ml = _compress(ml, spec.precision)
     ml.short_description = "dslr-mobile photo enhancer: RGB [0, 1] NCHW in, enhanced RGB [0, 1] out"
     ml.input_description[INPUT] = "RGB photo, float32 NCHW, values in [0, 1], any H x W"
-    ml.output_description[OUTPUT] = "enhanced RGB photo, same shape and range"
+    for name in names:
+        ml.output_description[name] = f"{name}: RGB, same height, width and range as the input"
     for key, value in metadata.items():
         ml.user_defined_metadata[key] = value if isinstance(value, str) else json.dumps(value, default=str)
     ml.save(str(path))
@@ -154,7 +161,7 @@ def run(path: str | Path, image: np.ndarray, threads: int | None = None) -> np.n
     ct = _ct()
     ml = ct.models.MLModel(str(path))
     x = np.ascontiguousarray(image.transpose(2, 0, 1)[None], dtype=np.float32)
-    return ml.predict({INPUT: x})[OUTPUT][0].transpose(1, 2, 0)
+    return join_outputs(ml.predict({INPUT: x}), axis=1)[0].transpose(1, 2, 0)
 
 
 def emulate(model: nn.Module, precision: str, image: np.ndarray) -> np.ndarray:
@@ -168,4 +175,6 @@ def emulate(model: nn.Module, precision: str, image: np.ndarray) -> np.ndarray:
     if precision != "fp32":
         x = x.half().float()
     with torch.no_grad():
-        return emu(x)[0].permute(1, 2, 0).numpy()
+        y = emu(x)
+    ys = y if isinstance(y, tuple) else (y,)
+    return join_outputs(dict(zip(model.contract.output_names, (t.numpy() for t in ys))), axis=1)[0].transpose(1, 2, 0)

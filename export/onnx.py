@@ -1,4 +1,5 @@
-"""ONNX: NCHW float32 input ``image`` with dynamic height and width, output ``enhanced``; opset 17.
+"""ONNX: NCHW float32 input ``image`` with dynamic height and width, output ``enhanced`` (the decomposer:
+``albedo`` and ``shading``); opset 17.
 
 fp16: weights and compute in float16 with float32 I/O (onnxruntime's float16 converter, keep_io_types).
 int8: QDQ static quantization by onnxruntime.quantization, per-channel int8 weights, int8 activations
@@ -7,6 +8,7 @@ calibrated on the calibration images (QuantizeLinear/DequantizeLinear around eve
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +16,7 @@ import torch
 from torch import nn
 
 from .common import ExportSpec
+from .io import join_outputs
 
 SUFFIX = ".onnx"
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -38,9 +41,12 @@ def convert(model: nn.Module, spec: ExportSpec, path: Path, metadata: dict,
     _require("onnxruntime")
     precision = spec.precision
     sample = torch.rand(1, 3, *spec.size)
-    axes = None if spec.fixed_size else {INPUT: {2: "height", 3: "width"}, OUTPUT: {2: "height", 3: "width"}}
-    torch.onnx.export(model.eval(), (sample,), str(path), input_names=[INPUT], output_names=[OUTPUT],
-                      opset_version=OPSET, dynamic_axes=axes, dynamo=False)
+    outputs = list(model.contract.output_names) if hasattr(model, "contract") else [OUTPUT]
+    axes = None if spec.fixed_size else {name: {2: "height", 3: "width"} for name in [INPUT, *outputs]}
+    with warnings.catch_warnings():  # shape arithmetic (padding to a size multiple) is constant at any legal size
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        torch.onnx.export(model.eval(), (sample,), str(path), input_names=[INPUT], output_names=outputs,
+                          opset_version=OPSET, dynamic_axes=axes, dynamo=False)
     if precision == "fp16":
         from onnxruntime.transformers.float16 import convert_float_to_float16
 
@@ -66,4 +72,5 @@ def run(path: str | Path, image: np.ndarray, threads: int | None = None) -> np.n
     opts.log_severity_level = 3
     session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
     x = np.ascontiguousarray(image.transpose(2, 0, 1)[None], dtype=np.float32)
-    return session.run([OUTPUT], {INPUT: x})[0][0].transpose(1, 2, 0)
+    names = [o.name for o in session.get_outputs()]
+    return join_outputs(dict(zip(names, session.run(names, {INPUT: x}))), axis=1)[0].transpose(1, 2, 0)

@@ -18,10 +18,11 @@ import torch
 from torch import nn
 
 from .common import ExportError, ExportSpec, MissingBackend
+from .io import join_outputs
 
 SUFFIX = ".engine"
 PRECISIONS = ("fp32", "fp16", "int8")
-INPUT, OUTPUT = "image", "enhanced"
+INPUT = "image"
 MIN_HW, MAX_HW = (64, 64), (2160, 3840)
 
 
@@ -115,17 +116,21 @@ def engine_runner(path: str | Path):
     engine = runtime.deserialize_cuda_engine(Path(path).read_bytes())
     context = engine.create_execution_context()
 
+    outputs = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)
+               if engine.get_tensor_mode(engine.get_tensor_name(i)) == trt.TensorIOMode.OUTPUT]
+
     def run_image(image: np.ndarray) -> np.ndarray:
         x = torch.from_numpy(np.array(image, dtype=np.float32)).permute(2, 0, 1)[None].contiguous().cuda()
-        y = torch.empty_like(x)
         context.set_input_shape(INPUT, tuple(x.shape))
         context.set_tensor_address(INPUT, x.data_ptr())
-        context.set_tensor_address(OUTPUT, y.data_ptr())
+        ys = {name: torch.empty(tuple(context.get_tensor_shape(name)), device="cuda") for name in outputs}
+        for name, y in ys.items():
+            context.set_tensor_address(name, y.data_ptr())
         stream = torch.cuda.current_stream()
         if not context.execute_async_v3(stream.cuda_stream):
             raise ExportError("TensorRT inference failed")
         stream.synchronize()
-        return y[0].permute(1, 2, 0).cpu().numpy()
+        return join_outputs({k: v[0].permute(1, 2, 0).cpu().numpy() for k, v in ys.items()})
 
     return run_image
 

@@ -1,7 +1,7 @@
 """TFLite through litert-torch (no TensorFlow): NHWC float I/O, named signature, metadata entries.
 
 The artifact has one signature ``enhance`` with input ``image`` (1, H, W, 3) float32 RGB in [0, 1] and output
-``enhanced`` of the same shape. The graph is fully convolutional: LiteRT's ``resize_tensor_input`` runs it at any
+``enhanced`` of the same shape (the intrinsic decomposer: outputs ``albedo`` and ``shading``). The graph is fully convolutional: LiteRT's ``resize_tensor_input`` runs it at any
 H x W unless it was exported with a fixed --size.
 """
 from __future__ import annotations
@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from .common import ExportSpec, quiet as _quiet
+from .io import join_outputs
 
 SUFFIX = ".tflite"
 PRECISIONS = ("fp32", "fp16", "dynamic-int8", "int8")
@@ -23,14 +24,18 @@ METADATA_NAME = "dslr_mobile"
 
 
 class NHWCEnhancer(nn.Module):
-    """Channel-last wrapper with named I/O; litert-torch's layout pass removes the two permutes."""
+    """Channel-last wrapper with named I/O (the contract's output names); litert-torch's layout pass removes the
+    permutes."""
 
     def __init__(self, model: nn.Module):
         super().__init__()
         self.model = model
+        self.names = model.contract.output_names if hasattr(model, "contract") else (OUTPUT,)
 
     def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {OUTPUT: self.model(image.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)}
+        y = self.model(image.permute(0, 3, 1, 2))
+        ys = y if isinstance(y, tuple) else (y,)
+        return {name: t.permute(0, 2, 3, 1) for name, t in zip(self.names, ys)}
 
 
 def _require_litert_torch():
@@ -136,4 +141,4 @@ def run(path: str | Path, image: np.ndarray, threads: int | None = None) -> np.n
             interp.resize_tensor_input(inp["index"], shape, strict=False)
         interp.allocate_tensors()
     runner = interp.get_signature_runner(SIGNATURE)
-    return runner(**{INPUT: image[None].astype(np.float32)})[OUTPUT][0]
+    return join_outputs(runner(**{INPUT: image[None].astype(np.float32)}))[0]

@@ -15,14 +15,28 @@ class DeploymentContract:
     any_size: bool = True             # fully convolutional: any H x W
     receptive_field: int = 1          # pixels; tiles need a halo of receptive_field // 2
     channels: int = 3
+    outputs: tuple[tuple[str, int], ...] = (("enhanced", 3),)   # (name, channels) of each output, in order
+    size_multiple: int = 1            # H and W of an exported graph must be multiples of this (stride-32 encoders)
+    tile_halo: int | None = None      # halo for tiling when the receptive field spans the whole tile (encoders):
+                                      # tiles then approximate the whole-image result (measured, not exact)
     notes: str = field(default="")
+
+    def __post_init__(self) -> None:
+        names = [n for n, _ in self.outputs]
+        if names != sorted(names):  # artifacts concatenate several outputs in name order (export/io.py)
+            raise ValueError(f"outputs must be listed in name order, got {names}")
 
     @property
     def halo(self) -> int:
-        return self.receptive_field // 2
+        return self.tile_halo if self.tile_halo is not None else self.receptive_field // 2
+
+    @property
+    def output_names(self) -> tuple[str, ...]:
+        return tuple(name for name, _ in self.outputs)
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d["value_range"] = list(self.value_range)
+        d["outputs"] = [{"name": n, "channels": c} for n, c in self.outputs]
         d["halo"] = self.halo
         return d

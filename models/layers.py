@@ -24,25 +24,27 @@ class SeparableConv2d(nn.Sequential):
     Linear in between (no BN/activation), as in Xception: the pair acts as one factorised conv.
     """
 
-    def __init__(self, cin: int, cout: int, kernel: int, bias: bool = True):
+    def __init__(self, cin: int, cout: int, kernel: int, bias: bool = True, stride: int = 1):
         super().__init__()
-        self.depthwise = nn.Conv2d(cin, cin, kernel, padding=kernel // 2, groups=cin, bias=False)
+        self.depthwise = nn.Conv2d(cin, cin, kernel, stride, padding=kernel // 2, groups=cin, bias=False)
         self.pointwise = nn.Conv2d(cin, cout, 1, bias=bias)
 
 
-def conv2d(cin: int, cout: int, kernel: int, separable: bool, bias: bool = True) -> nn.Module:
-    """'Same'-padded conv: a full k x k conv, or its depthwise-separable factorisation."""
+def conv2d(cin: int, cout: int, kernel: int, separable: bool, bias: bool = True, stride: int = 1) -> nn.Module:
+    """'Same'-padded conv (stride 2 halves an even size): a full k x k conv, or its depthwise-separable
+    factorisation."""
     if separable:
-        return SeparableConv2d(cin, cout, kernel, bias=bias)
-    return nn.Conv2d(cin, cout, kernel, padding=kernel // 2, bias=bias)
+        return SeparableConv2d(cin, cout, kernel, bias=bias, stride=stride)
+    return nn.Conv2d(cin, cout, kernel, stride, padding=kernel // 2, bias=bias)
 
 
 class ConvBNAct(nn.Sequential):
     """conv -> BatchNorm (optional) -> activation (optional). BN is folded into the conv for export."""
 
-    def __init__(self, cin: int, cout: int, kernel: int, separable: bool, bn: bool, act: nn.Module | None):
+    def __init__(self, cin: int, cout: int, kernel: int, separable: bool, bn: bool, act: nn.Module | None,
+                 stride: int = 1):
         super().__init__()
-        self.conv = conv2d(cin, cout, kernel, separable, bias=not bn)
+        self.conv = conv2d(cin, cout, kernel, separable, bias=not bn, stride=stride)
         self.bn = nn.BatchNorm2d(cout) if bn else nn.Identity()
         self.act = act if act is not None else nn.Identity()
 

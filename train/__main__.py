@@ -6,6 +6,10 @@ Examples:
   python -m train dped --model dped --data ~/datasets/dped --phone iphone
   python -m train dped --out runs/dped_mobile --resume   # continue an interrupted run
   python -m train evaluate --model dped_mobile           # PSNR/SSIM of input and output on validation photos
+  python -m train intrinsic                              # mobile decomposer F + composer F' (synthetic + photos)
+  python -m train intrinsic --data ~/sintel/training     # supervised phase on an MPI-Sintel-style folder
+  python -m train mdie                                   # multi-domain enhancer on the shipped F and F'
+  python -m train mdie --noise ~/dnd --color ~/fivek      # your own domain datasets
 """
 from __future__ import annotations
 
@@ -22,6 +26,11 @@ from models import CheckpointError, list_models
 from .data import DatasetError
 from .dped import DPEDTrainConfig, TrainingDiverged, train_dped
 from .evaluate import evaluate_model
+from .intrinsic import IntrinsicTrainConfig, train_intrinsic
+from .mdie import MDIETrainConfig, train_mdie
+
+TASKS = {"dped": (DPEDTrainConfig, train_dped), "intrinsic": (IntrinsicTrainConfig, train_intrinsic),
+         "mdie": (MDIETrainConfig, train_mdie)}
 
 
 def add_dataclass_args(parser: argparse.ArgumentParser, cls: type) -> None:
@@ -32,9 +41,9 @@ def add_dataclass_args(parser: argparse.ArgumentParser, cls: type) -> None:
         kind = hints[f.name]
         if isinstance(kind, types.UnionType):  # "X | None"
             kind = next(a for a in typing.get_args(kind) if a is not type(None))
-        helptext = f"{f.metadata.get('help', '')} (default: {f.default})"
+        helptext = f"{f.metadata.get('help', '')} (default: {f.default})".replace("%", "%%")
         if kind is bool:
-            parser.add_argument(flag, action="store_true", help=f.metadata.get("help"))
+            parser.add_argument(flag, action="store_true", help=f.metadata.get("help", "").replace("%", "%%"))
         else:
             parser.add_argument(flag, type=kind, default=f.default, help=helptext)
 
@@ -42,10 +51,15 @@ def add_dataclass_args(parser: argparse.ArgumentParser, cls: type) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m train", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="task", required=True, metavar="{dped,evaluate}")
-    dped = sub.add_parser("dped", help="train DPED or DPED+ (phone -> DSLR)")
-    add_dataclass_args(dped, DPEDTrainConfig)
-    dped.add_argument("--no-progress", action="store_true", help="no progress bar")
+    sub = parser.add_subparsers(dest="task", required=True, metavar="{dped,intrinsic,mdie,evaluate}")
+    helps = {"dped": "train DPED or DPED+ (phone -> DSLR)",
+             "intrinsic": "train the intrinsic decomposer F and composer F' (supervised, then self-supervised)",
+             "mdie": "train the multi-domain enhancer (colour, noise, texture) between F and F'"}
+    for task, (cfg_cls, _) in TASKS.items():
+        p = sub.add_parser(task, help=helps[task], description=sys.modules[_.__module__].__doc__,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        add_dataclass_args(p, cfg_cls)
+        p.add_argument("--no-progress", action="store_true", help="no progress bar")
     ev = sub.add_parser("evaluate", help="PSNR/SSIM of a model on validation photos")
     ev.add_argument("--model", default="dped_mobile")
     ev.add_argument("--checkpoint", default=None, help="checkpoint file (default: shipped weights)")
@@ -61,10 +75,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.model not in list_models():
         parser.error(f"unknown --model {args.model!r}; choose from: {', '.join(list_models())}")
     try:
-        if args.task == "dped":
-            fields = {f.name for f in dataclasses.fields(DPEDTrainConfig)}
-            cfg = DPEDTrainConfig(**{k: v for k, v in vars(args).items() if k in fields})
-            summary = train_dped(cfg, progress=not args.no_progress)
+        if args.task in TASKS:
+            cfg_cls, train = TASKS[args.task]
+            fields = {f.name for f in dataclasses.fields(cfg_cls)}
+            cfg = cfg_cls(**{k: v for k, v in vars(args).items() if k in fields})
+            summary = train(cfg, progress=not args.no_progress)
         else:
             summary = evaluate_model(args.model, args.checkpoint, args.data, args.phone)
     except (TrainingDiverged, CheckpointError, DatasetError, FileExistsError, FileNotFoundError, ValueError) as err:

@@ -124,13 +124,15 @@ def dped_pairs(root: str | Path, phone: str, split: str = "train") -> FilePairs:
     return FilePairs([pairs.phone_files[i] for i in order], [pairs.dslr_files[i] for i in order])
 
 
-def folder_pairs(root: str | Path, split: str = "train", val_every: int = 10) -> FilePairs:
-    """Generic paired folder ``<root>/phone`` and ``<root>/dslr`` with matching file names (any suffix).
+def folder_pairs(root: str | Path, split: str = "train", val_every: int = 10,
+                 low: str = "phone", high: str = "dslr") -> FilePairs:
+    """Generic paired folder ``<root>/<low>`` and ``<root>/<high>`` (default phone/ and dslr/) with matching file
+    names (any suffix).
 
     Split by photo: every ``val_every``-th pair (sorted by name, starting with the first) is validation.
     """
     root = Path(root)
-    pairs = _matched(root / "phone", root / "dslr")
+    pairs = _matched(root / low, root / high)
     n = len(pairs.phone_files)
     val = set(range(0, n, val_every)) if n > 1 else set()
     keep = [i for i in range(n) if (i in val) == (split == "val")]

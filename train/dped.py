@@ -22,11 +22,8 @@ from models import TextureDiscriminator, create_model, keep_freed_memory, model_
 from . import losses
 from .checkpoint import save_atomic, weights_only
 from .data import PairSet, center_crop, open_pairs, sample_batch
+from .loop import TrainingDiverged
 from .metrics import psnr_ssim
-
-
-class TrainingDiverged(RuntimeError):
-    """The loss became NaN/inf or exploded; the last good checkpoint is left as it was."""
 
 
 @dataclass

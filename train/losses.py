@@ -110,3 +110,34 @@ class VGGContentLoss(nn.Module):
     def forward(self, enhanced: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         f = lambda x: self.features((x - self.mean) / self.std)  # noqa: E731
         return F.mse_loss(f(enhanced), f(target))
+
+
+# --- intrinsic decomposition and MDIE (paper 3.2) ---
+
+def reconstruction_loss(recomposed: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+    """||I - F'(A, S)||^2 (mean squared error), the paper's reconstruction term."""
+    return F.mse_loss(recomposed, image)
+
+
+def smoothness_loss(shading: torch.Tensor) -> torch.Tensor:
+    """Mean squared gradient of the shading: light varies slowly, texture belongs to the albedo."""
+    return tv_loss(shading)
+
+
+def adversarial_loss(logits: torch.Tensor, real: bool) -> torch.Tensor:
+    """L_adv for one side: cross-entropy of D's source map against 'real' (1) or 'fake' (0), patch mean."""
+    target = torch.ones_like(logits) if real else torch.zeros_like(logits)
+    return F.binary_cross_entropy_with_logits(logits, target)
+
+
+def domain_classification_loss(logits: torch.Tensor, domain: int, labels: torch.Tensor) -> torch.Tensor:
+    """L_cls with the mask vector: only dataset ``domain``'s attribute is known, so only its logit is scored.
+
+    logits: (N, n_domains) from D's auxiliary classifier; labels: (N,) 1 = high quality, 0 = low quality.
+    """
+    return F.binary_cross_entropy_with_logits(logits[:, domain], labels.to(logits.dtype))
+
+
+def cycle_loss(reconstructed: torch.Tensor, original: torch.Tensor) -> torch.Tensor:
+    """L_cyc = ||x - G(G(x, c), c')||_1."""
+    return F.l1_loss(reconstructed, original)

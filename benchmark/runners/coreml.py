@@ -6,6 +6,8 @@ from typing import Callable
 
 import numpy as np
 
+from export.io import join_outputs  # numpy only
+
 NAME, TARGET = "coreml", "coreml"
 
 
@@ -26,6 +28,6 @@ def load(source: str, threads: int) -> Callable[[np.ndarray], np.ndarray]:
 
     def run(image: np.ndarray) -> np.ndarray:
         x = np.ascontiguousarray(image.transpose(2, 0, 1)[None], dtype=np.float32)
-        return model.predict({"image": x})["enhanced"][0].transpose(1, 2, 0)
+        return join_outputs(model.predict({"image": x}), axis=1)[0].transpose(1, 2, 0)
 
     return run

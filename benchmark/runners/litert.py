@@ -7,7 +7,9 @@ from typing import Callable
 import numpy as np
 
 NAME, TARGET = "litert", "tflite"
-SIGNATURE, INPUT, OUTPUT = "enhance", "image", "enhanced"  # the export contract (export/tflite.py)
+from export.io import join_outputs  # numpy only
+
+SIGNATURE, INPUT = "enhance", "image"  # the export contract (export/tflite.py)
 
 
 def unavailable() -> str | None:
@@ -32,6 +34,6 @@ def load(source: str, threads: int) -> Callable[[np.ndarray], np.ndarray]:
             interp.resize_tensor_input(index, shape, strict=False)
             interp.allocate_tensors()
             state["shape"], state["runner"] = shape, interp.get_signature_runner(SIGNATURE)
-        return state["runner"](**{INPUT: image[None].astype(np.float32)})[OUTPUT][0]
+        return join_outputs(state["runner"](**{INPUT: image[None].astype(np.float32)}))[0]
 
     return run

@@ -5,6 +5,8 @@ from typing import Callable
 
 import numpy as np
 
+from export.io import join_outputs  # numpy only
+
 NAME, TARGET = "onnxruntime", "onnx"
 
 
@@ -25,8 +27,10 @@ def load(source: str, threads: int) -> Callable[[np.ndarray], np.ndarray]:
     opts.log_severity_level = 3
     session = ort.InferenceSession(source, opts, providers=["CPUExecutionProvider"])
 
+    names = [o.name for o in session.get_outputs()]
+
     def run(image: np.ndarray) -> np.ndarray:
         x = np.ascontiguousarray(image.transpose(2, 0, 1)[None], dtype=np.float32)
-        return session.run(["enhanced"], {"image": x})[0][0].transpose(1, 2, 0)
+        return join_outputs(dict(zip(names, session.run(names, {"image": x}))), axis=1)[0].transpose(1, 2, 0)
 
     return run

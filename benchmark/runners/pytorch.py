@@ -22,7 +22,7 @@ def load(source: str, threads: int, checkpoint: str | None = None) -> Callable[[
 
     @torch.no_grad()
     def run(image: np.ndarray) -> np.ndarray:
-        x = torch.from_numpy(np.array(image, dtype=np.float32)).permute(2, 0, 1)[None]
-        return model(x)[0].permute(1, 2, 0).numpy()
+        y = model(torch.from_numpy(np.array(image, dtype=np.float32)).permute(2, 0, 1)[None])
+        return torch.cat(y, 1)[0].permute(1, 2, 0).numpy() if isinstance(y, tuple) else y[0].permute(1, 2, 0).numpy()
 
     return run

@@ -1,0 +1,175 @@
+"""Intrinsic decomposition F (image -> albedo, shading) and composition F' (albedo, shading -> image).
+
+Both are the paper's symmetric encoder-decoder (section 3.2.1):
+
+    encoder: five 3x3 stride-2 convs, w, 2w, 4w, 8w, 16w filters (w = 16: 16 ... 256), BatchNorm + ReLU
+    decoder: the mirror, each level a 3x3 conv to 4x its filters, BatchNorm + ReLU, then sub-pixel upsampling
+             (pixel shuffle x2); each level also sees the encoder features of its size (U-Net skips)
+    head:    3x3 conv over the last decoder features and the network's own input
+
+The skips and the input at the head carry full-resolution detail past the 32x bottleneck: without them an
+autoencoder this deep blurs everything and no reconstruction reaches 30 dB.
+
+Outputs are physically parameterised so that the networks start where the image formation model says:
+- F predicts shading S = sigmoid(head[:3]) in (0, 1) (three channels: coloured light) and a log-albedo correction
+  r = head[3:]; albedo A = clamp(I / S * exp(r), 0, 1). With r = 0, A * S = I exactly, so the decomposition is
+  consistent by construction and training decides *where* the shading is, not how to copy the image.
+- F' returns clamp(A * S + head, 0, 1): the product plus a learned correction (zero at initialisation).
+
+The trivial split (S = 1, A = I) reconstructs perfectly too; train/intrinsic.py explains how it is avoided.
+The ``_mobile`` variants use depthwise-separable convs everywhere except the first (MobileNet's full stem).
+Inputs of any H x W are edge-padded to a multiple of 32 and the outputs cropped back; exported graphs take
+multiples of 32 (``contract.size_multiple``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .contract import DeploymentContract
+from .layers import ConvBNAct, last_conv
+from .registry import register_model
+
+LEVELS = 5
+MULTIPLE = 2 ** LEVELS
+
+
+@dataclass
+class IntrinsicConfig:
+    width: int = 16            # filters of the first encoder level; doubles per level (paper: 16 ... 256)
+    separable: bool = False    # depthwise-separable convs (the _mobile variants)
+
+    def __post_init__(self) -> None:
+        if self.width < 1:
+            raise ValueError(f"width must be >= 1, got {self.width}")
+
+    @property
+    def widths(self) -> list[int]:
+        return [self.width * 2 ** i for i in range(LEVELS)]
+
+
+def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
+    """Edge-pad (N, C, H, W) at the bottom/right up to multiples of ``multiple`` (no-op when they already are)."""
+    ph, pw = -x.shape[-2] % multiple, -x.shape[-1] % multiple
+    return F.pad(x, (0, pw, 0, ph), mode="replicate") if ph or pw else x
+
+
+class Upsample(nn.Sequential):
+    """3x3 conv to 4x the output filters, BatchNorm, ReLU, pixel shuffle x2 (sub-pixel upsampling)."""
+
+    def __init__(self, cin: int, cout: int, separable: bool):
+        super().__init__()
+        self.conv = ConvBNAct(cin, 4 * cout, 3, separable, bn=True, act=nn.ReLU())
+        self.shuffle = nn.PixelShuffle(2)
+
+
+class IntrinsicUNet(nn.Module):
+    """The shared encoder-decoder: ``cin`` channels in, ``cout`` raw head channels out, same H x W."""
+
+    def __init__(self, cfg: IntrinsicConfig, cin: int, cout: int):
+        super().__init__()
+        w = cfg.widths
+        self.encoder = nn.ModuleList(
+            ConvBNAct(cin if i == 0 else w[i - 1], w[i], 3, cfg.separable and i > 0, bn=True, act=nn.ReLU(),
+                      stride=2)
+            for i in range(LEVELS))
+        # decoder level i upsamples to the size of encoder level i - 1 (level 0: the input size)
+        outs = [w[0]] + w[:-1]                      # 16, 16, 32, 64, 128 for w = 16
+        self.decoder = nn.ModuleList(
+            Upsample(w[i] if i == LEVELS - 1 else outs[i + 1] + w[i], outs[i], cfg.separable)
+            for i in reversed(range(LEVELS)))
+        self.head = ConvBNAct(outs[0] + cin, cout, 3, cfg.separable, bn=False, act=None)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        feats, h = [], x
+        for enc in self.encoder:
+            h = enc(h)
+            feats.append(h)
+        h = feats.pop()
+        for up in self.decoder:
+            h = up(h)
+            if feats:
+                h = torch.cat([h, feats.pop()], 1)
+        return self.head(torch.cat([h, x], 1))
+
+
+def _receptive_field() -> int:
+    """Pixels of input one output pixel depends on, along one axis (3x3 convs, 5 levels, pixel shuffles)."""
+    rf = 1 + sum(2 * 2 ** i for i in range(LEVELS))            # encoder: 3x3 at strides 1, 2, ..., 16 in
+    rf += sum(2 * 2 ** (i + 1) for i in range(LEVELS))          # decoder convs at strides 32 ... 2
+    rf += sum(2 ** i for i in range(LEVELS))                    # pixel-shuffle phase of each level
+    return rf + 2                                               # head
+
+
+class IntrinsicDecomposer(nn.Module):
+    """F: (N, 3, H, W) image in [0, 1] -> (albedo, shading), each (N, 3, H, W) in [0, 1]."""
+
+    def __init__(self, cfg: IntrinsicConfig):
+        super().__init__()
+        self.config = cfg
+        self.net = IntrinsicUNet(cfg, 3, 6)
+        head = last_conv(self.net.head.conv)
+        with torch.no_grad():  # start at a mid-grey light (S = 0.5) and r = 0, i.e. A = 2 I clipped
+            head.weight.mul_(1e-2)
+            head.bias.zero_()
+        self.contract = DeploymentContract(
+            output_name="albedo", outputs=(("albedo", 3), ("shading", 3)), receptive_field=_receptive_field(),
+            size_multiple=MULTIPLE, tile_halo=32,
+            notes="image = albedo x shading; shading is 3-channel (coloured light)")
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h, w = image.shape[-2:]
+        x = pad_to_multiple(image, MULTIPLE)
+        y = self.net(x)
+        shading = torch.sigmoid(y[:, :3])
+        albedo = torch.clamp(x / shading.clamp_min(1e-3) * torch.exp(y[:, 3:].clamp(-4.0, 4.0)), 0.0, 1.0)
+        return albedo[..., :h, :w], shading[..., :h, :w]
+
+
+class IntrinsicComposer(nn.Module):
+    """F': (N, 6, H, W) albedo and shading (concatenated) -> (N, 3, H, W) image in [0, 1]."""
+
+    def __init__(self, cfg: IntrinsicConfig):
+        super().__init__()
+        self.config = cfg
+        self.net = IntrinsicUNet(cfg, 6, 3)
+        head = last_conv(self.net.head.conv)
+        with torch.no_grad():  # start as the image formation model A * S
+            head.weight.mul_(1e-2)
+            head.bias.zero_()
+        self.contract = DeploymentContract(
+            input_name="intrinsics", channels=6, receptive_field=_receptive_field(), size_multiple=MULTIPLE,
+            tile_halo=32, notes="input: albedo (3) and shading (3) concatenated; output: the image")
+
+    def forward(self, intrinsics: torch.Tensor) -> torch.Tensor:
+        h, w = intrinsics.shape[-2:]
+        x = pad_to_multiple(intrinsics, MULTIPLE)
+        out = torch.clamp(x[:, :3] * x[:, 3:] + self.net(x), 0.0, 1.0)
+        return out[..., :h, :w]
+
+
+@register_model
+def intrinsic_decomposer(**overrides) -> IntrinsicDecomposer:
+    """F: image -> albedo, shading (paper's encoder-decoder, full 3x3 convs)."""
+    return IntrinsicDecomposer(IntrinsicConfig(**{"separable": False, **overrides}))
+
+
+@register_model
+def intrinsic_decomposer_mobile(**overrides) -> IntrinsicDecomposer:
+    """F with depthwise-separable convs."""
+    return IntrinsicDecomposer(IntrinsicConfig(**{"separable": True, **overrides}))
+
+
+@register_model
+def intrinsic_composer(**overrides) -> IntrinsicComposer:
+    """F': albedo, shading -> image (full 3x3 convs)."""
+    return IntrinsicComposer(IntrinsicConfig(**{"separable": False, **overrides}))
+
+
+@register_model
+def intrinsic_composer_mobile(**overrides) -> IntrinsicComposer:
+    """F' with depthwise-separable convs."""
+    return IntrinsicComposer(IntrinsicConfig(**{"separable": True, **overrides}))

@@ -1,0 +1,98 @@
+"""What the intrinsic and MDIE trainings share: the run folder, atomic checkpoints with --resume, TensorBoard,
+the progress bar and the divergence guard.
+
+``last.pt`` holds the primary network as a loadable checkpoint plus ``train_state`` (every network and optimizer
+named in ``states``, the step, the best score, the elapsed time). Batches are a function of (seed, step), so a
+resumed run repeats the uninterrupted one.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from models import model_config
+
+from .checkpoint import save_atomic
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN/inf or exploded; the last good checkpoint is left as it was."""
+
+
+def weights_checkpoint(name: str, model: torch.nn.Module, meta: dict, fp16: bool = False) -> dict:
+    """A weights-only checkpoint ``create_model(name, checkpoint=...)`` loads; ``fp16`` stores float tensors
+    as float16 (half the file; loading copies them back into the float32 model)."""
+    state = model.state_dict()
+    if fp16:
+        state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
+    return {"model": name, "config": model_config(model), "state_dict": state,
+            "meta": {**meta, "stored_as": "float16" if fp16 else "float32", "torch": str(torch.__version__),
+                     "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}}
+
+
+class Run:
+    """One training run in ``out``: resume, log, checkpoint."""
+
+    def __init__(self, out: Path, cfg: Any, name: str, model: torch.nn.Module, states: dict[str, Any],
+                 steps: int, progress: bool):
+        self.out, self.cfg, self.name, self.model, self.states = out, cfg, name, model, states
+        self.step, self.best, self.elapsed = 0, -math.inf, 0.0
+        if getattr(cfg, "resume", False):
+            ts = torch.load(out / "last.pt", map_location="cpu", weights_only=True)["train_state"]
+            for key, obj in states.items():
+                obj.load_state_dict(ts[key])
+            self.step, self.best, self.elapsed = ts["step"], ts["best"], ts["elapsed_s"]
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
+        from torch.utils.tensorboard import SummaryWriter  # heavy import, only when training
+        self.tb = SummaryWriter(str(out / "tb"))
+        self.bar = tqdm(total=steps, initial=self.step, desc=f"train {name}", disable=not progress,
+                        dynamic_ncols=True)
+        self._t0 = time.perf_counter() - self.elapsed
+
+    def meta(self, metrics: dict | None) -> dict:
+        return {"step": self.step, "train_config": asdict(self.cfg), "validation": metrics or {},
+                "elapsed_s": round(self.elapsed, 1)}
+
+    def check(self, losses: dict[str, float]) -> None:
+        bad = {k: v for k, v in losses.items() if not math.isfinite(v) or abs(v) > 1e8}
+        if bad:
+            self.bar.close()
+            raise TrainingDiverged(
+                f"training diverged at step {self.step + 1}: {', '.join(f'{k} {v:.4g}' for k, v in bad.items())}. "
+                f"Last good checkpoint kept: {self.out / 'last.pt'}. Try a lower --lr or check the data.")
+
+    def advance(self, losses: dict[str, float]) -> None:
+        self.step += 1
+        self.elapsed = time.perf_counter() - self._t0
+        if self.step % 10 == 0:
+            for k, v in losses.items():
+                self.tb.add_scalar(f"loss/{k}", v, self.step)
+        self.bar.set_postfix({k: f"{v:.3g}" for k, v in losses.items()}, refresh=False)
+        self.bar.update(1)
+
+    def log_validation(self, metrics: dict[str, float]) -> None:
+        for k, v in metrics.items():
+            self.tb.add_scalar(f"val/{k}", v, self.step)
+
+    def save_last(self, metrics: dict | None) -> None:
+        ckpt = weights_checkpoint(self.name, self.model, self.meta(metrics))
+        ckpt["train_state"] = {**{k: obj.state_dict() for k, obj in self.states.items()},
+                               "step": self.step, "best": self.best, "elapsed_s": self.elapsed}
+        save_atomic(ckpt, self.out / "last.pt")
+
+    def close(self, summary: dict) -> dict:
+        self.bar.close()
+        self.tb.close()
+        summary = {"run": str(self.out), "model": self.name, "steps": self.step, "wall_s": round(self.elapsed, 1),
+                   **summary}
+        (self.out / "summary.json").write_text(json.dumps(summary, indent=2))
+        return summary

@@ -1,0 +1,240 @@
+"""MDIE training (paper 3.2.2-3.2.3): the multi-domain generator G between the intrinsic networks F and F'.
+
+    python -m train mdie                                   # built-in colour / noise / texture pairs
+    python -m train mdie --noise ~/dnd --color ~/fivek --texture ~/night --steps 20000
+
+Each step takes one dataset i (round robin) and a batch of its (low, high) pairs; x = F(image) are their
+intrinsics (albedo + shading, 6 channels) with real label l (0 low, 1 high). G translates x to the flipped label
+t = 1 - l under the mask vector of dataset i. Losses, with the paper's weights lambda_cls = 1, lambda_cyc = 10:
+
+    L_D = L_adv(D) + lambda_cls * L_cls^r                     (cls: only dataset i's logit, the mask vector)
+    L_G = L_adv(G) + lambda_cls * L_cls^f + lambda_cyc * L_cyc + L_rec
+    L_rec = alpha * ||I - F'(F(I))||^2 + beta * ||I_partner - F'(G(F(I), t))||^2
+
+L_rec is the paper's two reconstruction terms: alpha keeps F' o F an identity on the input (I_LQ and I_HQ alike),
+beta asks the composed translation to be the other image of the pair (I_HQ for a low-quality input, I_LQ for a
+high-quality one). F and F' start from the trained intrinsic weights and are fine-tuned with G (a smaller
+learning rate). Adversarial terms are the cross-entropy form of L_adv (no gradient penalty: cheaper on a CPU).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import models
+from models import DOMAINS, MDIEDiscriminator, create_model, domain_label, keep_freed_memory
+from models.registry import WEIGHTS_DIR, load_checkpoint
+
+from . import losses
+from .checkpoint import save_atomic
+from .data import center_crop, sample_batch
+from .domains import domain_pairs
+from .loop import Run, weights_checkpoint
+from .metrics import psnr_ssim
+
+
+@dataclass
+class MDIETrainConfig:
+    model: str = field(default="mdie", metadata={"help": "the pipeline to train (mdie)"})
+    decomposer: str | None = field(default=None, metadata={"help": "F checkpoint (default: shipped "
+                                                                    "intrinsic_decomposer_mobile weights)"})
+    composer: str | None = field(default=None, metadata={"help": "F' checkpoint (default: shipped "
+                                                                  "intrinsic_composer_mobile weights)"})
+    color: str | None = field(default=None, metadata={"help": "colour dataset folder: original/ + retouched/"})
+    noise: str | None = field(default=None, metadata={"help": "noise dataset folder: noisy/ + clean/"})
+    texture: str | None = field(default=None, metadata={"help": "texture dataset folder: degraded/ + dslr/"})
+    steps: int = field(default=900, metadata={"help": "training iterations (one dataset per step, in turn)"})
+    batch: int = field(default=4, metadata={"help": "pairs per step (2x images: both sides)"})
+    patch: int = field(default=96, metadata={"help": "patch size (a multiple of 32)"})
+    lr: float = field(default=1e-3, metadata={"help": "Adam learning rate of G and D"})
+    lr_intrinsic: float = field(default=1e-4, metadata={"help": "learning rate of F and F' (fine-tuning)"})
+    lambda_cls: float = field(default=1.0, metadata={"help": "domain classification weight (paper: 1)"})
+    lambda_cyc: float = field(default=10.0, metadata={"help": "cycle reconstruction weight (paper: 10)"})
+    alpha: float = field(default=100.0, metadata={"help": "weight of ||I - F'(F(I))||^2"})
+    beta: float = field(default=100.0, metadata={"help": "weight of ||I_partner - F'(G(F(I), t))||^2"})
+    generator_width: int | None = field(default=None, metadata={"help": "override G's width (32)"})
+    blocks: int | None = field(default=None, metadata={"help": "override G's residual blocks (3)"})
+    val_every: int = field(default=100, metadata={"help": "validate every N steps (and at the end)"})
+    val_crop: int = field(default=256, metadata={"help": "centre crop of each validation photo"})
+    save_every: int = field(default=50, metadata={"help": "write runs/NAME/last.pt every N steps"})
+    seed: int = field(default=0, metadata={"help": "seed for weights, data and sampling"})
+    out: str | None = field(default=None, metadata={"help": "run folder (default runs/mdie, numbered if taken)"})
+    resume: bool = field(default=False, metadata={"help": "continue the run in --out from its last.pt"})
+    threads: int | None = field(default=None, metadata={"help": "CPU threads for PyTorch (default: all cores)"})
+
+    def __post_init__(self) -> None:
+        if self.model != "mdie":
+            raise ValueError(f"python -m train mdie trains the 'mdie' pipeline, not {self.model!r}")
+        if self.patch % 32:
+            raise ValueError(f"--patch must be a multiple of 32, got {self.patch}")
+
+    def model_overrides(self) -> dict:
+        return {k: v for k, v in (("generator_width", self.generator_width), ("blocks", self.blocks))
+                if v is not None}
+
+
+def labels(domain: int, high: torch.Tensor) -> torch.Tensor:
+    """(N, 6) label vectors: dataset ``domain`` known (mask), its attribute set to ``high`` (N,) in {0, 1}."""
+    c = domain_label(DOMAINS[domain]).new_zeros(len(high), 2 * len(DOMAINS))
+    c[:, domain], c[:, len(DOMAINS) + domain] = high.float(), 1.0
+    return c
+
+
+def _intrinsic_weights(name: str, path: str | None) -> dict:
+    """F or F' (the mobile variants MDIE deploys): a checkpoint from ``python -m train intrinsic``."""
+    path = Path(path) if path else WEIGHTS_DIR / f"{name}.pt"
+    if not path.is_file():
+        raise FileNotFoundError(f"MDIE starts from trained intrinsic networks: {path} not found. "
+                                f"Run `python -m train intrinsic` first and pass --decomposer/--composer.")
+    ckpt = load_checkpoint(path)
+    if ckpt["model"] != name:
+        raise models.CheckpointError(f"{path} holds {ckpt['model']!r}; expected {name!r}")
+    return ckpt
+
+
+# --- measured attributes, for validation and the effect of each label ---
+
+def noise_sigma(img: np.ndarray) -> float:
+    """Estimated Gaussian noise sigma (scikit-image, wavelet-based) averaged over channels."""
+    from skimage.restoration import estimate_sigma
+    return float(estimate_sigma(img, channel_axis=-1, average_sigmas=True))
+
+
+def color_distance(img: np.ndarray, ref: np.ndarray) -> float:
+    """Distance of the per-channel mean and standard deviation (colour balance and contrast) to ``ref``'s."""
+    a = np.concatenate([img.mean((0, 1)), img.std((0, 1))])
+    b = np.concatenate([ref.mean((0, 1)), ref.std((0, 1))])
+    return float(np.abs(a - b).sum())
+
+
+def sharpness(img: np.ndarray) -> float:
+    """Variance of the Laplacian of the luminance (higher: more fine detail)."""
+    from scipy.ndimage import laplace
+    return float(laplace(img.mean(2)).var())
+
+
+ATTRIBUTE = {"color": ("color_distance", lambda o, hq: color_distance(o, hq)),
+             "noise": ("noise_sigma", lambda o, hq: noise_sigma(o)),
+             "texture": ("sharpness", lambda o, hq: sharpness(o))}
+
+
+@torch.no_grad()
+def evaluate_mdie(model: torch.nn.Module, val: dict[str, list[tuple[np.ndarray, np.ndarray]]]) -> dict:
+    """Per dataset: PSNR against the high-quality side and its attribute, for the input, the dataset's low and
+    high labels, and the deployed label (all high quality)."""
+    was = model.training
+    model.eval()
+    out: dict = {}
+    for domain, pairs in val.items():
+        i = DOMAINS.index(domain)
+        key, measure = ATTRIBUTE[domain]
+        rows: dict[str, list] = {}
+        for lq, hq in pairs:
+            x = torch.from_numpy(np.ascontiguousarray(lq)).permute(2, 0, 1)[None]
+            y = torch.from_numpy(np.ascontiguousarray(hq)).permute(2, 0, 1)[None]
+            variants = {"input": x, "target": y,
+                        "low": model(x, labels(i, torch.zeros(1))), "high": model(x, labels(i, torch.ones(1))),
+                        "all_high": model(x)}
+            for name, img in variants.items():
+                arr = img[0].clamp(0, 1).permute(1, 2, 0).numpy()
+                rows.setdefault(name, []).append((psnr_ssim(img, y)[0], measure(arr, hq)))
+        out[domain] = {name: {"psnr": round(float(np.mean([r[0] for r in v])), 3) if name != "target" else None,
+                              key: round(float(np.mean([r[1] for r in v])), 5)} for name, v in rows.items()}
+    model.train(was)
+    return out
+
+
+def _score(metrics: dict) -> float:
+    return float(np.mean([m["high"]["psnr"] for m in metrics.values()]))
+
+
+def _flat(metrics: dict) -> dict[str, float]:
+    return {f"{d}/{label}/{k}": v for d, m in metrics.items() for label, vals in m.items() for k, v in vals.items()
+            if v is not None}
+
+
+def train_mdie(cfg: MDIETrainConfig, progress: bool = True) -> dict:
+    """Train G and D (and fine-tune F, F'); writes ``<run>/best.pt`` (the mdie pipeline) and last.pt."""
+    from .dped import run_folder
+
+    out = run_folder(cfg)
+    keep_freed_memory()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    folders = {"color": cfg.color, "noise": cfg.noise, "texture": cfg.texture}
+    train_sets = [domain_pairs(d, folders[d], "train", cfg.seed) for d in DOMAINS]
+    val: dict[str, list] = {}
+    for d in DOMAINS:
+        pairs = domain_pairs(d, folders[d], "val", cfg.seed)
+        got = [pairs.pair(k) for k in range(min(len(pairs), 4))]
+        val[d] = [tuple(center_crop(x, cfg.val_crop) for x in g) for g in got if g is not None]
+
+    if cfg.resume:  # the run's own pipeline config (F and F' are in its last.pt)
+        net = create_model("mdie", **torch.load(out / "last.pt", map_location="cpu", weights_only=True)["config"])
+    else:
+        dec = _intrinsic_weights("intrinsic_decomposer_mobile", cfg.decomposer)
+        comp = _intrinsic_weights("intrinsic_composer_mobile", cfg.composer)
+        net = create_model("mdie", width=dec["config"].get("width", 16), **cfg.model_overrides())
+        try:
+            net.decomposer.load_state_dict(dec["state_dict"])
+            net.composer.load_state_dict(comp["state_dict"])
+        except RuntimeError as err:
+            raise models.CheckpointError(f"the decomposer and composer checkpoints do not fit together: "
+                                         f"{str(err).splitlines()[0][:200]}") from None
+    net.train()
+    disc = MDIEDiscriminator().train()
+    opt_g = torch.optim.Adam([{"params": net.generator.parameters()},
+                              {"params": [*net.decomposer.parameters(), *net.composer.parameters()],
+                               "lr": cfg.lr_intrinsic}], lr=cfg.lr, betas=(0.5, 0.999))
+    opt_d = torch.optim.Adam(disc.parameters(), lr=cfg.lr, betas=(0.5, 0.999))
+    run = Run(out, cfg, "mdie", net, {"mdie": net, "discriminator": disc, "opt_g": opt_g, "opt_d": opt_d},
+              cfg.steps, progress)
+
+    metrics: dict | None = None
+    while run.step < cfg.steps:
+        i = run.step % len(DOMAINS)
+        rng = np.random.default_rng([cfg.seed, run.step])
+        low, high = sample_batch(train_sets[i], cfg.batch, cfg.patch, rng)
+        images, partners = torch.cat([low, high]), torch.cat([high, low])
+        real_label = torch.cat([torch.zeros(cfg.batch), torch.ones(cfg.batch)])
+        x = torch.cat(net.decomposer(images), 1)
+        fake = net.generator(x, labels(i, 1 - real_label))
+
+        src_real, cls_real = disc(x.detach())
+        src_fake, _ = disc(fake.detach())
+        d_parts = {"d_adv": losses.adversarial_loss(src_real, True) + losses.adversarial_loss(src_fake, False),
+                   "d_cls": losses.domain_classification_loss(cls_real, i, real_label)}
+        d_loss = d_parts["d_adv"] + cfg.lambda_cls * d_parts["d_cls"]
+        opt_d.zero_grad(set_to_none=True)
+        d_loss.backward()
+        opt_d.step()
+
+        src_fake, cls_fake = disc(fake)
+        parts = {"adv": losses.adversarial_loss(src_fake, True),
+                 "cls": losses.domain_classification_loss(cls_fake, i, 1 - real_label),
+                 "cyc": losses.cycle_loss(net.generator(fake, labels(i, real_label)), x),
+                 "rec_in": losses.reconstruction_loss(net.composer(x), images),
+                 "rec_pair": losses.reconstruction_loss(net.composer(fake), partners)}
+        g_loss = parts["adv"] + cfg.lambda_cls * parts["cls"] + cfg.lambda_cyc * parts["cyc"] \
+            + cfg.alpha * parts["rec_in"] + cfg.beta * parts["rec_pair"]
+        values = {**{k: v.detach().item() for k, v in parts.items()},
+                  **{k: v.detach().item() for k, v in d_parts.items()}}
+        run.check({"generator": g_loss.detach().item(), "discriminator": d_loss.detach().item()})
+        opt_g.zero_grad(set_to_none=True)
+        g_loss.backward()
+        opt_g.step()
+        run.advance(values)
+
+        if run.step % cfg.val_every == 0 or run.step == cfg.steps:
+            metrics = evaluate_mdie(net, val)
+            run.log_validation(_flat(metrics))
+            if _score(metrics) > run.best:
+                run.best = _score(metrics)
+                save_atomic(weights_checkpoint("mdie", net, run.meta(metrics)), out / "best.pt")
+        if run.step % cfg.save_every == 0 or run.step == cfg.steps:
+            run.save_last(metrics)
+    return run.close({"validation": metrics, "best": str(out / "best.pt"), "last": str(out / "last.pt")})

@@ -5,6 +5,7 @@ Examples:
   python -m enhance a.jpg b.jpg -o enhanced/ --postprocess he,gamma
   python -m enhance photo.jpg -o out.png --artifact exported/dped_mobile_int8.tflite
   python -m enhance photo.jpg -o out.png --model dped --checkpoint runs/dped/best.pt --tile 256
+  python -m enhance photo.jpg -o out.png --model mdie              # the intrinsic multi-domain enhancer
 
 Tiles overlap by the model's receptive radius (the halo), so the result equals whole-image inference and memory
 stays flat in the photo's size. Unreadable inputs are reported and skipped; the exit status is 1 if any failed.
@@ -23,8 +24,9 @@ from PIL import Image
 
 from .images import ImageError, MAX_PIXELS
 from .postprocess import STEPS, postprocess
-from .tiling import enhance_tiled
+from .tiling import enhance_tiled, padded
 
+ENHANCERS = ("dped", "dped_mobile", "mdie")
 ARTIFACT_SUFFIXES = {".tflite": "litert", ".onnx": "onnxruntime", ".mlpackage": "coreml", ".engine": "tensorrt"}
 
 
@@ -43,8 +45,15 @@ def load_enhancer(model: str, checkpoint: str | None, artifact: str | None,
         reason = mod.unavailable()
         if reason:
             raise ValueError(f"cannot run {path.name} here: {reason}")
-        fixed = None if sidecar["input"].get("resizable", True) else sidecar["input"]["shape"][1]
-        return mod.load(str(path), threads or 2), int(sidecar["halo"]), fixed
+        outputs = sidecar.get("outputs", [sidecar.get("output", {})])
+        if len(outputs) != 1 or outputs[0].get("name", "enhanced") != "enhanced":
+            raise ValueError(f"{path.name} is not an enhancer (outputs: "
+                             f"{', '.join(o.get('name', '?') for o in outputs)}); enhance takes mdie or dped models")
+        spec = sidecar["input"]
+        hw = spec["shape"][1:3] if spec.get("layout", "NHWC") == "NHWC" else spec["shape"][2:4]
+        fixed = None if spec.get("resizable", True) else tuple(int(v) for v in hw)
+        fn = padded(mod.load(str(path), threads or 2), int(spec.get("size_multiple", 1)), fixed)
+        return fn, int(sidecar["halo"]), (min(fixed) if fixed else None)
     import torch
 
     from models import create_model, fold_batchnorm, keep_freed_memory
@@ -53,6 +62,9 @@ def load_enhancer(model: str, checkpoint: str | None, artifact: str | None,
     if threads:
         torch.set_num_threads(threads)
     net = fold_batchnorm(create_model(model, pretrained=checkpoint is None, checkpoint=checkpoint))
+    if net.contract.channels != 3 or net.contract.output_names != ("enhanced",):
+        raise ValueError(f"{model} is not a photo enhancer; choose from: "
+                         f"{', '.join(m for m in _model_names() if m in ENHANCERS)}")
 
     @torch.no_grad()
     def run(tile: np.ndarray) -> np.ndarray:

@@ -74,3 +74,21 @@ def enhance_tiled(image: np.ndarray, fn: Callable[[np.ndarray], np.ndarray], til
         if progress:
             progress(i + 1, len(plan))
     return out
+
+
+def padded(fn: Callable[[np.ndarray], np.ndarray], multiple: int = 1,
+           size: tuple[int, int] | None = None) -> Callable[[np.ndarray], np.ndarray]:
+    """``fn`` for windows of any size: each window is edge-padded at the bottom and right to ``size`` (a graph
+    exported at a fixed size) or up to multiples of ``multiple`` (stride-32 encoders), and the output cropped
+    back. Windows that already fit pass through untouched."""
+    def run(window: np.ndarray) -> np.ndarray:
+        h, w = window.shape[:2]
+        th, tw = size if size else (-(-h // multiple) * multiple, -(-w // multiple) * multiple)
+        if (th, tw) == (h, w):
+            return fn(window)
+        if th < h or tw < w:
+            raise ValueError(f"window {h}x{w} is larger than the model's fixed size {th}x{tw}")
+        return fn(np.pad(window, ((0, th - h), (0, tw - w), (0, 0)), mode="edge"))[:h, :w]
+
+    return run
+

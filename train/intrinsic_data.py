@@ -28,6 +28,7 @@ from .data import DatasetError
 log = logging.getLogger("train")
 TEXTURES = ("brick", "grass", "gravel")
 IMAGE_DIRS = ("clean", "image", "final")
+SHADING_SCALE = 192.0  # pixels: the unit length of the shading fields' features (blob radii 0.1-0.5 of it)
 
 
 @lru_cache(maxsize=None)
@@ -48,17 +49,19 @@ def albedo_sources(split: str) -> list[np.ndarray]:
 def shading_field(h: int, w: int, rng: np.random.Generator) -> np.ndarray:
     """A smooth random (h, w, 3) shading in (0, 1]: coloured light on a smooth scalar field."""
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-    yy, xx = yy / max(h, w), xx / max(h, w)
+    yy, xx = yy / SHADING_SCALE, xx / SHADING_SCALE  # pixel scale fixed: patches and photos see the same light
     angle = rng.uniform(0, 2 * np.pi)
     f = rng.uniform(0.3, 1.0) * (np.cos(angle) * xx + np.sin(angle) * yy)            # directional gradient
     for _ in range(int(rng.integers(1, 4))):                                         # light spots and shadows
-        cy, cx, r = rng.uniform(-0.2, 1.2), rng.uniform(-0.2, 1.2), rng.uniform(0.1, 0.5)
+        cy, cx = rng.uniform(-0.2, 1.2) * h / SHADING_SCALE, rng.uniform(-0.2, 1.2) * w / SHADING_SCALE
+        r = rng.uniform(0.1, 0.5)
         f += rng.uniform(-1.0, 1.0) * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * r * r))
-    coarse = rng.standard_normal((6, 6)).astype(np.float32)                          # low-frequency noise
-    f += 0.3 * zoom(coarse, (h / 6, w / 6), order=3)[:h, :w]
+    gh, gw = max(2, round(6 * h / SHADING_SCALE)), max(2, round(6 * w / SHADING_SCALE))
+    coarse = rng.standard_normal((gh, gw)).astype(np.float32)                        # low-frequency noise
+    f += 0.3 * zoom(coarse, (h / gh, w / gw), order=3)[:h, :w]
     if rng.random() < 0.5:                                                           # soft cast-shadow edge
-        a2, off = rng.uniform(0, 2 * np.pi), rng.uniform(0.2, 0.8)
-        d = np.cos(a2) * (xx - off) + np.sin(a2) * (yy - off)
+        a2, oy, ox = rng.uniform(0, 2 * np.pi), rng.uniform(0.2, 0.8) * h, rng.uniform(0.2, 0.8) * w
+        d = np.cos(a2) * (xx - ox / SHADING_SCALE) + np.sin(a2) * (yy - oy / SHADING_SCALE)
         f -= rng.uniform(0.3, 0.8) / (1 + np.exp(-d / rng.uniform(0.005, 0.03)))
     f = gaussian_filter(f, sigma=1.0)
     s_min = rng.uniform(0.15, 0.45)

@@ -6,6 +6,9 @@ Examples:
   python -m export --target all --precision all             # every target and precision, then a summary table
   python -m export --target onnx --model dped --size 720x1280
   python -m export --target tflite --checkpoint runs/dped_mobile/best.pt --out my_exports
+  python -m export --target tflite --android-assets             # and into android_demo's assets
+  python -m export --target tflite --model intrinsic_decomposer  # two outputs: albedo, shading
+  python -m export --target all --model mdie                     # the whole MDIE pipeline
 
 Targets and precisions:
 {table}
@@ -15,6 +18,7 @@ Exit status: 0 exported and passed its fidelity gate; 1 failed (gate or conversi
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -24,6 +28,8 @@ from models import CheckpointError, keep_freed_memory, list_models, load_checkpo
 from .api import check_exportable, export_one, prepare_tensorrt
 from .common import DEFAULT_SIZE, ExportError, ExportSpec, MissingBackend, parse_size
 from .targets import TARGETS, resolve
+
+ANDROID_ASSETS = "android_demo/app/src/main/assets"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,6 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trt-prepare", action="store_true",
                    help="tensorrt without CUDA: write the ONNX, calibration tensors and trtexec command instead")
     p.add_argument("--out", default="exported", help="output folder (default: exported)")
+    p.add_argument("--android-assets", nargs="?", const=ANDROID_ASSETS, default=None, metavar="DIR",
+                   help=f"also copy the .tflite and its sidecar into the demo app's assets as model.tflite and "
+                        f"model.json (default DIR: {ANDROID_ASSETS}); one tflite precision only")
     return p
 
 
@@ -56,6 +65,9 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(f"unknown model {args.model!r}; choose from: {', '.join(list_models())}")
         size = parse_size(args.size) if args.size else None
         check_exportable(args.model, size or DEFAULT_SIZE)
+        if args.android_assets and [(t.name, p) for t, p in pairs] != [("tflite", pairs[0][1])]:
+            raise ValueError("--android-assets copies one .tflite into the app: use --target tflite and one "
+                             "--precision")
     except ValueError as err:
         parser.print_usage(sys.stderr)
         print(f"error: {err}", file=sys.stderr)
@@ -113,6 +125,9 @@ def main(argv: list[str] | None = None) -> int:
               f"{rec['size_bytes'] / 1e6:.2f} MB  {rec['macs_per_pixel'] / 1e3:.1f} K MACs/pixel  "
               f"fidelity {fid['psnr_db_min']:.1f} dB{' (emulated)' if fid['mode'] == 'emulated' else ''} "
               f"(gate {fid['gate_db']:.0f} dB)  {rec['export_seconds']:.1f} s")
+        if rec["status"] == "ok" and args.android_assets:
+            copy_to_android(Path(rec["artifact"]), Path(args.out) / target.sidecar_name(spec.stem),
+                            Path(args.android_assets))
         if rec["status"] != "ok":
             why = "; ".join(fid.get("program_problems", [])) or f"{fid['psnr_db_min']:.1f} dB < {fid['gate_db']:.0f} dB"
             print(f"error: {target.name} {precision} failed its fidelity gate ({why}); kept for inspection as "
@@ -122,6 +137,14 @@ def main(argv: list[str] | None = None) -> int:
         print_table(["target", "precision", "status", "size MB", "fidelity dB", "seconds"], rows)
         print(f"total {time.perf_counter() - start:.1f} s")
     return status
+
+
+def copy_to_android(artifact: Path, sidecar: Path, assets: Path) -> None:
+    """The demo app reads model.tflite and model.json from its assets (android_demo/README.md)."""
+    assets.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(artifact, assets / "model.tflite")
+    shutil.copyfile(sidecar, assets / "model.json")
+    print(f"copied into the Android app: {assets / 'model.tflite'} and {assets / 'model.json'}")
 
 
 def print_table(header: list[str], rows: list[list[str]]) -> None:

@@ -1,7 +1,6 @@
 """Export one model to one target and precision, then prove its numbers against PyTorch before keeping it."""
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import shutil
 import time
@@ -30,10 +29,6 @@ def export_one(spec: ExportSpec, target: Target) -> dict:
     start = time.perf_counter()
     backend = target.load()
     model = exportable_model(spec)
-    if target.name == "tflite" and model.contract.size_multiple > 1 and not spec.fixed_size:
-        # litert-torch lowers pixel shuffle to reshapes of static shape: such graphs run at their export size
-        # only, so the sidecar says resizable: false and tiling uses that size as its tile
-        spec = dataclasses.replace(spec, fixed_size=True)
     folded = fold_batchnorm(model)
     out = Path(spec.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -6,6 +6,7 @@ H x W unless it was exported with a fixed --size.
 """
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
@@ -38,6 +39,47 @@ class NHWCEnhancer(nn.Module):
         return {name: t.permute(0, 2, 3, 1) for name, t in zip(self.names, ys)}
 
 
+def shuffles_as_transposed_convs(model: nn.Module, channels: int = 3) -> nn.Module:
+    """A copy of ``model`` with every pixel shuffle replaced by the identical fixed-weight transposed conv.
+
+    litert-torch lowers ``pixel_shuffle`` to reshapes and transposes of static shape, which pins the graph to its
+    export size. A 2x2 stride-2 transposed conv with one-hot weights computes exactly the same (output channel k
+    at offset (a, b) = input channel 4k + 2a + b), is one NHWC-native TRANSPOSE_CONV and resizes. Dense, it costs
+    4 x C^2 multiply-adds per output pixel (grouped ones are split per group and lose resizing).
+    """
+    shuffles = {name: m for name, m in model.named_modules() if isinstance(m, nn.PixelShuffle)}
+    if not shuffles:
+        return model
+    seen: dict[str, int] = {}
+
+    def record(name: str):
+        def hook(_mod, inp, _out) -> None:
+            seen[name] = inp[0].shape[1]
+        return hook
+
+    hooks = [m.register_forward_hook(record(name)) for name, m in shuffles.items()]
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, channels, 64, 64))
+    finally:
+        for h in hooks:
+            h.remove()
+    model = copy.deepcopy(model)
+    for name, shuffle in shuffles.items():
+        r, cin = shuffle.upscale_factor, seen[name]
+        cout = cin // (r * r)
+        conv = nn.ConvTranspose2d(cin, cout, r, stride=r, bias=False)
+        weight = torch.zeros(cin, cout, r, r)
+        for k in range(cout):
+            for a in range(r):
+                for b in range(r):
+                    weight[k * r * r + a * r + b, k, a, b] = 1.0
+        conv.weight.data = weight
+        parent_name, _, attr = name.rpartition(".")
+        setattr(model.get_submodule(parent_name) if parent_name else model, attr, conv)
+    return model
+
+
 def _require_litert_torch():
     try:
         with _quiet():
@@ -58,7 +100,7 @@ def convert(model: nn.Module, spec: ExportSpec, path: Path, metadata: dict,
     from quantize import tflite as recipes
 
     litert_torch = _require_litert_torch()
-    module = NHWCEnhancer(model).eval()
+    module = NHWCEnhancer(shuffles_as_transposed_convs(model)).eval()
     precision, (h, w) = spec.precision, spec.size
     sample = {INPUT: torch.rand(1, h, w, 3)}
     with _quiet():

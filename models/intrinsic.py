@@ -2,7 +2,7 @@
 
 Both are the paper's symmetric encoder-decoder (section 3.2.1):
 
-    encoder: five 3x3 stride-2 convs, w, 2w, 4w, 8w, 16w filters (w = 16: 16 ... 256), BatchNorm + ReLU
+    encoder: five 3x3 stride-2 convs ('SAME' padded), w, 2w, 4w, 8w, 16w filters (w = 16: 16 ... 256), BN + ReLU
     decoder: the mirror, each level a 3x3 conv to 4x its filters, BatchNorm + ReLU, then sub-pixel upsampling
              (pixel shuffle x2); each level also sees the encoder features of its size (U-Net skips)
     head:    3x3 conv over the last decoder features and the network's own input
@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .contract import DeploymentContract
-from .layers import ConvBNAct, last_conv
+from .layers import ConvBNAct, downsample, last_conv
 from .registry import register_model
 
 LEVELS = 5
@@ -57,6 +57,32 @@ def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
     return F.pad(x, (0, pw, 0, ph), mode="replicate") if ph or pw else x
 
 
+class ChannelHalves(nn.Module):
+    """Splits (N, 6, H, W) into its first and last three channels as two fixed one-hot 1x1 convs.
+
+    Equal to slicing, but slices become SLICE ops with the export size baked in (the graph would not resize);
+    a 1x1 conv is size-free in every runtime. 18 multiply-adds per pixel.
+    """
+
+    def __init__(self):
+        super().__init__()
+        eye = torch.eye(6)[:, :, None, None]
+        self.first, self.last = nn.Conv2d(6, 3, 1, bias=False), nn.Conv2d(6, 3, 1, bias=False)
+        with torch.no_grad():
+            self.first.weight.copy_(eye[:3])
+            self.last.weight.copy_(eye[3:])
+        self.requires_grad_(False)  # fixed: never trained (quantizers see ordinary 1x1 convs)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.first(x), self.last(x)
+
+
+def crop_like(y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``y`` cropped to ``x``'s H x W; no op at all (none in an exported graph) when the sizes already match."""
+    h, w = x.shape[-2:]
+    return y[..., :h, :w] if y.shape[-2:] != x.shape[-2:] else y
+
+
 class Upsample(nn.Sequential):
     """3x3 conv to 4x the output filters, BatchNorm, ReLU, pixel shuffle x2 (sub-pixel upsampling)."""
 
@@ -73,9 +99,7 @@ class IntrinsicUNet(nn.Module):
         super().__init__()
         w = cfg.widths
         self.encoder = nn.ModuleList(
-            ConvBNAct(cin if i == 0 else w[i - 1], w[i], 3, cfg.separable and i > 0, bn=True, act=nn.ReLU(),
-                      stride=2)
-            for i in range(LEVELS))
+            downsample(cin if i == 0 else w[i - 1], w[i], cfg.separable and i > 0, nn.ReLU()) for i in range(LEVELS))
         # decoder level i upsamples to the size of encoder level i - 1 (level 0: the input size)
         outs = [w[0]] + w[:-1]                      # 16, 16, 32, 64, 128 for w = 16
         self.decoder = nn.ModuleList(
@@ -111,6 +135,7 @@ class IntrinsicDecomposer(nn.Module):
         super().__init__()
         self.config = cfg
         self.net = IntrinsicUNet(cfg, 3, 6)
+        self.halves = ChannelHalves()
         head = last_conv(self.net.head.conv)
         with torch.no_grad():  # start at a mid-grey light (S = 0.5) and r = 0, i.e. A = 2 I clipped
             head.weight.mul_(1e-2)
@@ -121,12 +146,11 @@ class IntrinsicDecomposer(nn.Module):
             notes="image = albedo x shading; shading is 3-channel (coloured light)")
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        h, w = image.shape[-2:]
         x = pad_to_multiple(image, MULTIPLE)
-        y = self.net(x)
-        shading = torch.sigmoid(y[:, :3])
-        albedo = torch.clamp(x / shading.clamp_min(1e-3) * torch.exp(y[:, 3:].clamp(-4.0, 4.0)), 0.0, 1.0)
-        return albedo[..., :h, :w], shading[..., :h, :w]
+        shading_logit, albedo_correction = self.halves(self.net(x))
+        shading = torch.sigmoid(shading_logit)
+        albedo = torch.clamp(x / shading.clamp_min(1e-3) * torch.exp(albedo_correction.clamp(-4.0, 4.0)), 0.0, 1.0)
+        return crop_like(albedo, image), crop_like(shading, image)
 
 
 class IntrinsicComposer(nn.Module):
@@ -136,6 +160,7 @@ class IntrinsicComposer(nn.Module):
         super().__init__()
         self.config = cfg
         self.net = IntrinsicUNet(cfg, 6, 3)
+        self.halves = ChannelHalves()
         head = last_conv(self.net.head.conv)
         with torch.no_grad():  # start as the image formation model A * S
             head.weight.mul_(1e-2)
@@ -145,10 +170,9 @@ class IntrinsicComposer(nn.Module):
             tile_halo=32, notes="input: albedo (3) and shading (3) concatenated; output: the image")
 
     def forward(self, intrinsics: torch.Tensor) -> torch.Tensor:
-        h, w = intrinsics.shape[-2:]
         x = pad_to_multiple(intrinsics, MULTIPLE)
-        out = torch.clamp(x[:, :3] * x[:, 3:] + self.net(x), 0.0, 1.0)
-        return out[..., :h, :w]
+        albedo, shading = self.halves(x)
+        return crop_like(torch.clamp(albedo * shading + self.net(x), 0.0, 1.0), intrinsics)
 
 
 @register_model

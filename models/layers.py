@@ -24,29 +24,39 @@ class SeparableConv2d(nn.Sequential):
     Linear in between (no BN/activation), as in Xception: the pair acts as one factorised conv.
     """
 
-    def __init__(self, cin: int, cout: int, kernel: int, bias: bool = True, stride: int = 1):
+    def __init__(self, cin: int, cout: int, kernel: int, bias: bool = True, stride: int = 1, padding: int | None = None):
         super().__init__()
-        self.depthwise = nn.Conv2d(cin, cin, kernel, stride, padding=kernel // 2, groups=cin, bias=False)
+        padding = kernel // 2 if padding is None else padding
+        self.depthwise = nn.Conv2d(cin, cin, kernel, stride, padding=padding, groups=cin, bias=False)
         self.pointwise = nn.Conv2d(cin, cout, 1, bias=bias)
 
 
-def conv2d(cin: int, cout: int, kernel: int, separable: bool, bias: bool = True, stride: int = 1) -> nn.Module:
-    """'Same'-padded conv (stride 2 halves an even size): a full k x k conv, or its depthwise-separable
-    factorisation."""
+def conv2d(cin: int, cout: int, kernel: int, separable: bool, bias: bool = True, stride: int = 1,
+           padding: int | None = None) -> nn.Module:
+    """A k x k conv, 'same'-padded unless ``padding`` says otherwise, or its depthwise-separable factorisation."""
+    padding = kernel // 2 if padding is None else padding
     if separable:
-        return SeparableConv2d(cin, cout, kernel, bias=bias, stride=stride)
-    return nn.Conv2d(cin, cout, kernel, stride, padding=kernel // 2, bias=bias)
+        return SeparableConv2d(cin, cout, kernel, bias=bias, stride=stride, padding=padding)
+    return nn.Conv2d(cin, cout, kernel, stride, padding=padding, bias=bias)
 
 
 class ConvBNAct(nn.Sequential):
     """conv -> BatchNorm (optional) -> activation (optional). BN is folded into the conv for export."""
 
     def __init__(self, cin: int, cout: int, kernel: int, separable: bool, bn: bool, act: nn.Module | None,
-                 stride: int = 1):
+                 stride: int = 1, padding: int | None = None):
         super().__init__()
-        self.conv = conv2d(cin, cout, kernel, separable, bias=not bn, stride=stride)
+        self.conv = conv2d(cin, cout, kernel, separable, bias=not bn, stride=stride, padding=padding)
         self.bn = nn.BatchNorm2d(cout) if bn else nn.Identity()
         self.act = act if act is not None else nn.Identity()
+
+
+def downsample(cin: int, cout: int, separable: bool, act: nn.Module | None) -> nn.Sequential:
+    """3x3 stride-2 conv + BatchNorm (+ activation) that halves an even size, padded as TensorFlow's 'SAME'
+    (one zero row and column at the bottom and right). PyTorch's symmetric padding would make converters emit a
+    separate PAD before the conv, whose int8 scale then conflicts with the tensor's other consumers."""
+    return nn.Sequential(nn.ZeroPad2d((0, 1, 0, 1)),
+                         ConvBNAct(cin, cout, 3, separable, bn=True, act=act, stride=2, padding=0))
 
 
 def last_conv(conv: nn.Module) -> nn.Conv2d:

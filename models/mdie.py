@@ -17,8 +17,9 @@ import torch
 from torch import nn
 
 from .contract import DeploymentContract
-from .intrinsic import IntrinsicComposer, IntrinsicConfig, IntrinsicDecomposer, MULTIPLE, pad_to_multiple
-from .layers import ConvBNAct, last_conv
+from .intrinsic import (IntrinsicComposer, IntrinsicConfig, IntrinsicDecomposer, MULTIPLE, crop_like,
+                        pad_to_multiple)
+from .layers import ConvBNAct, downsample, last_conv
 from .registry import register_model
 
 DOMAINS = ("color", "noise", "texture")
@@ -65,8 +66,7 @@ class MDIEGenerator(nn.Module):
         w, sep, n_label = cfg.width, cfg.separable, 2 * len(DOMAINS)
         self.stem = ConvBNAct(6, w, 7, False, bn=True, act=None)
         self.label_stem = nn.Linear(n_label, w)
-        self.down = nn.Sequential(ConvBNAct(w, 2 * w, 3, sep, bn=True, act=nn.ReLU(), stride=2),
-                                  ConvBNAct(2 * w, 4 * w, 3, sep, bn=True, act=None, stride=2))
+        self.down = nn.Sequential(downsample(w, 2 * w, sep, nn.ReLU()), downsample(2 * w, 4 * w, sep, None))
         self.label_mid = nn.Linear(n_label, 4 * w)
         self.blocks = nn.Sequential(*[_Residual(4 * w, sep) for _ in range(cfg.blocks)])
         self.up = nn.Sequential(ConvBNAct(4 * w, 8 * w, 3, sep, bn=True, act=nn.ReLU()), nn.PixelShuffle(2),
@@ -85,12 +85,11 @@ class MDIEGenerator(nn.Module):
     def forward(self, x: torch.Tensor, label: torch.Tensor | None = None) -> torch.Tensor:
         c = self.default_label if label is None else label
         c = c.expand(x.shape[0], -1) if c.dim() == 1 else c
-        h, w = x.shape[-2:]
         xp = pad_to_multiple(x, 4)
         f = torch.relu(self.stem(xp) + self.label_stem(c)[:, :, None, None])
         f = torch.relu(self.down(f) + self.label_mid(c)[:, :, None, None])
         y = self.out(self.up(self.blocks(f)))
-        return torch.clamp(xp + y, 0.0, 1.0)[..., :h, :w]
+        return crop_like(torch.clamp(xp + y, 0.0, 1.0), x)
 
 
 class MDIEDiscriminator(nn.Module):

@@ -1,7 +1,8 @@
 """python -m benchmark: size, latency, memory and quality of every artifact on every runtime this machine has.
 
 Examples:
-  python -m benchmark                                     # both models, all targets, fp32/fp16/int8, 1 and 2 threads
+  python -m benchmark                                     # all four models, all targets, fp32/fp16/int8, 1 and 2 threads
+  python -m benchmark --models mdie,intrinsic_decomposer_mobile --targets tflite,onnx
   python -m benchmark --models dped_mobile --targets tflite --precisions all --threads 4
   python -m benchmark --data ~/datasets/dped --phone iphone --size 720x1280 --runs 10
   python -m benchmark --targets tflite --adb --benchmark-binary android_aarch64_benchmark_model
@@ -20,7 +21,7 @@ from pathlib import Path
 
 from export.common import parse_size
 from export.targets import TARGETS
-from models import list_models
+from models import create_model, list_models
 
 from . import report
 from .api import BenchConfig, host, run_benchmark
@@ -33,7 +34,7 @@ def _list(text: str) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmark", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--models", default="dped_mobile,dped")
+    p.add_argument("--models", default=",".join(BenchConfig().models))
     p.add_argument("--targets", default=",".join(TARGETS))
     p.add_argument("--precisions", default="fp32,fp16,int8", help="comma list, or 'all'")
     p.add_argument("--size", default="512x512", help="latency input HxW (default 512x512)")
@@ -55,6 +56,8 @@ def main(argv: list[str] | None = None) -> int:
         for m in models:
             if m not in list_models():
                 raise ValueError(f"unknown model {m!r}; choose from: {', '.join(list_models())}")
+            if create_model(m).contract.channels != 3:
+                raise ValueError(f"{m} takes intrinsics, not photos: benchmark it inside 'mdie'")
         for t in targets:
             if t not in TARGETS:
                 raise ValueError(f"unknown target {t!r}; choose from: {', '.join(TARGETS)}")

@@ -12,7 +12,8 @@ import torch
 from export.api import artifact_size, export_one, weights_digest
 from export.common import ExportError, ExportSpec, MissingBackend, psnr
 from export.targets import TARGETS
-from models import CheckpointError, conv_macs_per_pixel, count_parameters, create_model, fold_batchnorm
+from models import (CheckpointError, DeploymentContract, conv_macs_per_pixel, count_parameters, create_model,
+                    fold_batchnorm)
 from train.data import open_pairs
 from train.metrics import psnr_ssim
 
@@ -24,7 +25,7 @@ PIRM_WEIGHTS = (4.0, 100.0, 2.0)  # PIRM 2018 DPED track: a(PSNR-21) + b(SSIM-0.
 
 @dataclass
 class BenchConfig:
-    models: list[str] = field(default_factory=lambda: ["dped_mobile", "dped"])
+    models: list[str] = field(default_factory=lambda: ["dped_mobile", "dped", "mdie", "intrinsic_decomposer_mobile"])
     targets: list[str] = field(default_factory=lambda: ["tflite", "onnx", "coreml", "tensorrt"])
     precisions: list[str] = field(default_factory=lambda: ["fp32", "fp16", "int8"])  # or ["all"]
     size: tuple[int, int] = (512, 512)       # latency input (H, W)
@@ -39,14 +40,28 @@ class BenchConfig:
     out: Path = Path("benchmark_results")
 
 
-def eval_pairs(cfg: BenchConfig) -> tuple[list[np.ndarray], list[np.ndarray]]:
+def eval_pairs(cfg: BenchConfig, contract: DeploymentContract | None = None
+               ) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """(inputs, ground truth) a model is scored on.
+
+    Enhancers: the validation pairs (phone side in, DSLR side as truth), cropped to the contract's size multiple.
+    The intrinsic decomposer: held-out synthetic images, with albedo and shading (6 channels) as truth.
+    """
+    multiple = contract.size_multiple if contract else 1
+    if contract is not None and contract.output_names != ("enhanced",):
+        from train.intrinsic_data import validation_triples
+
+        triples = validation_triples(cfg.eval_count)
+        return [t[0] for t in triples], [np.concatenate([t[1], t[2]], axis=2) for t in triples]
     pairs = open_pairs(cfg.data, cfg.phone, "val")
     phones, dslrs = [], []
     for i in range(len(pairs)):
         got = pairs.pair(i)
         if got is not None:
-            phones.append(np.ascontiguousarray(got[0], dtype=np.float32))
-            dslrs.append(np.ascontiguousarray(got[1], dtype=np.float32))
+            h, w = (got[0].shape[0] // multiple) * multiple, (got[0].shape[1] // multiple) * multiple
+            if h and w:
+                phones.append(np.ascontiguousarray(got[0][:h, :w], dtype=np.float32))
+                dslrs.append(np.ascontiguousarray(got[1][:h, :w], dtype=np.float32))
         if len(phones) >= cfg.eval_count:
             break
     if not phones:
@@ -85,11 +100,10 @@ def _artifact(model: str, target: str, precision: str, cfg: BenchConfig) -> tupl
 
 
 def run_benchmark(cfg: BenchConfig, log=print) -> list[dict]:
-    phones, dslrs = eval_pairs(cfg)
     h, w = cfg.size
     rows: list[dict] = []
-    input_q = quality(phones, dslrs, None)
-    log(f"evaluation: {len(phones)} pairs; input PSNR {input_q['psnr_db']:.2f} dB, SSIM {input_q['ssim']:.3f}")
+    phones: list[np.ndarray] = []
+    dslrs: list[np.ndarray] = []
 
     def base(model: str, target: str, precision: str, rt: str, threads: int | None) -> dict:
         return {"model": model, "target": target, "precision": precision, "runtime": rt, "threads": threads,
@@ -114,7 +128,15 @@ def run_benchmark(cfg: BenchConfig, log=print) -> list[dict]:
 
     for model in cfg.models:
         net = create_model(model, pretrained=True)
-        info = {"macs_per_pixel": conv_macs_per_pixel(net), "parameters": count_parameters(net)}
+        phones[:], dslrs[:] = eval_pairs(cfg, net.contract)
+        task = "enhance" if net.contract.output_names == ("enhanced",) else "decompose"
+        if task == "enhance":
+            input_q = quality(phones, dslrs, None)
+            log(f"{model}: {len(phones)} evaluation pairs; input PSNR {input_q['psnr_db']:.2f} dB, "
+                f"SSIM {input_q['ssim']:.3f}")
+        else:
+            log(f"{model}: {len(phones)} held-out synthetic images; PSNR/SSIM of albedo + shading vs ground truth")
+        info = {"task": task, "macs_per_pixel": conv_macs_per_pixel(net), "parameters": count_parameters(net)}
         ref_out, ref_q = None, None
         for threads in cfg.threads:
             row = {**base(model, "pytorch", "fp32", "pytorch", threads), **info}
@@ -195,7 +217,7 @@ def _pirm(rows: list[dict]) -> None:
     for r in rows:
         t = r.get("latency_ms_median")
         tb = base_t.get(("dped", r["threads"])) or base_t.get((r["model"], r["threads"]))
-        if t and tb and r.get("psnr_db") is not None:
+        if t and tb and r.get("psnr_db") is not None and r.get("task", "enhance") == "enhance":
             r["pirm_score"] = round(a * (r["psnr_db"] - 21) + b * (r["ssim"] - 0.9) + c * min(tb / t, 4), 2)
         else:
             r["pirm_score"] = None

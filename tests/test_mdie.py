@@ -132,7 +132,7 @@ def test_intrinsic_and_mdie_train_five_steps_and_resume(tmp_path, capsys):
     assert create_model("intrinsic_decomposer_mobile", checkpoint=tmp_path / "full/decomposer.pt")
 
     mdie = ["--decomposer", str(tmp_path / "full/decomposer.pt"), "--composer", str(tmp_path / "full/composer.pt"),
-            "--generator-width", "8", "--blocks", "1", "--batch", "1", "--patch", "32", "--val-every", "5",
+            "--generator-width", "8", "--blocks", "1", "--batch", "2", "--patch", "32", "--val-every", "5",
             "--val-crop", "64", *common]
     assert train_main(["mdie", *mdie, "--steps", "5", "--out", str(tmp_path / "m_full")]) == 0
     assert train_main(["mdie", *mdie, "--steps", "3", "--save-every", "1", "--out", str(tmp_path / "m_cut")]) == 0
@@ -149,3 +149,56 @@ def test_mdie_without_intrinsic_weights_says_what_to_do(tmp_path, capsys):
     code = train_main(["mdie", "--decomposer", str(tmp_path / "missing.pt"), "--no-progress",
                        "--out", str(tmp_path / "m")])
     assert code == 1 and "python -m train intrinsic" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_decomposer_exports_with_two_named_outputs_and_mdie_passes_its_gate(tmp_path):
+    from ai_edge_litert.interpreter import Interpreter
+
+    from export.__main__ import main as export_main
+
+    dec = save_checkpoint(tmp_path / "dec.pt", "intrinsic_decomposer_mobile", width=4)
+    assert export_main(["--target", "tflite", "--model", "intrinsic_decomposer_mobile", "--checkpoint", str(dec),
+                        "--size", "64x64", "--out", str(tmp_path)]) == 0
+    signature = Interpreter(model_path=str(tmp_path / "intrinsic_decomposer_mobile_fp32.tflite")) \
+        .get_signature_list()["enhance"]
+    assert signature["inputs"] == ["image"] and sorted(signature["outputs"]) == ["albedo", "shading"]
+    record = json.loads((tmp_path / "intrinsic_decomposer_mobile_fp32.json").read_text())
+    assert [o["name"] for o in record["outputs"]] == ["albedo", "shading"]
+    assert record["input"]["size_multiple"] == 32 and record["fidelity"]["psnr_db_min"] >= 60
+
+    assert export_main(["--target", "onnx", "--model", "intrinsic_decomposer_mobile", "--checkpoint", str(dec),
+                        "--out", str(tmp_path)]) == 0  # resizable: also run at a photo's own size (x32)
+    samples = json.loads((tmp_path / "intrinsic_decomposer_mobile_fp32.onnx.json").read_text())["fidelity"]["samples"]
+    assert any(s["hw"] != [512, 512] for s in samples)
+
+    pipe = save_checkpoint(tmp_path / "mdie.pt", "mdie", width=4, generator_width=8, blocks=1)
+    assert export_main(["--target", "tflite", "--model", "mdie", "--checkpoint", str(pipe),
+                        "--out", str(tmp_path)]) == 0
+    record = json.loads((tmp_path / "mdie_fp32.json").read_text())
+    assert record["input"]["resizable"] and record["fidelity"]["psnr_db_min"] >= 60
+
+
+def test_export_refuses_models_that_do_not_take_photos(capsys):
+    from export.__main__ import main as export_main
+
+    assert export_main(["--target", "tflite", "--model", "intrinsic_composer_mobile"]) == 2
+    assert "--model mdie" in capsys.readouterr().err
+    assert export_main(["--target", "onnx", "--model", "mdie", "--size", "100x100"]) == 2
+    assert "multiples of 32" in capsys.readouterr().err
+
+
+def test_enhance_runs_mdie_and_refuses_the_decomposer(tmp_path, capsys):
+    from PIL import Image
+
+    from enhance.__main__ import main as enhance_main
+
+    photo = write_photo(tmp_path / "p.png", 70, 90)
+    pipe = save_checkpoint(tmp_path / "mdie.pt", "mdie", width=4, generator_width=8, blocks=1)
+    assert enhance_main([str(photo), "-o", str(tmp_path / "o.png"), "--model", "mdie", "--checkpoint", str(pipe),
+                         "--tile", "160"]) == 0
+    assert Image.open(tmp_path / "o.png").size == (90, 70)
+    dec = save_checkpoint(tmp_path / "dec.pt", "intrinsic_decomposer_mobile", width=4)
+    assert enhance_main([str(photo), "-o", str(tmp_path / "d.png"), "--model", "intrinsic_decomposer_mobile",
+                         "--checkpoint", str(dec)]) == 1
+    assert "not a photo enhancer" in capsys.readouterr().err

@@ -12,7 +12,7 @@ from PIL import Image, ImageEnhance
 from skimage.util import random_noise
 
 from enhance.samples import sample_photos
-from models import create_model
+from models import CheckpointError, create_model
 
 from .data import open_pairs
 from .metrics import psnr_ssim
@@ -46,7 +46,14 @@ def score_pairs(model: torch.nn.Module, pairs: list[tuple[str, np.ndarray, np.nd
 
 def evaluate_model(name: str, checkpoint: str | None = None, data: str | None = None,
                    phone: str | None = None, limit: int = 50) -> dict:
-    """Scores of ``name`` (shipped weights, or ``checkpoint``) on the validation data, full photos."""
+    """Scores of ``name`` (shipped weights, or ``checkpoint``) on the validation data, full photos.
+
+    Intrinsic decomposers: held-out synthetic images (albedo, shading, reconstruction through the matching
+    shipped composer, shading correlation, the trivial split). mdie: the three domains' held-out pairs under
+    each label (train.mdie.evaluate_mdie), plus the photo pairs below.
+    """
+    if name.startswith("intrinsic_decomposer"):
+        return _evaluate_intrinsic(name, checkpoint)
     model = create_model(name, pretrained=checkpoint is None, checkpoint=checkpoint)
     val = open_pairs(data, phone, "val")
     pairs = []
@@ -55,8 +62,30 @@ def evaluate_model(name: str, checkpoint: str | None = None, data: str | None = 
         if got is not None:
             pairs.append((val.names[i], *got))
     result = {"model": name, "weights": checkpoint or "shipped", "validation": score_pairs(model, pairs)}
+    if name == "mdie":
+        from .domains import domain_pairs
+        from .mdie import evaluate_mdie
+        from models import DOMAINS
+
+        sets = {d: [domain_pairs(d, None, "val").pair(i) for i in range(len(domain_pairs(d, None, "val")))]
+                for d in DOMAINS}
+        result["domains"] = evaluate_mdie(model, sets)
     if data is None:
         unseen = [(n, unseen_degradation(p, seed=i), np.asarray(p))
                   for i, (n, p) in enumerate(sample_photos("val").items())]
         result["unseen_degradation"] = score_pairs(model, unseen)
     return result
+
+
+def _evaluate_intrinsic(name: str, checkpoint: str | None) -> dict:
+    from .intrinsic import COMPOSER_OF, evaluate_intrinsic
+    from .intrinsic_data import validation_triples
+
+    decomposer = create_model(name, pretrained=checkpoint is None, checkpoint=checkpoint)
+    try:
+        composer, used = create_model(COMPOSER_OF[name], pretrained=True), f"{COMPOSER_OF[name]} (shipped)"
+    except CheckpointError:  # not every composer ships: reconstruct with the image formation model A * S
+        composer, used = None, "none shipped: reconstruction = albedo x shading"
+    return {"model": name, "weights": checkpoint or "shipped", "composer": used,
+            "held_out_synthetic": evaluate_intrinsic(decomposer, composer, validation_triples(16))}
+

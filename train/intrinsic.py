@@ -89,9 +89,11 @@ def _corr(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 @torch.no_grad()
-def evaluate_intrinsic(decomposer: torch.nn.Module, composer: torch.nn.Module,
+def evaluate_intrinsic(decomposer: torch.nn.Module, composer: torch.nn.Module | None,
                        triples: list[tuple[np.ndarray, ...]]) -> dict[str, float]:
-    """Held-out scores: albedo / shading / reconstruction PSNR, shading correlation, and the trivial split's."""
+    """Held-out scores: albedo / shading / reconstruction PSNR, shading correlation, and the trivial split's.
+    Without a composer the reconstruction is the image formation model A * S."""
+    composer = composer or _Product()
     was = decomposer.training, composer.training
     decomposer.eval(), composer.eval()
     rows = []
@@ -107,6 +109,11 @@ def evaluate_intrinsic(decomposer: torch.nn.Module, composer: torch.nn.Module,
     keys = ("albedo_psnr", "shading_psnr", "reconstruction_psnr", "shading_correlation",
             "trivial_albedo_psnr", "trivial_shading_psnr", "product_psnr")
     return {k: round(float(v), 3) for k, v in zip(keys, m)}
+
+
+class _Product(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x[:, :3] * x[:, 3:]
 
 
 def _run_folder(cfg) -> Path:

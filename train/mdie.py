@@ -9,12 +9,14 @@ t = 1 - l under the mask vector of dataset i. Losses, with the paper's weights l
 
     L_D = L_adv(D) + lambda_cls * L_cls^r                     (cls: only dataset i's logit, the mask vector)
     L_G = L_adv(G) + lambda_cls * L_cls^f + lambda_cyc * L_cyc + L_rec
-    L_rec = alpha * ||I - F'(F(I))||^2 + beta * ||I_partner - F'(G(F(I), t))||^2
+    L_rec = alpha * ||I_LQ - F'(F(I_LQ))||^2 + beta * ||I_HQ - F'(G(F(I_LQ), high))||^2
 
-L_rec is the paper's two reconstruction terms: alpha keeps F' o F an identity on the input (I_LQ and I_HQ alike),
-beta asks the composed translation to be the other image of the pair (I_HQ for a low-quality input, I_LQ for a
-high-quality one). F and F' start from the trained intrinsic weights and are fine-tuned with G (a smaller
-learning rate). Adversarial terms are the cross-entropy form of L_adv (no gradient penalty: cheaper on a CPU).
+L_rec is the paper's pair of reconstruction terms read literally: (A_LQ, S_LQ) = F(I_LQ) must compose back to the
+low-quality input, and (A_HQ, S_HQ) = G(F(I_LQ), c_i = high) must compose to the high-quality image of the pair.
+The other direction (high to low) is learned StarGAN's way only, through L_adv, L_cls and L_cyc: a clean image
+cannot be paired with one particular noise draw. F and F' start from the trained intrinsic weights and are
+fine-tuned with G (a smaller learning rate). L_adv is the cross-entropy form (no gradient penalty: cheaper on a
+CPU).
 """
 from __future__ import annotations
 
@@ -53,8 +55,8 @@ class MDIETrainConfig:
     lr_intrinsic: float = field(default=1e-4, metadata={"help": "learning rate of F and F' (fine-tuning)"})
     lambda_cls: float = field(default=1.0, metadata={"help": "domain classification weight (paper: 1)"})
     lambda_cyc: float = field(default=10.0, metadata={"help": "cycle reconstruction weight (paper: 10)"})
-    alpha: float = field(default=100.0, metadata={"help": "weight of ||I - F'(F(I))||^2"})
-    beta: float = field(default=100.0, metadata={"help": "weight of ||I_partner - F'(G(F(I), t))||^2"})
+    alpha: float = field(default=100.0, metadata={"help": "weight of ||I_LQ - F'(F(I_LQ))||^2"})
+    beta: float = field(default=100.0, metadata={"help": "weight of ||I_HQ - F'(G(F(I_LQ), high))||^2"})
     generator_width: int | None = field(default=None, metadata={"help": "override G's width (32)"})
     blocks: int | None = field(default=None, metadata={"help": "override G's residual blocks (3)"})
     val_every: int = field(default=100, metadata={"help": "validate every N steps (and at the end)"})
@@ -199,7 +201,7 @@ def train_mdie(cfg: MDIETrainConfig, progress: bool = True) -> dict:
         i = run.step % len(DOMAINS)
         rng = np.random.default_rng([cfg.seed, run.step])
         low, high = sample_batch(train_sets[i], cfg.batch, cfg.patch, rng)
-        images, partners = torch.cat([low, high]), torch.cat([high, low])
+        images = torch.cat([low, high])
         real_label = torch.cat([torch.zeros(cfg.batch), torch.ones(cfg.batch)])
         x = torch.cat(net.decomposer(images), 1)
         fake = net.generator(x, labels(i, 1 - real_label))
@@ -217,10 +219,10 @@ def train_mdie(cfg: MDIETrainConfig, progress: bool = True) -> dict:
         parts = {"adv": losses.adversarial_loss(src_fake, True),
                  "cls": losses.domain_classification_loss(cls_fake, i, 1 - real_label),
                  "cyc": losses.cycle_loss(net.generator(fake, labels(i, real_label)), x),
-                 "rec_in": losses.reconstruction_loss(net.composer(x), images),
-                 "rec_pair": losses.reconstruction_loss(net.composer(fake), partners)}
+                 "rec_lq": losses.reconstruction_loss(net.composer(x[:cfg.batch]), low),
+                 "rec_hq": losses.reconstruction_loss(net.composer(fake[:cfg.batch]), high)}
         g_loss = parts["adv"] + cfg.lambda_cls * parts["cls"] + cfg.lambda_cyc * parts["cyc"] \
-            + cfg.alpha * parts["rec_in"] + cfg.beta * parts["rec_pair"]
+            + cfg.alpha * parts["rec_lq"] + cfg.beta * parts["rec_hq"]
         values = {**{k: v.detach().item() for k, v in parts.items()},
                   **{k: v.detach().item() for k, v in d_parts.items()}}
         run.check({"generator": g_loss.detach().item(), "discriminator": d_loss.detach().item()})

@@ -100,6 +100,11 @@ def export_one(spec: ExportSpec, target: Target) -> dict:
         fid["mode"] = "measured"
     fid["passed"] = passed
 
+    if hasattr(backend, "io_spec"):  # the I/O types the converter actually produced (int8 I/O: scale, zero point)
+        io = backend.io_spec(tmp)
+        record["input"].update(io["input"])
+        for out_spec in outputs:
+            out_spec.update(io["outputs"].get(out_spec["name"], {}))
     record.update(size_bytes=artifact_size(tmp), fidelity=fid,
                   export_seconds=round(time.perf_counter() - start, 1))
     if passed:

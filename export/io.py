@@ -15,3 +15,22 @@ def join_outputs(outputs: Mapping[str, np.ndarray], axis: int = -1) -> np.ndarra
     if len(outputs) == 1:
         return next(iter(outputs.values()))
     return np.concatenate([outputs[k] for k in sorted(outputs)], axis=axis)
+
+
+def quantize_input(x: np.ndarray, detail: dict) -> np.ndarray:
+    """Float input -> the tensor's dtype; an int8/uint8 tensor takes round(x / scale) + zero_point, saturated.
+    ``detail`` is a LiteRT tensor detail (``dtype``, ``quantization`` = (scale, zero_point))."""
+    dtype = np.dtype(detail["dtype"])
+    if dtype.kind == "f":
+        return x.astype(dtype)
+    scale, zero_point = detail["quantization"]
+    info = np.iinfo(dtype)
+    return np.clip(np.rint(x / scale) + zero_point, info.min, info.max).astype(dtype)
+
+
+def dequantize_output(y: np.ndarray, detail: dict) -> np.ndarray:
+    """An output tensor -> float32: (q - zero_point) * scale for integer tensors."""
+    if np.dtype(detail["dtype"]).kind == "f":
+        return y.astype(np.float32, copy=False)
+    scale, zero_point = detail["quantization"]
+    return ((y.astype(np.float32) - zero_point) * scale).astype(np.float32)

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from .common import ExportSpec, quiet as _quiet
-from .io import join_outputs
+from .io import dequantize_output, join_outputs, quantize_input
 
 SUFFIX = ".tflite"
 PRECISIONS = ("fp32", "fp16", "dynamic-int8", "int8")
@@ -183,4 +183,23 @@ def run(path: str | Path, image: np.ndarray, threads: int | None = None) -> np.n
             interp.resize_tensor_input(inp["index"], shape, strict=False)
         interp.allocate_tensors()
     runner = interp.get_signature_runner(SIGNATURE)
-    return join_outputs(runner(**{INPUT: image[None].astype(np.float32)}))[0]
+    details = runner.get_input_details()[INPUT], runner.get_output_details()
+    outputs = runner(**{INPUT: quantize_input(image[None].astype(np.float32), details[0])})
+    return join_outputs({k: dequantize_output(v, details[1][k]) for k, v in outputs.items()})[0]
+
+
+def io_spec(path: str | Path) -> dict:
+    """dtype (and scale / zero point when integer) of the artifact's signature input and outputs, for the sidecar:
+    a full-integer graph may take and give int8 where the converter could not keep float I/O."""
+    with _quiet():
+        runner = _interpreter(path).get_signature_runner(SIGNATURE)
+
+    def spec(detail: dict) -> dict:
+        dtype = np.dtype(detail["dtype"]).name
+        if np.dtype(dtype).kind == "f":
+            return {"dtype": dtype}
+        scale, zero_point = detail["quantization"]
+        return {"dtype": dtype, "quantization": {"scale": float(scale), "zero_point": int(zero_point)}}
+
+    return {"input": spec(runner.get_input_details()[INPUT]),
+            "outputs": {k: spec(v) for k, v in runner.get_output_details().items()}}

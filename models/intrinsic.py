@@ -4,7 +4,8 @@ Both are the paper's symmetric encoder-decoder (section 3.2.1):
 
     encoder: five 3x3 stride-2 convs ('SAME' padded), w, 2w, 4w, 8w, 16w filters (w = 16: 16 ... 256), BN + ReLU
     decoder: the mirror, each level a 3x3 conv to 4x its filters, BatchNorm + ReLU, then sub-pixel upsampling
-             (pixel shuffle x2); each level also sees the encoder features of its size (U-Net skips)
+             (pixel shuffle x2); each level also sees the encoder features of its size (U-Net skips, through a
+             1x1 conv + BN + ReLU)
     head:    3x3 conv over the last decoder features and the network's own input
 
 The skips and the input at the head carry full-resolution detail past the 32x bottleneck: without them an
@@ -105,6 +106,9 @@ class IntrinsicUNet(nn.Module):
         self.decoder = nn.ModuleList(
             Upsample(w[i] if i == LEVELS - 1 else outs[i + 1] + w[i], outs[i], cfg.separable)
             for i in reversed(range(LEVELS)))
+        # a 1x1 conv on each skip: int8 converters need the encoder feature (also padded for the next stride-2
+        # conv) and the concatenated tensor to carry their own quantization scales
+        self.skips = nn.ModuleList(ConvBNAct(w[i], w[i], 1, False, bn=True, act=nn.ReLU()) for i in range(LEVELS - 1))
         self.head = ConvBNAct(outs[0] + cin, cout, 3, cfg.separable, bn=False, act=None)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -116,7 +120,7 @@ class IntrinsicUNet(nn.Module):
         for up in self.decoder:
             h = up(h)
             if feats:
-                h = torch.cat([h, feats.pop()], 1)
+                h = torch.cat([h, self.skips[len(feats) - 1](feats.pop())], 1)
         return self.head(torch.cat([h, x], 1))
 
 

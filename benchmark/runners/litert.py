@@ -7,7 +7,7 @@ from typing import Callable
 import numpy as np
 
 NAME, TARGET = "litert", "tflite"
-from export.io import join_outputs  # numpy only
+from export.io import dequantize_output, join_outputs, quantize_input  # numpy only
 
 SIGNATURE, INPUT = "enhance", "image"  # the export contract (export/tflite.py)
 
@@ -34,6 +34,10 @@ def load(source: str, threads: int) -> Callable[[np.ndarray], np.ndarray]:
             interp.resize_tensor_input(index, shape, strict=False)
             interp.allocate_tensors()
             state["shape"], state["runner"] = shape, interp.get_signature_runner(SIGNATURE)
-        return join_outputs(state["runner"](**{INPUT: image[None].astype(np.float32)}))[0]
+            state["in"] = state["runner"].get_input_details()[INPUT]
+            state["out"] = state["runner"].get_output_details()
+        runner = state["runner"]
+        outputs = runner(**{INPUT: quantize_input(image[None].astype(np.float32), state["in"])})
+        return join_outputs({k: dequantize_output(v, state["out"][k]) for k, v in outputs.items()})[0]
 
     return run

@@ -44,12 +44,13 @@ class Run:
     def __init__(self, out: Path, cfg: Any, name: str, model: torch.nn.Module, states: dict[str, Any],
                  steps: int, progress: bool):
         self.out, self.cfg, self.name, self.model, self.states = out, cfg, name, model, states
-        self.step, self.best, self.elapsed = 0, -math.inf, 0.0
+        self.step, self.best, self.best_step, self.elapsed = 0, -math.inf, 0, 0.0
         if getattr(cfg, "resume", False):
             ts = torch.load(out / "last.pt", map_location="cpu", weights_only=True)["train_state"]
             for key, obj in states.items():
                 obj.load_state_dict(ts[key])
             self.step, self.best, self.elapsed = ts["step"], ts["best"], ts["elapsed_s"]
+            self.best_step = ts.get("best_step", 0)
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
         from torch.utils.tensorboard import SummaryWriter  # heavy import, only when training
@@ -61,6 +62,13 @@ class Run:
     def meta(self, metrics: dict | None) -> dict:
         return {"step": self.step, "train_config": asdict(self.cfg), "validation": metrics or {},
                 "elapsed_s": round(self.elapsed, 1)}
+
+    def improved(self, score: float, since: int = 0) -> bool:
+        """Whether ``score`` is the best validation so far among those after step ``since`` (records it if so)."""
+        if score > self.best or self.best_step <= since:
+            self.best, self.best_step = score, self.step
+            return True
+        return False
 
     def check(self, losses: dict[str, float]) -> None:
         bad = {k: v for k, v in losses.items() if not math.isfinite(v) or abs(v) > 1e8}
@@ -86,7 +94,8 @@ class Run:
     def save_last(self, metrics: dict | None) -> None:
         ckpt = weights_checkpoint(self.name, self.model, self.meta(metrics))
         ckpt["train_state"] = {**{k: obj.state_dict() for k, obj in self.states.items()},
-                               "step": self.step, "best": self.best, "elapsed_s": self.elapsed}
+                               "step": self.step, "best": self.best, "best_step": self.best_step,
+                               "elapsed_s": self.elapsed}
         save_atomic(ckpt, self.out / "last.pt")
 
     def close(self, summary: dict) -> dict:

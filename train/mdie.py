@@ -234,8 +234,7 @@ def train_mdie(cfg: MDIETrainConfig, progress: bool = True) -> dict:
         if run.step % cfg.val_every == 0 or run.step == cfg.steps:
             metrics = evaluate_mdie(net, val)
             run.log_validation(_flat(metrics))
-            if _score(metrics) > run.best:
-                run.best = _score(metrics)
+            if run.improved(_score(metrics)):
                 save_atomic(weights_checkpoint("mdie", net, run.meta(metrics)), out / "best.pt")
         if run.step % cfg.save_every == 0 or run.step == cfg.steps:
             run.save_last(metrics)

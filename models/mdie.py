@@ -58,7 +58,11 @@ class _Residual(nn.Module):
 
 
 class MDIEGenerator(nn.Module):
-    """G: (N, 6, H, W) albedo + shading and (N, 6) or (6,) label -> (N, 6, H, W) enhanced albedo + shading."""
+    """G: (N, 6, H, W) albedo + shading and (N, 6) or (6,) label -> (N, 6, H, W) enhanced albedo + shading.
+
+    7x7 stem (+ label), two stride-2 convs (+ label), residual blocks at 1/4 resolution, two pixel-shuffle
+    upsamplings, the stem's full-resolution features added back, 7x7 output as a residual on the input.
+    """
 
     def __init__(self, cfg: MDIEGeneratorConfig):
         super().__init__()
@@ -86,9 +90,11 @@ class MDIEGenerator(nn.Module):
         c = self.default_label if label is None else label
         c = c.expand(x.shape[0], -1) if c.dim() == 1 else c
         xp = pad_to_multiple(x, 4)
-        f = torch.relu(self.stem(xp) + self.label_stem(c)[:, :, None, None])
-        f = torch.relu(self.down(f) + self.label_mid(c)[:, :, None, None])
-        y = self.out(self.up(self.blocks(f)))
+        full = torch.relu(self.stem(xp) + self.label_stem(c)[:, :, None, None])
+        f = torch.relu(self.down(full) + self.label_mid(c)[:, :, None, None])
+        # the full-resolution stem features join the upsampled ones: denoising and sharpening act per pixel,
+        # which a 1/4-resolution bottleneck alone cannot express
+        y = self.out(self.up(self.blocks(f)) + full)
         return crop_like(torch.clamp(xp + y, 0.0, 1.0), x)
 
 

@@ -56,7 +56,9 @@ class MDIETrainConfig:
     lambda_cls: float = field(default=1.0, metadata={"help": "domain classification weight (paper: 1)"})
     lambda_cyc: float = field(default=10.0, metadata={"help": "cycle reconstruction weight (paper: 10)"})
     alpha: float = field(default=100.0, metadata={"help": "weight of ||I_LQ - F'(F(I_LQ))||^2"})
-    beta: float = field(default=100.0, metadata={"help": "weight of ||I_HQ - F'(G(F(I_LQ), high))||^2"})
+    beta: float = field(default=1000.0, metadata={"help": "weight of ||I_HQ - F'(G(F(I_LQ), high))||^2 (at 100, "
+                                                           "the cycle term, which cannot re-add a noise draw, "
+                                                           "cancels it)"})
     generator_width: int | None = field(default=None, metadata={"help": "override G's width (32)"})
     blocks: int | None = field(default=None, metadata={"help": "override G's residual blocks (3)"})
     val_every: int = field(default=100, metadata={"help": "validate every N steps (and at the end)"})
@@ -135,8 +137,8 @@ def evaluate_mdie(model: torch.nn.Module, val: dict[str, list[tuple[np.ndarray, 
         key, measure = ATTRIBUTE[domain]
         rows: dict[str, list] = {}
         for lq, hq in pairs:
-            x = torch.from_numpy(np.ascontiguousarray(lq)).permute(2, 0, 1)[None]
-            y = torch.from_numpy(np.ascontiguousarray(hq)).permute(2, 0, 1)[None]
+            x = torch.from_numpy(np.array(lq, dtype=np.float32)).permute(2, 0, 1)[None]
+            y = torch.from_numpy(np.array(hq, dtype=np.float32)).permute(2, 0, 1)[None]
             variants = {"input": x, "target": y,
                         "low": model(x, labels(i, torch.zeros(1))), "high": model(x, labels(i, torch.ones(1))),
                         "all_high": model(x)}

@@ -20,7 +20,8 @@ import java.nio.channels.FileChannel
 const val MODEL_ASSET = "model.tflite"
 const val SIDECAR_ASSET = "model.json"
 
-/** The delegates the app offers. GPU fails with a message on devices that lack it (no silent CPU fallback). */
+/** The delegates the app offers. Where the GPU delegate is unsupported a session falls back to XNNPACK when
+ * asked to (the Result screen, which then names the delegate it used) or fails with the reason (Benchmark). */
 enum class Delegate(val label: String) { GPU("GPU"), CPU("CPU/XNNPACK") }
 
 /** Reads the sidecar from the app's assets; a missing or broken one is a [SidecarException] naming the problem. */
@@ -48,9 +49,17 @@ fun loadSidecar(context: Context): Sidecar {
  * and XNNPACK's caches want); I/O follows the sidecar: float in its range, or int8/uint8 with its scale and
  * zero point.
  */
-class ModelSession(context: Context, val delegate: Delegate, val threads: Int, requestedTile: Int) : Closeable {
+class ModelSession(
+    context: Context,
+    requested: Delegate,
+    val threads: Int,
+    requestedTile: Int,
+    fallbackToCpu: Boolean = false,
+) : Closeable {
     val sidecar: Sidecar = loadSidecar(context)
     val tile: Int = sidecar.tileSize(requestedTile)
+    /** The delegate actually in use (CPU when the GPU was requested, unsupported and [fallbackToCpu] allowed). */
+    val delegate: Delegate
     private val gpu: GpuDelegate?
     private val interpreter: Interpreter
     private val input: ByteBuffer
@@ -58,7 +67,17 @@ class ModelSession(context: Context, val delegate: Delegate, val threads: Int, r
 
     init {
         val options = Interpreter.Options().setNumThreads(threads).setUseXNNPACK(true)
-        gpu = if (delegate == Delegate.GPU) gpuDelegate() else null
+        gpu = if (requested == Delegate.GPU) {
+            try {
+                gpuDelegate()
+            } catch (e: UnsupportedOperationException) {
+                if (!fallbackToCpu) throw e
+                null
+            }
+        } else {
+            null
+        }
+        delegate = if (gpu != null) Delegate.GPU else Delegate.CPU
         gpu?.let { options.addDelegate(it) }
         interpreter = Interpreter(mapModel(context), options)
         if (sidecar.resizable) {

@@ -37,7 +37,7 @@ class ResultActivity : AppCompatActivity() {
                 val photo = withContext(Dispatchers.IO) { decodePhoto(path) }
                 compare.setImages(photo, null)
                 val (enhanced, message) = withContext(Dispatchers.Default) {
-                    ModelSession(this@ResultActivity, delegate, threads, requestedTile).use { session ->
+                    ModelSession(this@ResultActivity, delegate, threads, requestedTile, fallbackToCpu = true).use { session ->
                         val w = photo.width
                         val h = photo.height
                         val tiles = TilePlan.plan(h, w, session.tile, session.sidecar.halo).size
@@ -52,7 +52,7 @@ class ResultActivity : AppCompatActivity() {
                         }
                         val ms = (SystemClock.elapsedRealtimeNanos() - start) / 1e6
                         Bitmap.createBitmap(out, w, h, Bitmap.Config.ARGB_8888) to getString(R.string.enhanced,
-                            session.sidecar.model, delegate.label, threads, w, h, ms, tiles, session.tile,
+                            session.sidecar.model, session.delegate.label, threads, w, h, ms, tiles, session.tile,
                             session.sidecar.halo)
                     }
                 }

@@ -19,9 +19,10 @@ import sys
 import time
 from pathlib import Path
 
+from export.api import check_exportable
 from export.common import parse_size
 from export.targets import TARGETS
-from models import create_model, list_models
+from models import list_models
 
 from . import report
 from .api import BenchConfig, host, run_benchmark
@@ -56,8 +57,7 @@ def main(argv: list[str] | None = None) -> int:
         for m in models:
             if m not in list_models():
                 raise ValueError(f"unknown model {m!r}; choose from: {', '.join(list_models())}")
-            if create_model(m).contract.channels != 3:
-                raise ValueError(f"{m} takes intrinsics, not photos: benchmark it inside 'mdie'")
+            check_exportable(m, parse_size(args.size))
         for t in targets:
             if t not in TARGETS:
                 raise ValueError(f"unknown target {t!r}; choose from: {', '.join(TARGETS)}")

@@ -115,6 +115,6 @@ def run_on_phone(serial: str, binary: str, artifact: Path, delegate: str, thread
     h, w = input_hw
     out = _adb(serial, "shell", f"{DEVICE_DIR}/benchmark_model", f"--graph={DEVICE_DIR}/{artifact.name}",
                f"--num_threads={threads}", f"--num_runs={runs}", "--warmup_runs=2",
-               "--report_peak_memory_footprint=true", f"--input_layer=enhance_image",
+               "--report_peak_memory_footprint=true", "--input_layer=enhance_image",
                f"--input_layer_shape=1,{h},{w},3", *DELEGATES[delegate])
     return parse_benchmark_output(out)

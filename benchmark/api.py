@@ -18,7 +18,7 @@ from train.data import open_pairs
 from train.metrics import psnr_ssim
 
 from .measure import Job, measure_in_child
-from .runners import runner, runner_for_target
+from .runners import runner_for_target
 
 PIRM_WEIGHTS = (4.0, 100.0, 2.0)  # PIRM 2018 DPED track: a(PSNR-21) + b(SSIM-0.9) + c*min(T_base/T, 4)
 

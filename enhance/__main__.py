@@ -26,7 +26,6 @@ from .images import ImageError, MAX_PIXELS
 from .postprocess import STEPS, postprocess
 from .tiling import enhance_tiled, padded
 
-ENHANCERS = ("dped", "dped_mobile", "mdie")
 ARTIFACT_SUFFIXES = {".tflite": "litert", ".onnx": "onnxruntime", ".mlpackage": "coreml", ".engine": "tensorrt"}
 
 
@@ -62,15 +61,20 @@ def load_enhancer(model: str, checkpoint: str | None, artifact: str | None,
     if threads:
         torch.set_num_threads(threads)
     net = fold_batchnorm(create_model(model, pretrained=checkpoint is None, checkpoint=checkpoint))
-    if net.contract.channels != 3 or net.contract.output_names != ("enhanced",):
-        raise ValueError(f"{model} is not a photo enhancer; choose from: "
-                         f"{', '.join(m for m in _model_names() if m in ENHANCERS)}")
+    if not _is_enhancer(net):
+        enhancers = [m for m in _model_names() if _is_enhancer(create_model(m))]
+        raise ValueError(f"{model} is not a photo enhancer; choose from: {', '.join(enhancers)}")
 
     @torch.no_grad()
     def run(tile: np.ndarray) -> np.ndarray:
         return net(torch.from_numpy(tile).permute(2, 0, 1)[None])[0].permute(1, 2, 0).numpy()
 
     return run, net.contract.halo, None
+
+
+def _is_enhancer(net) -> bool:
+    """Photo in, one photo out: what enhance can tile (not the decomposer, composer or generator)."""
+    return net.contract.channels == 3 and net.contract.output_names == ("enhanced",)
 
 
 def _model_names() -> list[str]:

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .common import ExportError, ExportSpec, MissingBackend, quiet
+from .common import ExportError, ExportSpec, MissingBackend, quiet, torch_reference
 from .io import join_outputs
 
 SUFFIX = ".mlpackage"
@@ -170,11 +170,5 @@ def emulate(model: nn.Module, precision: str, image: np.ndarray) -> np.ndarray:
     if key not in _emulated:
         _emulated.clear()
         _emulated[key] = _emulated_model(model, precision)
-    emu = _emulated[key]
-    x = torch.from_numpy(np.array(image, dtype=np.float32)).permute(2, 0, 1)[None]
-    if precision != "fp32":
-        x = x.half().float()
-    with torch.no_grad():
-        y = emu(x)
-    ys = y if isinstance(y, tuple) else (y,)
-    return join_outputs(dict(zip(model.contract.output_names, (t.numpy() for t in ys))), axis=1)[0].transpose(1, 2, 0)
+    image = np.asarray(image, dtype=np.float32)
+    return torch_reference(_emulated[key], image if precision == "fp32" else image.astype(np.float16).astype(np.float32))

@@ -7,7 +7,6 @@ from dataclasses import asdict, dataclass, field
 @dataclass(frozen=True)
 class DeploymentContract:
     input_name: str = "image"
-    output_name: str = "enhanced"
     layout: str = "NCHW"              # PyTorch layout; exported TFLite files are NHWC
     dtype: str = "float32"
     value_range: tuple[float, float] = (0.0, 1.0)

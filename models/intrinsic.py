@@ -145,7 +145,7 @@ class IntrinsicDecomposer(nn.Module):
             head.weight.mul_(1e-2)
             head.bias.zero_()
         self.contract = DeploymentContract(
-            output_name="albedo", outputs=(("albedo", 3), ("shading", 3)), receptive_field=_receptive_field(),
+            outputs=(("albedo", 3), ("shading", 3)), receptive_field=_receptive_field(),
             size_multiple=MULTIPLE, tile_halo=32,
             notes="image = albedo x shading; shading is 3-channel (coloured light)")
 

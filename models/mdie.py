@@ -82,7 +82,7 @@ class MDIEGenerator(nn.Module):
         # 7x7 stem, 3x3 at strides 1 and 2, two 3x3 per block at stride 4, up convs at strides 4 and 2 with
         # their pixel-shuffle phases, 7x7 out
         rf = 1 + 6 + 2 + 4 + 16 * cfg.blocks + 8 + 2 + 4 + 1 + 6
-        self.contract = DeploymentContract(input_name="intrinsics", output_name="intrinsics", channels=6,
+        self.contract = DeploymentContract(input_name="intrinsics", channels=6,
                                            outputs=(("intrinsics", 6),), receptive_field=rf, size_multiple=4,
                                            notes="albedo + shading in and out; label fixed to all high quality")
 

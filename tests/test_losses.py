@@ -46,7 +46,7 @@ def test_vgg_content_loss_reads_a_torchvision_state_dict(tmp_path, pair):
     vgg = losses.VGGContentLoss.__new__(losses.VGGContentLoss)
     torch.nn.Module.__init__(vgg)
     # build a state dict with torchvision's key names from the same layout
-    layers, cin, state, idx = [], 3, {}, 0
+    cin, state, idx = 3, {}, 0
     for v in losses._VGG19:
         if v == "M":
             idx += 1

@@ -22,7 +22,7 @@ from models import TextureDiscriminator, create_model, keep_freed_memory, model_
 from . import losses
 from .checkpoint import save_atomic, weights_only
 from .data import PairSet, center_crop, open_pairs, sample_batch
-from .loop import TrainingDiverged
+from .loop import TrainingDiverged, run_folder
 from .metrics import psnr_ssim
 
 
@@ -56,24 +56,6 @@ class DPEDTrainConfig:
 
     def model_overrides(self) -> dict:
         return {k: v for k, v in (("width", self.width), ("head", self.head)) if v is not None}
-
-
-def run_folder(cfg: DPEDTrainConfig) -> Path:
-    if cfg.out:
-        out = Path(cfg.out)
-        if (out / "last.pt").exists() and not cfg.resume:
-            raise FileExistsError(f"{out} already holds a run: pass --resume to continue it, or another --out")
-        if cfg.resume and not (out / "last.pt").exists():
-            raise FileNotFoundError(f"Nothing to resume: {out / 'last.pt'} does not exist")
-        return out
-    if cfg.resume:
-        raise ValueError("--resume needs --out: the run folder to continue")
-    base, n = Path("runs") / cfg.model, 1
-    out = base
-    while out.exists():
-        n += 1
-        out = base.with_name(f"{base.name}{n}")
-    return out
 
 
 def _content_loss(cfg: DPEDTrainConfig) -> tuple[torch.nn.Module | None, str]:

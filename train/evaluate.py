@@ -69,8 +69,8 @@ def evaluate_model(name: str, checkpoint: str | None = None, data: str | None = 
         from .mdie import evaluate_mdie
         from models import DOMAINS
 
-        sets = {d: [domain_pairs(d, None, "val").pair(i) for i in range(len(domain_pairs(d, None, "val")))]
-                for d in DOMAINS}
+        held_out = {d: domain_pairs(d, None, "val") for d in DOMAINS}
+        sets = {d: [pairs.pair(i) for i in range(len(pairs))] for d, pairs in held_out.items()}
         result["domains"] = evaluate_mdie(model, sets)
     if data is None:
         unseen = [(n, unseen_degradation(p, seed=i), np.asarray(p))

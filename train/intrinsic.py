@@ -18,7 +18,6 @@ PSNR of the trivial split next to the network's.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -30,7 +29,7 @@ from . import losses
 from .checkpoint import save_atomic
 from .intrinsic_data import (IntrinsicFolder, intrinsic_folder, labelled_batch, photo_batch, unlabeled_photos,
                              validation_triples)
-from .loop import Run, weights_checkpoint
+from .loop import Run, run_folder, weights_checkpoint
 from .metrics import psnr_ssim
 
 COMPOSER_OF = {"intrinsic_decomposer": "intrinsic_composer",
@@ -127,16 +126,11 @@ class _Product(torch.nn.Module):
         return x[:, :3] * x[:, 3:]
 
 
-def _run_folder(cfg) -> Path:
-    from .dped import run_folder
-    return run_folder(cfg)
-
-
 def train_intrinsic(cfg: IntrinsicTrainConfig, progress: bool = True) -> dict:
     """Train F and F'; writes ``<run>/decomposer.pt`` and ``<run>/composer.pt`` (the best validation of the
     self-supervised phase, or of the run without one) and last.pt."""
     models.check_model_name(cfg.model)
-    out = _run_folder(cfg)
+    out = run_folder(cfg)
     keep_freed_memory()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)

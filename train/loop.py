@@ -38,6 +38,26 @@ def weights_checkpoint(name: str, model: torch.nn.Module, meta: dict, fp16: bool
                      "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}}
 
 
+def run_folder(cfg: Any) -> Path:
+    """The run folder of a training config (fields ``model``, ``out``, ``resume``): ``--out``, checked against
+    --resume, or ``runs/<model>`` numbered when taken."""
+    if cfg.out:
+        out = Path(cfg.out)
+        if (out / "last.pt").exists() and not cfg.resume:
+            raise FileExistsError(f"{out} already holds a run: pass --resume to continue it, or another --out")
+        if cfg.resume and not (out / "last.pt").exists():
+            raise FileNotFoundError(f"Nothing to resume: {out / 'last.pt'} does not exist")
+        return out
+    if cfg.resume:
+        raise ValueError("--resume needs --out: the run folder to continue")
+    base, n = Path("runs") / cfg.model, 1
+    out = base
+    while out.exists():
+        n += 1
+        out = base.with_name(f"{base.name}{n}")
+    return out
+
+
 class Run:
     """One training run in ``out``: resume, log, checkpoint."""
 

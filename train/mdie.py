@@ -27,14 +27,14 @@ import numpy as np
 import torch
 
 import models
-from models import DOMAINS, MDIEDiscriminator, create_model, domain_label, keep_freed_memory
+from models import DOMAINS, MDIEDiscriminator, create_model, keep_freed_memory
 from models.registry import WEIGHTS_DIR, load_checkpoint
 
 from . import losses
 from .checkpoint import save_atomic
 from .data import center_crop, sample_batch
 from .domains import domain_pairs
-from .loop import Run, weights_checkpoint
+from .loop import Run, run_folder, weights_checkpoint
 from .metrics import psnr_ssim
 
 
@@ -82,7 +82,7 @@ class MDIETrainConfig:
 
 def labels(domain: int, high: torch.Tensor) -> torch.Tensor:
     """(N, 6) label vectors: dataset ``domain`` known (mask), its attribute set to ``high`` (N,) in {0, 1}."""
-    c = domain_label(DOMAINS[domain]).new_zeros(len(high), 2 * len(DOMAINS))
+    c = torch.zeros(len(high), 2 * len(DOMAINS))
     c[:, domain], c[:, len(DOMAINS) + domain] = high.float(), 1.0
     return c
 
@@ -162,8 +162,6 @@ def _flat(metrics: dict) -> dict[str, float]:
 
 def train_mdie(cfg: MDIETrainConfig, progress: bool = True) -> dict:
     """Train G and D (and fine-tune F, F'); writes ``<run>/best.pt`` (the mdie pipeline) and last.pt."""
-    from .dped import run_folder
-
     out = run_folder(cfg)
     keep_freed_memory()
     if cfg.threads:

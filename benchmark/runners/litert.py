@@ -6,9 +6,9 @@ from typing import Callable
 
 import numpy as np
 
-NAME, TARGET = "litert", "tflite"
 from export.io import dequantize_output, join_outputs, quantize_input  # numpy only
 
+NAME, TARGET = "litert", "tflite"
 SIGNATURE, INPUT = "enhance", "image"  # the export contract (export/tflite.py)
 
 

@@ -19,9 +19,9 @@ import sys
 import time
 from pathlib import Path
 
+from artifacts import TARGETS
 from export.api import check_exportable
 from export.common import parse_size
-from export.targets import TARGETS
 from models import list_models
 
 from . import report

@@ -1,7 +1,6 @@
 """The benchmark: every model x target x precision x runtime x threads, speed and quality side by side."""
 from __future__ import annotations
 
-import json
 import platform
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -9,16 +8,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from export.api import artifact_size, export_one, weights_digest
-from export.common import ExportError, ExportSpec, MissingBackend, psnr
-from export.targets import TARGETS
+from artifacts import TARGETS, SidecarError, runtime
+from artifacts.fidelity import psnr
+from artifacts.sidecar import Sidecar
+from artifacts.targets import artifact_size
+from export.api import export_one, weights_digest
+from export.common import ExportError, ExportSpec, MissingBackend
 from models import (CheckpointError, DeploymentContract, conv_macs_per_pixel, count_parameters, create_model,
                     fold_batchnorm)
 from train.data import open_pairs
 from train.metrics import psnr_ssim
 
 from .measure import Job, measure_in_child
-from .runners import runner_for_target
 
 PIRM_WEIGHTS = (4.0, 100.0, 2.0)  # PIRM 2018 DPED track: a(PSNR-21) + b(SSIM-0.9) + c*min(T_base/T, 4)
 
@@ -83,20 +84,22 @@ def quality(outputs: list[np.ndarray], dslrs: list[np.ndarray], ref: list[np.nda
 
 def _artifact(model: str, target: str, precision: str, cfg: BenchConfig) -> tuple[Path | None, str]:
     t = TARGETS[target]
-    spec = ExportSpec(model=model, precision=precision, out=cfg.export_dir)
+    spec = ExportSpec(model=model, target=target, precision=precision, out=cfg.export_dir)
     path, sidecar = cfg.export_dir / f"{model}_{precision}{t.suffix}", cfg.export_dir / t.sidecar_name(spec.stem)
     if path.exists() and sidecar.exists():  # reuse only an artifact of the shipped weights it would export now
-        record = json.loads(sidecar.read_text())
-        if record.get("status") == "ok" and record.get("weights_sha256") == weights_digest(spec) \
-                and record.get("input", {}).get("resizable"):
+        try:
+            found = Sidecar.read(sidecar)
+        except SidecarError:  # an older or foreign sidecar: export afresh
+            found = None
+        if found and found.status == "ok" and found.weights_sha256 == weights_digest(spec) and found.resizable:
             return path, "ok"
     try:
-        rec = export_one(spec, t)
+        result = export_one(spec)
     except MissingBackend as err:
         return None, f"skipped: {str(err).split('. On this')[0]}"
     except (ExportError, CheckpointError, ValueError) as err:
         return None, f"export failed: {err}"
-    return (path, "ok") if rec["status"] == "ok" else (None, "export failed its fidelity gate")
+    return (path, "ok") if result.ok else (None, "export failed its fidelity gate")
 
 
 def run_benchmark(cfg: BenchConfig, log=print) -> list[dict]:
@@ -150,7 +153,7 @@ def run_benchmark(cfg: BenchConfig, log=print) -> list[dict]:
             rows.append(row)
         for target in cfg.targets:
             t = TARGETS[target]
-            rt = runner_for_target(target)
+            rt = runtime(t.runtime)
             precisions = t.precisions if cfg.precisions == ["all"] else [p for p in cfg.precisions
                                                                          if p in t.precisions]
             for precision in precisions:

@@ -32,13 +32,12 @@ class Job:
 
 def measure(job: Job) -> dict:
     """Latency (warm-up, then ``runs`` timed runs) on a random image of ``job.size``; outputs on the eval set."""
-    from .runners import runner
+    from artifacts.runtimes import runtime
 
-    mod = runner(job.runtime)
-    fn = mod.load(job.source, job.threads)
+    fn = runtime(job.runtime).load(job.source, job.threads)
     rng = np.random.default_rng(0)
     if job.full_res:  # the enhance command's tiled path on a full-resolution photo
-        from enhance.tiling import enhance_tiled
+        from artifacts.tiling import enhance_tiled
 
         photo = rng.integers(0, 256, (*job.full_res, 3), dtype=np.uint8)
         t0 = time.perf_counter()

@@ -13,7 +13,6 @@ stays flat in the photo's size. Unreadable inputs are reported and skipped; the 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -22,11 +21,11 @@ from typing import Callable
 import numpy as np
 from PIL import Image
 
-from .images import ImageError, MAX_PIXELS
-from .postprocess import STEPS, postprocess
-from .tiling import enhance_tiled, padded
+from artifacts import SidecarError, load, sidecar_for, target_of
+from artifacts.tiling import enhance_tiled, padded
+from photos import ImageError, read_uint8
 
-ARTIFACT_SUFFIXES = {".tflite": "litert", ".onnx": "onnxruntime", ".mlpackage": "coreml", ".engine": "tensorrt"}
+from .postprocess import STEPS, postprocess
 
 
 def load_enhancer(model: str, checkpoint: str | None, artifact: str | None,
@@ -34,25 +33,20 @@ def load_enhancer(model: str, checkpoint: str | None, artifact: str | None,
     """(function on float32 (h, w, 3) tiles, halo, fixed tile size or None)."""
     if artifact:
         path = Path(artifact)
-        runtime = ARTIFACT_SUFFIXES.get(path.suffix)
-        if runtime is None or not path.exists():
-            raise ValueError(f"{artifact}: not an exported artifact ({', '.join(ARTIFACT_SUFFIXES)})")
-        sidecar = _sidecar(path)
-        from benchmark.runners import runner
-
-        mod = runner(runtime)
-        reason = mod.unavailable()
-        if reason:
-            raise ValueError(f"cannot run {path.name} here: {reason}")
-        outputs = sidecar.get("outputs", [sidecar.get("output", {})])
-        if len(outputs) != 1 or outputs[0].get("name", "enhanced") != "enhanced":
+        target_of(path)  # ValueError naming the known suffixes
+        if not path.exists():
+            raise ValueError(f"{artifact}: no such artifact")
+        sidecar = sidecar_for(path)
+        if [t.name for t in sidecar.outputs] != ["enhanced"]:
             raise ValueError(f"{path.name} is not an enhancer (outputs: "
-                             f"{', '.join(o.get('name', '?') for o in outputs)}); enhance takes mdie or dped models")
-        spec = sidecar["input"]
-        hw = spec["shape"][1:3] if spec.get("layout", "NHWC") == "NHWC" else spec["shape"][2:4]
-        fixed = None if spec.get("resizable", True) else tuple(int(v) for v in hw)
-        fn = padded(mod.load(str(path), threads or 2), int(spec.get("size_multiple", 1)), fixed)
-        return fn, int(sidecar["halo"]), (min(fixed) if fixed else None)
+                             f"{', '.join(t.name for t in sidecar.outputs)}); enhance takes mdie or dped models")
+        try:
+            run = load(path, threads or 2)
+        except RuntimeError as err:
+            raise ValueError(str(err)) from None
+        fixed = None if sidecar.resizable else sidecar.input.hw
+        fn = padded(run, sidecar.size_multiple, fixed)
+        return fn, sidecar.halo, (min(fixed) if fixed else None)
     import torch
 
     from models import create_model, fold_batchnorm, keep_freed_memory
@@ -81,31 +75,6 @@ def _model_names() -> list[str]:
     from models import list_models
 
     return list_models()
-
-
-def _sidecar(path: Path) -> dict:
-    stem = path.name[: -len(path.suffix)]
-    for name in (f"{stem}.json", f"{path.name}.json"):
-        if (path.parent / name).exists():
-            return json.loads((path.parent / name).read_text())
-    raise ValueError(f"{path}: its sidecar JSON ({stem}.json) is missing; it holds the halo and input spec")
-
-
-def read_uint8(path: Path) -> np.ndarray:
-    """Photo as uint8 (H, W, 3): 4 bytes less per pixel than float, for 12+ MP photos."""
-    from .images import load_image
-
-    Image.MAX_IMAGE_PIXELS = MAX_PIXELS
-    try:
-        with Image.open(path) as img:
-            if img.mode in ("RGB", "L", "RGBA", "P", "LA", "CMYK", "YCbCr"):
-                from PIL import ImageOps
-
-                img.load()
-                return np.asarray(ImageOps.exif_transpose(img).convert("RGB"))
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
-        raise ImageError(f"{path}: not a readable image ({str(err).strip() or type(err).__name__})") from None
-    return np.round(load_image(path) * 255).astype(np.uint8)  # 16-bit and float modes
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -138,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         tile = fixed or args.tile
         if tile <= 2 * halo:
             raise ValueError(f"--tile {tile} must be larger than twice the halo ({halo})")
-    except ValueError as err:  # includes models.CheckpointError
+    except (ValueError, SidecarError) as err:  # includes models.CheckpointError
         print(f"error: {err}", file=sys.stderr)
         return 1
     status = 0

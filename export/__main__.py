@@ -10,8 +10,12 @@ Examples:
   python -m export --target tflite --model intrinsic_decomposer  # two outputs: albedo, shading
   python -m export --target all --model mdie                     # the whole MDIE pipeline
 
-Targets and precisions:
+Targets and precisions (gate: the worst PSNR against PyTorch fp32 an artifact must reach to be kept):
 {table}
+{gates}
+
+Each artifact gets a sidecar JSON next to it (and the same JSON embedded in the file's metadata): see README,
+"The sidecar".
 
 Exit status: 0 exported and passed its fidelity gate; 1 failed (gate or conversion); 2 usage error.
 """
@@ -23,18 +27,22 @@ import sys
 import time
 from pathlib import Path
 
+from artifacts import TARGETS, resolve
+from artifacts.runtimes.tensorrt import missing
+from artifacts.targets import table as targets_table
 from models import CheckpointError, keep_freed_memory, list_models, load_checkpoint
 
 from .api import check_exportable, export_one, prepare_tensorrt
 from .common import DEFAULT_SIZE, ExportError, ExportSpec, MissingBackend, parse_size
-from .targets import TARGETS, resolve
+from .coreml import IO_DTYPES
 
 ANDROID_ASSETS = "android_demo/app/src/main/assets"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    table = "\n".join(f"  {t.name:<8} {', '.join(t.precisions)}" for t in TARGETS.values())
-    p = argparse.ArgumentParser(prog="python -m export", description=__doc__.format(table=table),
+    gates = {p.name: p.gate_db for t in TARGETS.values() for p in t.precisions.values()}
+    p = argparse.ArgumentParser(prog="python -m export", description=__doc__.format(
+        table=targets_table(), gates="  gates: " + ", ".join(f"{k} {v:.0f} dB" for k, v in gates.items())),
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--target", required=True, help=f"one of: {', '.join([*TARGETS, 'all'])}")
     p.add_argument("--model", default="dped_mobile", help=f"one of: {', '.join(list_models())}")
@@ -46,7 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--calibration-count", type=int, default=4,
                    help="calibration crops at the export size (default: 4)")
     p.add_argument("--gate-db", type=float, default=None,
-                   help="fidelity gate in dB PSNR (default: fp32 60, fp16 45, int8 35)")
+                   help="fidelity gate in dB PSNR (default: the precision's gate listed above)")
+    p.add_argument("--coreml-io", default="float32", choices=IO_DTYPES,
+                   help="Core ML input/output dtype (default float32; float16 skips the casts, fp16 precisions)")
     p.add_argument("--trt-prepare", action="store_true",
                    help="tensorrt without CUDA: write the ONNX, calibration tensors and trtexec command instead")
     p.add_argument("--out", default="exported", help="output folder (default: exported)")
@@ -85,14 +95,14 @@ def main(argv: list[str] | None = None) -> int:
     keep_freed_memory()
     status, rows, start = 0, [], time.perf_counter()
     for target, precision in pairs:
-        spec = ExportSpec(model=args.model, checkpoint=args.checkpoint, precision=precision,
+        spec = ExportSpec(model=args.model, checkpoint=args.checkpoint, target=target.name, precision=precision,
                           out=Path(args.out), gate_db=args.gate_db, calibration=args.calibration,
-                          calibration_count=args.calibration_count,
+                          calibration_count=args.calibration_count, coreml_io=args.coreml_io,
                           **({"size": size, "fixed_size": True} if size else {}))
         t0 = time.perf_counter()
-        if target.name == "tensorrt" and args.trt_prepare and target.load().missing():
+        if target.name == "tensorrt" and args.trt_prepare and missing():
             try:
-                rec = prepare_tensorrt(spec, target)
+                rec = prepare_tensorrt(spec)
             except (ExportError, CheckpointError, ValueError) as err:
                 print(f"tensorrt {precision}: error: {err}", file=sys.stderr)
                 status = 1
@@ -102,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
             rows.append([target.name, precision, "prepared for trtexec", "", "", f"{time.perf_counter() - t0:.1f}"])
             continue
         try:
-            rec = export_one(spec, target)
+            result = export_one(spec)
         except MissingBackend as err:
             if args.target != "all":  # asked for by name: a failure
                 print(f"{target.name} {precision}: error: {err}", file=sys.stderr)
@@ -115,23 +125,20 @@ def main(argv: list[str] | None = None) -> int:
             rows.append([target.name, precision, f"failed: {err}"[:70], "", "", f"{time.perf_counter() - t0:.1f}"])
             status = 1
             continue
-        emulated = " (emulated)" if rec["fidelity"]["mode"] == "emulated" else ""
-        rows.append([target.name, precision,
-                     ("ok" if rec["status"] == "ok" else "exported, failed fidelity gate") + emulated,
-                     f"{rec['size_bytes'] / 1e6:.2f}", f"{rec['fidelity']['psnr_db_min']:.1f}",
-                     f"{rec['export_seconds']:.1f}"])
-        fid = rec["fidelity"]
-        print(f"{target.name} {precision}: {rec['status']}  {rec['artifact']}  "
-              f"{rec['size_bytes'] / 1e6:.2f} MB  {rec['macs_per_pixel'] / 1e3:.1f} K MACs/pixel  "
-              f"fidelity {fid['psnr_db_min']:.1f} dB{' (emulated)' if fid['mode'] == 'emulated' else ''} "
-              f"(gate {fid['gate_db']:.0f} dB)  {rec['export_seconds']:.1f} s")
-        if rec["status"] == "ok" and args.android_assets:
-            copy_to_android(Path(rec["artifact"]), Path(args.out) / target.sidecar_name(spec.stem),
-                            Path(args.android_assets))
-        if rec["status"] != "ok":
-            why = "; ".join(fid.get("program_problems", [])) or f"{fid['psnr_db_min']:.1f} dB < {fid['gate_db']:.0f} dB"
+        sc, fid = result.sidecar, result.sidecar.fidelity
+        emulated = " (emulated)" if fid.mode == "emulated" else ""
+        rows.append([target.name, precision, ("ok" if result.ok else "exported, failed fidelity gate") + emulated,
+                     f"{result.size_bytes / 1e6:.2f}", f"{fid.psnr_db_min:.1f}", f"{sc.export_seconds:.1f}"])
+        io = f"{sc.input.dtype} in, {sc.outputs[0].dtype} out"
+        print(f"{target.name} {precision}: {sc.status}  {result.artifact}  {result.size_bytes / 1e6:.2f} MB  "
+              f"{sc.macs_per_pixel / 1e3:.1f} K MACs/pixel  {io}  fidelity {fid.psnr_db_min:.1f} dB{emulated} "
+              f"(gate {fid.gate_db:.0f} dB)  {sc.export_seconds:.1f} s")
+        if result.ok and args.android_assets:
+            copy_to_android(result.artifact, result.sidecar_path, Path(args.android_assets))
+        if not result.ok:
+            why = "; ".join(fid.program_problems) or f"{fid.psnr_db_min:.1f} dB < {fid.gate_db:.0f} dB"
             print(f"error: {target.name} {precision} failed its fidelity gate ({why}); kept for inspection as "
-                  f"{rec['artifact']}", file=sys.stderr)
+                  f"{result.artifact}", file=sys.stderr)
             status = 1
     if len(pairs) > 1:
         print_table(["target", "precision", "status", "size MB", "fidelity dB", "seconds"], rows)

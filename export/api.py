@@ -2,69 +2,54 @@
 from __future__ import annotations
 
 import hashlib
+import importlib
+import json
 import shutil
 import time
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 
+import numpy as np
+
+from artifacts import TARGETS, Calibration, Fidelity, Quantization, Sidecar, Target, TensorSpec, load, runtime
+from artifacts.embed import embed
+from artifacts.fidelity import fidelity_inputs, measure
+from artifacts.runtimes.tensorrt import missing
+from artifacts.sidecar import Written, package_versions as versions
+from artifacts.targets import artifact_size
 from models import conv_macs_per_pixel, count_parameters, create_model, fold_batchnorm, list_models
 from models.registry import WEIGHTS_DIR
-
 from quantize.calibration import calibration_images
 
-from .common import (INT8_PRECISIONS, ExportError, ExportSpec, Fidelity, MissingBackend, check_size,
-                     fidelity_inputs, fidelity_sample, torch_reference, versions, write_sidecar)
-from .targets import Target
+from .common import ExportError, ExportSpec, MissingBackend, check_size, torch_reference
 
-VERSION_PACKAGES = {"tflite": ("litert-torch", "ai-edge-litert", "ai-edge-quantizer"),
-                    "onnx": ("onnx", "onnxruntime"), "coreml": ("coremltools",),
-                    "tensorrt": ("tensorrt", "onnx", "onnxruntime")}
+DEFAULT_TILE = 256  # python -m enhance's default: a third of the peak memory of 512 px for the same time
 
 
-def export_one(spec: ExportSpec, target: Target) -> dict:
-    """Convert, run the fidelity gate, write ``OUT/<model>_<precision><suffix>`` + ``.json``; return the record.
+def export_one(spec: ExportSpec) -> Written:
+    """Convert, run the fidelity gate, write ``OUT/<model>_<precision><suffix>`` and its sidecar.
 
-    An artifact that fails its gate is renamed ``<file>.rejected`` (with ``<stem>.rejected.json``) so that
-    nothing left in OUT looks valid; the record then has ``status`` 'failed_fidelity'.
+    The sidecar's tensor fields are what the runtime reports for the file; the same JSON is embedded in the
+    artifact's metadata. An artifact that fails its gate is renamed ``<file>.rejected`` (with
+    ``<stem>.rejected.json``) so that nothing left in OUT looks valid; its sidecar's status is 'failed_fidelity'.
     """
     start = time.perf_counter()
-    backend = target.load()
+    target = TARGETS[spec.target]
+    backend = importlib.import_module(f"export.{target.name}")
     model = exportable_model(spec)
     folded = fold_batchnorm(model)
     out = Path(spec.out)
     out.mkdir(parents=True, exist_ok=True)
     final = out / f"{spec.stem}{target.suffix}"
-    sidecar = out / target.sidecar_name(spec.stem)
-    rejected_sidecar = out / target.sidecar_name(f"{spec.stem}.rejected")
-    for stale in (final, sidecar, Path(f"{final}.rejected"), rejected_sidecar):
+    sidecar_path = out / target.sidecar_name(spec.stem)
+    rejected, rejected_sidecar = Path(f"{final}.rejected"), out / target.sidecar_name(f"{spec.stem}.rejected")
+    for stale in (final, sidecar_path, rejected, rejected_sidecar):
         _remove(stale)
     tmp = out / f".{spec.stem}.partial{target.suffix}"
-
-    contract = model.contract
-    h, w = spec.size
-    outputs = [{"name": name, "layout": "NHWC", "dtype": "float32", "shape": [1, h, w, c],
-                "range": list(contract.value_range)} for name, c in contract.outputs]
-    record = {
-        "model": spec.model, "target": target.name, "precision": spec.precision,
-        "source": spec.checkpoint or f"shipped weights (models/weights/{spec.model}.pt)",
-        "input": {"name": "image", "layout": "NHWC", "dtype": "float32", "shape": [1, h, w, contract.channels],
-                  "range": list(contract.value_range), "color_space": contract.color_space,
-                  "resizable": not spec.fixed_size, "size_multiple": contract.size_multiple},
-        "output": outputs[0], "outputs": outputs,
-        "signature": "enhance", "receptive_field": contract.receptive_field, "halo": contract.halo,
-        "halo_exact": contract.tile_halo is None,
-        "macs_per_pixel": conv_macs_per_pixel(model), "parameters": count_parameters(model),
-        "batchnorm_folded": True,
-        "weights_sha256": weights_digest(spec),
-        "versions": versions(*VERSION_PACKAGES.get(target.name, ())),
-    }
-    calibration = _calibration(spec, record)
-    if target.name in ("onnx", "coreml", "tensorrt"):  # these keep PyTorch's NCHW layout
-        record["input"].update(layout="NCHW", shape=[1, 3, h, w])
-        for out_spec in outputs:
-            out_spec.update(layout="NCHW", shape=[1, out_spec["shape"][3], h, w])
-    metadata = {k: record[k] for k in ("model", "precision", "source", "input", "output", "versions")}
+    calibration, images = _calibration(spec)
     try:
-        backend.convert(folded, spec, tmp, metadata, calibration)
+        backend.convert(folded, spec, tmp, images)
     except ExportError:
         _remove(tmp)
         raise
@@ -76,47 +61,69 @@ def export_one(spec: ExportSpec, target: Target) -> dict:
         _remove(tmp)
         raise ExportError(f"conversion failed: {type(err).__name__}: {str(err).strip().splitlines()[0][:300]}") \
             from err
+    try:
+        fidelity = _gate(spec, target, backend, model, folded, tmp)
+        described = _describe(target, spec, tmp)
+    except Exception as err:  # the runtime rejected the artifact: this export's failure, not a traceback
+        _remove(tmp)
+        raise ExportError(f"the exported {target.name} artifact does not run: {type(err).__name__}: "
+                          f"{str(err).strip().splitlines()[0][:300]}") from err
 
-    # Where the runtime cannot run here (Core ML off macOS), check the saved program and emulate its numerics.
-    emulated = hasattr(backend, "can_run") and not backend.can_run()
-    fidelity = Fidelity(spec.gate)
-    reference_key = (spec.model, spec.checkpoint, weights_digest(spec))
-    for name, image in fidelity_inputs(spec.size, not spec.fixed_size, contract.size_multiple):
-        try:
-            got = backend.emulate(folded, spec.precision, image) if emulated else backend.run(tmp, image)
-        except Exception as err:  # the runtime rejected the artifact: this export's failure, not a traceback
-            _remove(tmp)
-            raise ExportError(f"the exported {target.name} artifact does not run on {name}: {type(err).__name__}: "
-                              f"{str(err).strip().splitlines()[0][:300]}") from err
-        fidelity.samples.append(fidelity_sample(name, got, _reference(reference_key, name, model, image)))
-    fid = fidelity.to_dict()
-    passed = fidelity.passed
-    if emulated:
-        problems = backend.check_program(tmp, spec.precision)
-        fid.update(mode="emulated", program=backend.program_summary(tmp), program_problems=problems,
-                   note=f"{target.name} cannot run on this machine: figures are emulated in PyTorch")
-        passed = passed and not problems
-    else:
-        fid["mode"] = "measured"
-    fid["passed"] = passed
+    contract = model.contract
+    def tensor(t: dict) -> TensorSpec:
+        quant = t["quantization"]
+        return TensorSpec(name=t["name"], layout=target.layout, shape=t["shape"], dynamic_dims=t["dynamic_dims"],
+                          dtype=t["dtype"], range=[float(v) for v in contract.value_range],
+                          quantization=Quantization(**quant) if quant else None)
 
-    if hasattr(backend, "io_spec"):  # the I/O types the converter actually produced (int8 I/O: scale, zero point)
-        io = backend.io_spec(tmp)
-        record["input"].update(io["input"])
-        for out_spec in outputs:
-            out_spec.update(io["outputs"].get(out_spec["name"], {}))
-    record.update(size_bytes=artifact_size(tmp), fidelity=fid,
-                  export_seconds=round(time.perf_counter() - start, 1))
-    if passed:
-        tmp.replace(final)
-        record.update(status="ok", artifact=str(final))
-        write_sidecar(sidecar, record)
-    else:
-        rejected = Path(f"{final}.rejected")
-        tmp.replace(rejected)  # works for files and for .mlpackage folders
-        record.update(status="failed_fidelity", artifact=str(rejected))
-        write_sidecar(rejected_sidecar, record)
-    return record
+    tile = min(spec.size) if spec.fixed_size else \
+        -(-max(DEFAULT_TILE, 4 * contract.halo) // contract.size_multiple) * contract.size_multiple
+    sidecar = Sidecar(
+        model=spec.model, target=target.name, precision=spec.precision, runtime=target.runtime,
+        signature=described["signature"], input=tensor(described["inputs"][0]),
+        outputs=[tensor(t) for t in described["outputs"]], color_space=contract.color_space,
+        size_multiple=contract.size_multiple, receptive_field=contract.receptive_field, halo=contract.halo,
+        halo_exact=contract.tile_halo is None, tile=tile, macs_per_pixel=conv_macs_per_pixel(model),
+        parameters=count_parameters(model), batchnorm_folded=True,
+        source=spec.checkpoint or f"shipped weights (models/weights/{spec.model}.pt)",
+        weights_sha256=weights_digest(spec), fidelity=fidelity, calibration=calibration,
+        status="ok" if fidelity.passed else "failed_fidelity", versions=versions(*target.versions),
+        export_seconds=round(time.perf_counter() - start, 1))
+    embed(tmp, sidecar.to_json())
+    dest, dest_sidecar = (final, sidecar_path) if fidelity.passed else (rejected, rejected_sidecar)
+    tmp.replace(dest)  # works for files and for .mlpackage folders
+    sidecar.write(dest_sidecar)
+    return Written(sidecar, dest, dest_sidecar, artifact_size(dest))
+
+
+def _gate(spec: ExportSpec, target: Target, backend, model, folded, path: Path) -> Fidelity:
+    """Fidelity against PyTorch fp32: measured in the target's runtime, or emulated where it cannot run here
+    (Core ML off macOS), then with the saved program checked as well."""
+    contract = model.contract
+    inputs = fidelity_inputs(spec.size, not spec.fixed_size, contract.size_multiple)
+    key = (spec.model, spec.checkpoint, weights_digest(spec))
+    reference = lambda image: _reference(key, image, model)  # noqa: E731
+    reference_name = "PyTorch fp32 output of the same weights"
+    reason = runtime(target.runtime).unavailable()
+    if reason and hasattr(backend, "emulate"):
+        return measure(lambda image: backend.emulate(folded, spec.precision, image), reference, inputs, spec.gate,
+                       reference_name, mode="emulated", problems=backend.check_program(path, spec.precision),
+                       note=f"{reason}: figures are emulated in PyTorch; the saved program is checked")
+    return measure(load(path), reference, inputs, spec.gate, reference_name)
+
+
+def _describe(target: Target, spec: ExportSpec, path: Path) -> dict:
+    mod = runtime(target.runtime)
+    if target.name == "onnx":  # ONNX Runtime names its dynamic dims: take the exported size for the shape
+        return mod.describe(path, _onnx_shapes(spec))
+    return mod.describe(path)
+
+
+def _onnx_shapes(spec: ExportSpec) -> dict[str, list[int]]:
+    contract = create_model(spec.model).contract
+    shapes = {contract.input_name: [1, contract.channels, *spec.size]}
+    shapes.update({name: [1, c, *spec.size] for name, c in contract.outputs})
+    return shapes
 
 
 def check_exportable(name: str, size: tuple[int, int]) -> None:
@@ -134,11 +141,6 @@ def exportable_model(spec: ExportSpec):
     return create_model(spec.model, pretrained=spec.checkpoint is None, checkpoint=spec.checkpoint)
 
 
-def artifact_size(path: Path) -> int:
-    """Bytes of an artifact: a file, or a folder such as a .mlpackage."""
-    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.is_dir() else path.stat().st_size
-
-
 def _remove(path: Path) -> None:
     if path.is_dir():
         shutil.rmtree(path)
@@ -146,25 +148,29 @@ def _remove(path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
-def _calibration(spec: ExportSpec, record: dict) -> list | None:
-    if spec.precision not in INT8_PRECISIONS:
-        return None
+def _calibration(spec: ExportSpec) -> tuple[Calibration | None, list | None]:
+    if not spec.calibrated:
+        return None, None
     images = calibration_images(spec.calibration, spec.size, spec.calibration_count)
-    record["calibration"] = {"source": spec.calibration or "built-in training photos", "count": len(images),
-                             "size": list(spec.size)}
-    return images
+    return Calibration(source=spec.calibration or "built-in training photos", count=len(images),
+                       size=list(spec.size)), images
 
 
-def prepare_tensorrt(spec: ExportSpec, target: Target) -> dict:
+def prepare_tensorrt(spec: ExportSpec) -> dict:
     """Without a GPU: write the ONNX, calibration tensors and trtexec command a GPU machine builds from."""
+    from . import tensorrt
+
     model = exportable_model(spec)
     out = Path(spec.out)
     out.mkdir(parents=True, exist_ok=True)
-    record = {"model": spec.model, "target": target.name, "precision": spec.precision, "status": "prepared",
+    calibration, images = _calibration(spec)
+    record = {"model": spec.model, "target": "tensorrt", "precision": spec.precision, "status": "prepared",
               "source": spec.checkpoint or f"shipped weights (models/weights/{spec.model}.pt)",
-              "missing_here": target.load().missing(), "versions": versions("onnx", "onnxruntime")}
-    record.update(target.load().prepare(fold_batchnorm(model), spec, out, _calibration(spec, record)))
-    write_sidecar(out / f"{spec.stem}.trtexec.json", record)
+              "missing_here": missing(), "versions": versions("onnx", "onnxruntime"),
+              "calibration": asdict(calibration) if calibration else None,
+              "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    record.update(tensorrt.prepare(fold_batchnorm(model), spec, out, images))
+    (out / f"{spec.stem}.trtexec.json").write_text(json.dumps(record, indent=2))
     return record
 
 
@@ -177,8 +183,9 @@ def weights_digest(spec: ExportSpec) -> str:
 _REFERENCES: dict = {}
 
 
-def _reference(key: tuple, name: str, model, image):
+def _reference(key: tuple, image, model):
     """PyTorch fp32 output for a fidelity input, computed once per weights and input in a process."""
-    if (key, name) not in _REFERENCES:
-        _REFERENCES[(key, name)] = torch_reference(model, image)
-    return _REFERENCES[(key, name)]
+    ident = (key, image.shape, hashlib.sha1(np.ascontiguousarray(image).tobytes()).hexdigest())
+    if ident not in _REFERENCES:
+        _REFERENCES[ident] = torch_reference(model, image)
+    return _REFERENCES[ident]

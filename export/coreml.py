@@ -3,6 +3,10 @@
 Precisions: fp32 and fp16 (compute precision); int8 (weights linearly quantized, symmetric per channel) and
 palettized (weights as a 6-bit k-means look-up table), both with fp16 compute, by coremltools.optimize.
 
+I/O: float32 MultiArrays by default, whatever the compute precision (what an app's MLMultiArray code expects;
+Core ML casts at the ends). ``--coreml-io float16`` keeps float16 I/O (ML programs' own default for fp16 compute:
+no casts, half the I/O memory). The sidecar states the dtype the saved spec declares.
+
 Running a Core ML model needs macOS. Elsewhere the fidelity gate checks the saved program instead (compute
 precision, compression ops present) and estimates numerics by emulating the precision in PyTorch; such figures are
 labelled 'emulated', never as measured by Core ML.
@@ -10,8 +14,6 @@ labelled 'emulated', never as measured by Core ML.
 from __future__ import annotations
 
 import copy
-import json
-import platform
 import warnings
 from collections import Counter
 from pathlib import Path
@@ -20,12 +22,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from .common import ExportError, ExportSpec, MissingBackend, quiet, torch_reference
-from .io import join_outputs
+from .common import ExportSpec, MissingBackend, quiet, torch_reference
 
-SUFFIX = ".mlpackage"
-PRECISIONS = ("fp32", "fp16", "int8", "palettized")
 INPUT, OUTPUT = "image", "enhanced"
+IO_DTYPES = ("float32", "float16")
 PALETTE_BITS = 6
 WEIGHT_THRESHOLD = 256  # compress every weight with at least this many elements (depthwise 3x3x64 included)
 COMPRESSION_OPS = {"int8": ("constexpr_affine_dequantize", "constexpr_blockwise_shift_scale"),
@@ -41,12 +41,7 @@ def _ct():
     return ct
 
 
-def can_run() -> bool:
-    return platform.system() == "Darwin"
-
-
-def convert(model: nn.Module, spec: ExportSpec, path: Path, metadata: dict,
-            calibration: list[np.ndarray] | None = None) -> None:
+def convert(model: nn.Module, spec: ExportSpec, path: Path, calibration: list[np.ndarray] | None = None) -> None:
     ct = _ct()
     h, w = spec.size
     with warnings.catch_warnings():  # shape arithmetic (padding to a size multiple) is constant at any legal size
@@ -54,19 +49,20 @@ def convert(model: nn.Module, spec: ExportSpec, path: Path, metadata: dict,
         traced = torch.jit.trace(model.eval(), torch.rand(1, 3, h, w), check_trace=False)
     dims = (h, w) if spec.fixed_size else tuple(ct.RangeDim(16, 8192, default=d) for d in (h, w))
     precision = ct.precision.FLOAT32 if spec.precision == "fp32" else ct.precision.FLOAT16
+    if spec.coreml_io not in IO_DTYPES:
+        raise ValueError(f"--coreml-io must be one of {', '.join(IO_DTYPES)}, got {spec.coreml_io!r}")
+    io = np.float32 if spec.coreml_io == "float32" or spec.precision == "fp32" else np.float16
     with quiet():  # coremltools prints progress bars for every pass
         names = model.contract.output_names if hasattr(model, "contract") else (OUTPUT,)
-        ml = ct.convert(traced, inputs=[ct.TensorType(name=INPUT, shape=ct.Shape(shape=(1, 3, *dims)))],
-                        outputs=[ct.TensorType(name=n) for n in names], convert_to="mlprogram",
+        ml = ct.convert(traced, inputs=[ct.TensorType(name=INPUT, shape=ct.Shape(shape=(1, 3, *dims)), dtype=io)],
+                        outputs=[ct.TensorType(name=n, dtype=io) for n in names], convert_to="mlprogram",
                         compute_precision=precision,
                         minimum_deployment_target=ct.target.iOS16)
         ml = _compress(ml, spec.precision)
     ml.short_description = "dslr-mobile photo enhancer: RGB [0, 1] NCHW in, enhanced RGB [0, 1] out"
-    ml.input_description[INPUT] = "RGB photo, float32 NCHW, values in [0, 1], any H x W"
+    ml.input_description[INPUT] = f"RGB photo, {np.dtype(io).name} NCHW, values in [0, 1], any H x W"
     for name in names:
-        ml.output_description[name] = f"{name}: RGB, same height, width and range as the input"
-    for key, value in metadata.items():
-        ml.user_defined_metadata[key] = value if isinstance(value, str) else json.dumps(value, default=str)
+        ml.output_description[name] = f"{name}: RGB, {np.dtype(io).name}, same height, width and range as the input"
     ml.save(str(path))
 
 
@@ -152,16 +148,6 @@ def _kmeans_1d(values: np.ndarray, k: int, iters: int = 30) -> np.ndarray:
 
 
 _emulated: dict = {}
-
-
-def run(path: str | Path, image: np.ndarray, threads: int | None = None) -> np.ndarray:
-    """Core ML prediction on macOS; elsewhere raises ExportError (use ``emulate`` for an estimate)."""
-    if not can_run():
-        raise ExportError("Core ML runs only on macOS")
-    ct = _ct()
-    ml = ct.models.MLModel(str(path))
-    x = np.ascontiguousarray(image.transpose(2, 0, 1)[None], dtype=np.float32)
-    return join_outputs(ml.predict({INPUT: x}), axis=1)[0].transpose(1, 2, 0)
 
 
 def emulate(model: nn.Module, precision: str, image: np.ndarray) -> np.ndarray:

@@ -7,7 +7,6 @@ calibrated on the calibration images (QuantizeLinear/DequantizeLinear around eve
 """
 from __future__ import annotations
 
-import json
 import warnings
 from pathlib import Path
 
@@ -16,10 +15,7 @@ import torch
 from torch import nn
 
 from .common import ExportSpec
-from .io import join_outputs
 
-SUFFIX = ".onnx"
-PRECISIONS = ("fp32", "fp16", "int8")
 INPUT, OUTPUT = "image", "enhanced"
 OPSET = 17
 
@@ -35,9 +31,8 @@ def _require(module: str, extra: str = "onnx"):
                           f"({err})") from None
 
 
-def convert(model: nn.Module, spec: ExportSpec, path: Path, metadata: dict,
-            calibration: list[np.ndarray] | None = None) -> None:
-    onnx = _require("onnx")
+def convert(model: nn.Module, spec: ExportSpec, path: Path, calibration: list[np.ndarray] | None = None) -> None:
+    _require("onnx")
     _require("onnxruntime")
     precision = spec.precision
     sample = torch.rand(1, 3, *spec.size)
@@ -48,29 +43,10 @@ def convert(model: nn.Module, spec: ExportSpec, path: Path, metadata: dict,
         torch.onnx.export(model.eval(), (sample,), str(path), input_names=[INPUT], output_names=outputs,
                           opset_version=OPSET, dynamic_axes=axes, dynamo=False)
     if precision == "fp16":
-        from onnxruntime.transformers.float16 import convert_float_to_float16
+        from quantize.onnx import to_float16
 
-        onnx.save(convert_float_to_float16(onnx.load(str(path)), keep_io_types=True), str(path))
+        to_float16(path, path)
     elif precision == "int8":
         from quantize.onnx import quantize_static_qdq
 
         quantize_static_qdq(path, path, calibration or [])
-    proto = onnx.load(str(path))
-    del proto.metadata_props[:]
-    for key, value in metadata.items():
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = key, value if isinstance(value, str) else json.dumps(value, default=str)
-    onnx.save(proto, str(path))
-
-
-def run(path: str | Path, image: np.ndarray, threads: int | None = None) -> np.ndarray:
-    """Run on one float32 (H, W, 3) image with ONNX Runtime's CPU provider."""
-    ort = _require("onnxruntime")
-    opts = ort.SessionOptions()
-    if threads:
-        opts.intra_op_num_threads = threads
-    opts.log_severity_level = 3
-    session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    x = np.ascontiguousarray(image.transpose(2, 0, 1)[None], dtype=np.float32)
-    names = [o.name for o in session.get_outputs()]
-    return join_outputs(dict(zip(names, session.run(names, {INPUT: x}))), axis=1)[0].transpose(1, 2, 0)

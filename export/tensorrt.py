@@ -14,35 +14,24 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-import torch
 from torch import nn
 
-from .common import ExportError, ExportSpec, MissingBackend
-from .io import join_outputs
+from artifacts import TARGETS
+from artifacts.runtimes.tensorrt import missing
 
-SUFFIX = ".engine"
-PRECISIONS = ("fp32", "fp16", "int8")
+from .common import ExportError, ExportSpec, MissingBackend
+
+SUFFIX = TARGETS["tensorrt"].suffix
 INPUT = "image"
 MIN_HW, MAX_HW = (64, 64), (2160, 3840)
-
-
-def missing() -> list[str]:
-    """What this machine lacks for building and running engines (empty when it can)."""
-    gaps = []
-    if not torch.cuda.is_available():
-        gaps.append(f"a CUDA GPU (torch {torch.__version__} sees none)")
-    try:
-        import tensorrt  # noqa: F401
-    except ImportError:
-        gaps.append("the tensorrt package (pip install 'dslr-mobile[tensorrt]')")
-    return gaps
 
 
 def _onnx(model: nn.Module, spec: ExportSpec, path: Path, calibration: list[np.ndarray] | None) -> None:
     from . import onnx as onnx_target
 
-    onnx_spec = ExportSpec(**{**spec.__dict__, "precision": "int8" if spec.precision == "int8" else "fp32"})
-    onnx_target.convert(model, onnx_spec, path, {"model": spec.model, "precision": spec.precision}, calibration)
+    onnx_spec = ExportSpec(**{**spec.__dict__, "target": "onnx",
+                              "precision": "int8" if spec.precision == "int8" else "fp32"})
+    onnx_target.convert(model, onnx_spec, path, calibration)
 
 
 def profile_shapes(spec: ExportSpec) -> dict[str, tuple[int, int, int, int]]:
@@ -72,8 +61,7 @@ def prepare(model: nn.Module, spec: ExportSpec, out: Path, calibration: list[np.
             "trtexec": trtexec_command(spec, onnx_path, out / f"{spec.stem}{SUFFIX}")}
 
 
-def convert(model: nn.Module, spec: ExportSpec, path: Path, metadata: dict,
-            calibration: list[np.ndarray] | None = None) -> None:
+def convert(model: nn.Module, spec: ExportSpec, path: Path, calibration: list[np.ndarray] | None = None) -> None:
     gaps = missing()
     if gaps:
         raise MissingBackend(f"TensorRT engines need {' and '.join(gaps)}. On this machine, "
@@ -103,38 +91,3 @@ def convert(model: nn.Module, spec: ExportSpec, path: Path, metadata: dict,
     if engine is None:
         raise ExportError("TensorRT failed to build the engine (see the TensorRT log above)")
     path.write_bytes(bytes(engine))
-
-
-def engine_runner(path: str | Path):
-    """Deserialize an engine once; return a function running it on float32 (H, W, 3) images on the GPU."""
-    gaps = missing()
-    if gaps:
-        raise MissingBackend(f"TensorRT engines need {' and '.join(gaps)}")
-    import tensorrt as trt
-
-    runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
-    engine = runtime.deserialize_cuda_engine(Path(path).read_bytes())
-    context = engine.create_execution_context()
-
-    outputs = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)
-               if engine.get_tensor_mode(engine.get_tensor_name(i)) == trt.TensorIOMode.OUTPUT]
-
-    def run_image(image: np.ndarray) -> np.ndarray:
-        x = torch.from_numpy(np.array(image, dtype=np.float32)).permute(2, 0, 1)[None].contiguous().cuda()
-        context.set_input_shape(INPUT, tuple(x.shape))
-        context.set_tensor_address(INPUT, x.data_ptr())
-        ys = {name: torch.empty(tuple(context.get_tensor_shape(name)), device="cuda") for name in outputs}
-        for name, y in ys.items():
-            context.set_tensor_address(name, y.data_ptr())
-        stream = torch.cuda.current_stream()
-        if not context.execute_async_v3(stream.cuda_stream):
-            raise ExportError("TensorRT inference failed")
-        stream.synchronize()
-        return join_outputs({k: v[0].permute(1, 2, 0).cpu().numpy() for k, v in ys.items()})
-
-    return run_image
-
-
-def run(path: str | Path, image: np.ndarray, threads: int | None = None) -> np.ndarray:
-    """Run an engine on one float32 (H, W, 3) image on the GPU."""
-    return engine_runner(path)(image)

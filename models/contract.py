@@ -22,7 +22,7 @@ class DeploymentContract:
 
     def __post_init__(self) -> None:
         names = [n for n, _ in self.outputs]
-        if names != sorted(names):  # artifacts concatenate several outputs in name order (export/io.py)
+        if names != sorted(names):  # artifacts concatenate several outputs in name order (artifacts/io.py)
             raise ValueError(f"outputs must be listed in name order, got {names}")
 
     @property

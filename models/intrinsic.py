@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .contract import DeploymentContract
-from .layers import ConvBNAct, downsample, last_conv
+from .layers import ConvBNAct, InputSkip, downsample, last_conv
 from .registry import register_model
 
 LEVELS = 5
@@ -110,6 +110,7 @@ class IntrinsicUNet(nn.Module):
         # conv) and the concatenated tensor to carry their own quantization scales
         self.skips = nn.ModuleList(ConvBNAct(w[i], w[i], 1, False, bn=True, act=nn.ReLU()) for i in range(LEVELS - 1))
         self.head = ConvBNAct(outs[0] + cin, cout, 3, cfg.separable, bn=False, act=None)
+        self.input_skip = InputSkip(cin)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         feats, h = [], x
@@ -121,7 +122,7 @@ class IntrinsicUNet(nn.Module):
             h = up(h)
             if feats:
                 h = torch.cat([h, self.skips[len(feats) - 1](feats.pop())], 1)
-        return self.head(torch.cat([h, x], 1))
+        return self.head(torch.cat([h, self.input_skip(x)], 1))
 
 
 def _receptive_field() -> int:

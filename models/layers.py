@@ -51,6 +51,16 @@ class ConvBNAct(nn.Sequential):
         self.act = act if act is not None else nn.Identity()
 
 
+class InputSkip(nn.Identity):
+    """The identity through which a model's input joins a concatenation. An int8 export replaces it with an
+    identity 1x1 conv (quantize.tflite.own_input_scale), so that the input keeps a quantization scale of its own
+    instead of sharing the concatenation's. No weights: checkpoints are unaffected."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.channels = channels
+
+
 def downsample(cin: int, cout: int, separable: bool, act: nn.Module | None) -> nn.Sequential:
     """3x3 stride-2 conv + BatchNorm (+ activation) that halves an even size, padded as TensorFlow's 'SAME'
     (one zero row and column at the bottom and right). PyTorch's symmetric padding would make converters emit a

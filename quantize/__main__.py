@@ -1,15 +1,18 @@
-"""python -m quantize: compress an existing float artifact, without the PyTorch model.
+"""python -m quantize: compress an exported float artifact without the PyTorch model.
 
 Examples:
   python -m quantize exported/dped_mobile_fp32.tflite --precision fp16
   python -m quantize exported/dped_mobile_fp32.tflite --precision dynamic-int8
   python -m quantize exported/dped_mobile_fp32.onnx --precision int8 --calibration photos/
 
-Supported: .tflite -> fp16, dynamic-int8 (ai-edge-quantizer, weights only: no calibration);
-           .onnx   -> fp16, int8 (QDQ static, calibrated).
-Full-integer TFLite int8 needs the PyTorch graph (PT2E): use python -m export --target tflite --precision int8.
-The result is checked against the source artifact on the held-out sample photos (gates as in python -m export);
-exit 0 ok, 1 failed gate or conversion, 2 usage error.
+What each target can make from its fp32 artifact:
+{table}
+Full-integer TFLite int8 needs the PyTorch graph (PT2E): python -m export --target tflite --precision int8.
+
+The result is gated against the source artifact on the held-out sample photos (the gates of python -m export)
+and gets its own sidecar (and the same JSON embedded), so python -m enhance --artifact and python -m benchmark
+take it like an exported one. The source's sidecar must be next to it. An existing output is not overwritten
+unless --force is given. Exit 0 ok, 1 failed gate or conversion, 2 usage error.
 """
 from __future__ import annotations
 
@@ -17,80 +20,62 @@ import argparse
 import sys
 from pathlib import Path
 
-SUPPORTED = {".tflite": ("fp16", "dynamic-int8"), ".onnx": ("fp16", "int8")}
+from artifacts import TARGETS, SidecarError, Target, target_of
+from artifacts.sidecar import sidecar_for
+
+from .api import QuantizeError, quantize_artifact
 
 
-def quantize_artifact(src: Path, precision: str, out: Path | None = None, calibration: str | None = None,
-                      calibration_count: int = 8) -> dict:
-    """Write the compressed artifact and return {path, fidelity_psnr_db, gate_db, passed}."""
-    from export import onnx as onnx_target
-    from export import tflite as tflite_target
-    from export.common import FIDELITY_GATES_DB, fidelity_inputs, fidelity_sample
+def supported(target: Target) -> tuple[str, ...]:
+    return tuple(p.name for p in target.precisions.values() if p.from_float)
 
-    from .calibration import calibration_images
 
-    out = out or src.with_name(src.name.replace("_fp32", f"_{precision}") if "_fp32" in src.name
-                               else f"{src.stem}_{precision}{src.suffix}")
-    if src.suffix == ".tflite":
-        from .tflite import compress
-
-        compress(src, out, precision)
-        runner = tflite_target.run
-        size = tflite_target.input_hw(src)
-    else:
-        import onnx
-        from onnxruntime.transformers.float16 import convert_float_to_float16
-
-        from .onnx import quantize_static_qdq
-
-        dims = onnx.load(str(src)).graph.input[0].type.tensor_type.shape.dim
-        size = tuple(d.dim_value or 512 for d in dims[2:4])
-        if precision == "fp16":
-            onnx.save(convert_float_to_float16(onnx.load(str(src)), keep_io_types=True), str(out))
-        else:
-            quantize_static_qdq(src, out, calibration_images(calibration, size, calibration_count))
-        runner = onnx_target.run
-    gate = FIDELITY_GATES_DB[precision]
-    samples = [fidelity_sample(name, runner(out, img), runner(src, img))
-               for name, img in fidelity_inputs(size, resizable=False)]
-    worst = min(s["psnr_db"] for s in samples)
-    if worst < gate:
-        rejected = Path(f"{out}.rejected")
-        out.replace(rejected)
-        out = rejected
-    return {"path": str(out), "fidelity_psnr_db": worst, "gate_db": gate, "passed": worst >= gate,
-            "size_bytes": out.stat().st_size}
+def build_parser() -> argparse.ArgumentParser:
+    table = "\n".join(f"  {t.suffix:<11} -> {', '.join(supported(t))}" for t in TARGETS.values() if supported(t))
+    p = argparse.ArgumentParser(prog="python -m quantize", description=__doc__.format(table=table),
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("artifact", help="an fp32 .tflite or .onnx written by python -m export")
+    p.add_argument("--precision", required=True)
+    p.add_argument("--calibration", default=None, help="image folder (ONNX int8; default built-in photos)")
+    p.add_argument("--calibration-count", type=int, default=8)
+    p.add_argument("--out", default=None, help="output file (default: <model>_<precision><suffix> next to the input)")
+    p.add_argument("--force", action="store_true", help="overwrite an existing output file")
+    return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m quantize", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("artifact", help="a float .tflite or .onnx written by python -m export")
-    parser.add_argument("--precision", required=True)
-    parser.add_argument("--calibration", default=None, help="image folder (ONNX int8; default built-in photos)")
-    parser.add_argument("--calibration-count", type=int, default=8)
-    parser.add_argument("--out", default=None, help="output file (default: next to the input)")
+    parser = build_parser()
     args = parser.parse_args(argv)
     src = Path(args.artifact)
-    choices = SUPPORTED.get(src.suffix)
-    if choices is None or args.precision not in choices:
-        table = "; ".join(f"{k}: {', '.join(v)}" for k, v in SUPPORTED.items())
+    try:
+        target = target_of(src)
+        if args.precision not in supported(target):
+            listing = "; ".join(f"{t.suffix}: {', '.join(supported(t))}" for t in TARGETS.values() if supported(t))
+            raise ValueError(f"cannot make {args.precision!r} from {src.name}; supported: {listing}")
+        if args.calibration_count < 1:
+            raise ValueError(f"--calibration-count must be at least 1, got {args.calibration_count}")
+        if not src.exists():
+            raise ValueError(f"{src}: no such artifact")
+    except ValueError as err:
         parser.print_usage(sys.stderr)
-        print(f"error: cannot make {args.precision!r} from {src.name}; supported: {table}", file=sys.stderr)
-        return 2
-    if not src.is_file():
-        print(f"error: {src} not found", file=sys.stderr)
+        print(f"error: {err}", file=sys.stderr)
         return 2
     try:
-        result = quantize_artifact(src, args.precision, Path(args.out) if args.out else None, args.calibration,
-                                   args.calibration_count)
+        source = sidecar_for(src)
+        out = Path(args.out) if args.out else src.with_name(f"{source.model}_{args.precision}{target.suffix}")
+        result = quantize_artifact(src, source, args.precision, out, args.calibration, args.calibration_count,
+                                   force=args.force)
+    except (SidecarError, QuantizeError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     except Exception as err:  # converters raise many types; one line, no traceback
         print(f"error: quantization failed: {type(err).__name__}: {str(err).strip().splitlines()[0][:300]}",
               file=sys.stderr)
         return 1
-    print(f"{result['path']}  {result['size_bytes'] / 1e6:.2f} MB  fidelity {result['fidelity_psnr_db']:.1f} dB "
-          f"vs the source (gate {result['gate_db']:.0f} dB)")
-    if not result["passed"]:
+    fid = result.sidecar.fidelity
+    print(f"{result.artifact}  {result.size_bytes / 1e6:.2f} MB  fidelity {fid.psnr_db_min:.1f} dB vs the source "
+          f"(gate {fid.gate_db:.0f} dB)  sidecar {result.sidecar_path.name}")
+    if not result.ok:
         print("error: failed the fidelity gate; kept for inspection only", file=sys.stderr)
         return 1
     return 0

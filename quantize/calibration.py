@@ -12,8 +12,8 @@ import numpy as np
 from skimage.transform import resize
 from tqdm import tqdm
 
-from enhance.images import ImageError, list_images, load_image
-from enhance.samples import sample_photos
+from photos.io import ImageError, list_images, load_image
+from photos.samples import sample_photos
 
 log = logging.getLogger("quantize")
 

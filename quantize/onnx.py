@@ -1,4 +1,5 @@
-"""ONNX int8: QDQ static quantization with onnxruntime.quantization (per-channel int8 weights)."""
+"""ONNX recipes: int8 QDQ static quantization with onnxruntime.quantization (per-channel int8 weights), and
+float16 with float32 I/O."""
 from __future__ import annotations
 
 import tempfile
@@ -30,3 +31,11 @@ def quantize_static_qdq(src: Path, dst: Path, calibration: list[np.ndarray], inp
         quantize_static(str(pre), str(dst), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
                         activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
                         calibrate_method=CalibrationMethod.MinMax)
+
+
+def to_float16(src: Path, dst: Path) -> None:
+    """fp16 weights and compute, float32 I/O (onnxruntime's float16 converter with keep_io_types)."""
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    onnx.save(convert_float_to_float16(onnx.load(str(src)), keep_io_types=True), str(dst))

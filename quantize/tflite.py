@@ -31,6 +31,32 @@ def pt2e_int8(module: nn.Module, example: dict[str, torch.Tensor], calibration: 
     return graph, quant_config.QuantConfig(pt2e_quantizer=quantizer)
 
 
+def own_input_scale(module: nn.Module) -> nn.Module:
+    """A copy of ``module`` in which every ``InputSkip`` is an identity 1x1 conv (exact in float).
+
+    PT2E gives a concatenation one scale shared by all its inputs. Where the input image joins a concatenation
+    directly (the intrinsic U-Net's head), the image would be quantized with the concatenation's scale (about
+    0.024: 41 of 256 levels over [0, 1]); behind a conv it keeps its own [0, 1] scale.
+    """
+    import copy
+
+    from models.layers import InputSkip
+
+    names = [name for name, m in module.named_modules() if isinstance(m, InputSkip)]
+    if not names:
+        return module
+    module = copy.deepcopy(module)
+    for name in names:
+        parent_name, _, attr = name.rpartition(".")
+        parent = module.get_submodule(parent_name) if parent_name else module
+        channels = getattr(parent, attr).channels
+        conv = nn.Conv2d(channels, channels, 1, bias=False)
+        with torch.no_grad():
+            conv.weight.copy_(torch.eye(channels)[:, :, None, None])
+        setattr(parent, attr, conv)
+    return module
+
+
 def _fp16_recipe():
     from ai_edge_quantizer import qtyping, recipe
     from ai_edge_quantizer.recipe_manager import RecipeManager
@@ -50,11 +76,3 @@ def compress(src: Path, dst: Path, precision: str) -> None:
         raise ValueError(f"TFLite compression supports {', '.join(recipes)}, not {precision!r}")
     result = quantizer.Quantizer(str(src), recipes[precision]()).quantize()
     dst.write_bytes(bytes(result.quantized_model))
-
-
-def conv_input_types(path: str | Path) -> list[str]:
-    """dtype of the activation input of every CONV_2D / DEPTHWISE_CONV_2D (all 'int8' in a real int8 model)."""
-    from ai_edge_litert.interpreter import Interpreter
-
-    ops = Interpreter(model_path=str(path))._get_ops_details()  # noqa: SLF001 - LiteRT's only op listing
-    return [np.dtype(op["operand_types"][0]).name for op in ops if op["op_name"] in ("CONV_2D", "DEPTHWISE_CONV_2D")]

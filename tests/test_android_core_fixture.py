@@ -1,7 +1,7 @@
 """The fixture that pins the Android core (android_demo/core) to the host's tiling and sidecar.
 
 Writes tests/fixtures/tiling.json: tile plans for several image sizes, tile sizes and halos, and the stitched
-output of a deterministic per-tile filter, all produced by enhance.tiling; and tests/fixtures/sidecar.json, the
+output of a deterministic per-tile filter, all produced by artifacts.tiling; and tests/fixtures/sidecar.json, the
 sidecar a real TFLite export writes (volatile fields removed). The JVM tests (TilingFixtureTest, SidecarTest)
 must reproduce and read them exactly. When the tiling changes, this test rewrites the fixture and fails once, so
 that the change is seen and committed with the JVM side.
@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from enhance.tiling import enhance_tiled, padded, plan_tiles
+from artifacts.tiling import enhance_tiled, padded, plan_tiles
 from export.__main__ import main as export_main
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -69,7 +69,7 @@ def test_tiling_fixture_for_the_android_core():
     whole = np.round(np.clip(window_filter(pattern_image(37, 53) / 255.0), 0, 1) * 255).astype(np.uint8)
     assert np.array_equal(enhance_tiled(pattern_image(37, 53), window_filter, 16, 1), whole)
     _write_or_compare("tiling.json", {
-        "about": "written by tests/test_android_core_fixture.py from enhance/tiling.py; read by "
+        "about": "written by tests/test_android_core_fixture.py from artifacts/tiling.py; read by "
                  "android_demo/core TilingFixtureTest", "cases": cases})
 
 

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from enhance.images import ImageError, load_image
-from enhance.samples import TRAIN_PHOTOS, VALIDATION_PHOTOS
+from photos.io import ImageError, load_image
+from photos.samples import TRAIN_PHOTOS, VALIDATION_PHOTOS
 from train.data import DatasetError, builtin_pairs, dped_pairs, folder_pairs, open_pairs, sample_batch
 from train.degrade import DegradationConfig, degrade, shift
 from tests.conftest import write_photo

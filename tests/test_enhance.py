@@ -4,7 +4,7 @@ import torch
 from PIL import Image
 
 from enhance.__main__ import main as enhance_main
-from enhance.tiling import enhance_tiled, plan_tiles
+from artifacts.tiling import enhance_tiled, plan_tiles
 from models import create_model, fold_batchnorm
 from tests.conftest import save_checkpoint, write_photo
 

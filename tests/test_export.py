@@ -1,12 +1,11 @@
-import json
-
 import pytest
 import torch
 
-from enhance.images import load_image
+from artifacts import Sidecar, load
+from artifacts.fidelity import psnr
+from artifacts.runtimes.litert import embedded, op_names
 from export.__main__ import main as export_main
-from export.common import psnr
-from export.tflite import op_names, read_metadata, run
+from photos import load_image
 from models import create_model
 from tests.conftest import write_photo
 
@@ -21,24 +20,25 @@ def _reference(model, image):
 def test_tflite_round_trip_matches_pytorch_at_any_size(tmp_path, tiny_checkpoint):
     out = tmp_path / "exp"
     assert export_main(["--target", "tflite", "--checkpoint", str(tiny_checkpoint), "--out", str(out)]) == 0
-    artifact, sidecar = out / "dped_mobile_fp32.tflite", json.loads((out / "dped_mobile_fp32.json").read_text())
-    assert sidecar["status"] == "ok" and sidecar["fidelity"]["psnr_db_min"] >= 60
-    assert sidecar["input"]["layout"] == "NHWC" and sidecar["input"]["resizable"]
-    assert sidecar["halo"] == 12  # width 8, one block: 1 + 8 + 4 + 4 + 8 = 25 px receptive field
+    artifact, sidecar = out / "dped_mobile_fp32.tflite", Sidecar.read(out / "dped_mobile_fp32.json")
+    assert sidecar.status == "ok" and sidecar.fidelity.psnr_db_min >= 60
+    assert sidecar.input.layout == "NHWC" and sidecar.resizable and sidecar.input.dynamic_dims == [1, 2]
+    assert sidecar.halo == 12  # width 8, one block: 1 + 8 + 4 + 4 + 8 = 25 px receptive field
     ops = op_names(artifact)
     assert "TRANSPOSE" not in ops and "CONV_2D" in ops and "DEPTHWISE_CONV_2D" in ops
-    assert json.loads(read_metadata(artifact)["dslr_mobile"])["model"] == "dped_mobile"
+    assert Sidecar.from_json(embedded(artifact)["dslr_mobile"]) == sidecar
     model = create_model("dped_mobile", checkpoint=tiny_checkpoint)
+    run = load(artifact)
     for h, w in [(48, 64), (37, 51)]:  # photos it never saw, sizes other than the export size
         image = load_image(write_photo(tmp_path / f"p{h}.png", h, w, seed=h))
-        assert psnr(run(artifact, image), _reference(model, image)) >= 60
+        assert psnr(run(image), _reference(model, image)) >= 60
 
 
 def test_shipped_model_export_matches_at_480x640(tmp_path):
     out = tmp_path / "exp"
     assert export_main(["--target", "tflite", "--out", str(out)]) == 0
     image = load_image(write_photo(tmp_path / "p.png", 480, 640, seed=7))
-    got = run(out / "dped_mobile_fp32.tflite", image)
+    got = load(out / "dped_mobile_fp32.tflite")(image)
     assert psnr(got, _reference(create_model("dped_mobile", pretrained=True), image)) >= 60
 
 
@@ -55,9 +55,9 @@ def test_fixed_size_export(tmp_path, tiny_checkpoint):
     out = tmp_path / "exp"
     assert export_main(["--target", "tflite", "--checkpoint", str(tiny_checkpoint), "--size", "40x56",
                         "--out", str(out)]) == 0
-    sidecar = json.loads((out / "dped_mobile_fp32.json").read_text())
-    assert sidecar["input"]["shape"] == [1, 40, 56, 3] and not sidecar["input"]["resizable"]
-    assert len(sidecar["fidelity"]["samples"]) == 2
+    sidecar = Sidecar.read(out / "dped_mobile_fp32.json")
+    assert sidecar.input.shape == [1, 40, 56, 3] and not sidecar.resizable and sidecar.tile == 40
+    assert len(sidecar.fidelity.samples) == 2
 
 
 @pytest.mark.parametrize("argv, needle", [

@@ -5,12 +5,13 @@ import numpy as np
 import onnx
 import pytest
 
-from export.__main__ import main as export_main
+from artifacts import TARGETS, Sidecar, resolve
+from artifacts.runtimes import coreml as coreml_runtime
+from artifacts.runtimes.litert import conv_input_types
+from artifacts.runtimes.tensorrt import missing as tensorrt_missing
 from export import coreml
-from export import tensorrt as tensorrt_target
-from export.targets import TARGETS, resolve
+from export.__main__ import main as export_main
 from quantize.calibration import calibration_images
-from quantize.tflite import conv_input_types
 from tests.conftest import write_photo
 
 pytestmark = pytest.mark.slow
@@ -31,15 +32,15 @@ def test_all_targets_and_precisions_export_and_pass(exported, capsys):
     code, out = exported
     assert code == 0
     for target in TARGETS.values():
-        if target.name == "tensorrt" and tensorrt_target.missing():
+        if target.name == "tensorrt" and tensorrt_missing():
             assert not list(out.glob("*.engine"))  # skipped, with its reason in the summary
             continue
         for precision in target.precisions:
-            sidecar = json.loads((out / target.sidecar_name(f"dped_mobile_{precision}")).read_text())
+            sidecar = Sidecar.read(out / target.sidecar_name(f"dped_mobile_{precision}"))
             assert (out / f"dped_mobile_{precision}{target.suffix}").exists(), (target.name, precision)
-            assert sidecar["fidelity"]["passed"] and sidecar["target"] == target.name
-            assert sidecar["fidelity"]["mode"] == ("emulated" if target.name == "coreml" and not coreml.can_run()
-                                                   else "measured")
+            assert sidecar.fidelity.passed and sidecar.target == target.name and sidecar.status == "ok"
+            assert sidecar.fidelity.mode == ("emulated" if target.name == "coreml" and coreml_runtime.unavailable()
+                                             else "measured")
 
 
 def test_int8_tflite_is_really_integer(exported):
@@ -56,8 +57,6 @@ def test_int8_onnx_has_qdq_around_convolutions(exported):
     convs = [n for n in graph.node if n.op_type == "Conv"]
     assert convs and all(producers.get(n.input[0]) == "DequantizeLinear" for n in convs)
     assert all(producers.get(n.input[1]) == "DequantizeLinear" for n in convs)
-    props = {p.key: p.value for p in onnx.load(str(out / "dped_mobile_fp32.onnx")).metadata_props}
-    assert props["model"] == "dped_mobile" and json.loads(props["input"])["layout"] == "NCHW"
 
 
 def test_unsupported_combination_exits_2_listing_supported(capsys):
@@ -89,7 +88,7 @@ def test_compressed_coreml_is_at_most_40_percent_of_fp32(exported):
 
 
 def test_tensorrt_without_cuda_says_what_is_missing_and_can_prepare(tmp_path, tiny_checkpoint, capsys):
-    if not tensorrt_target.missing():
+    if not tensorrt_missing():
         pytest.skip("this machine can build TensorRT engines")
     assert export_main(["--target", "tensorrt", "--checkpoint", str(tiny_checkpoint), "--out", str(tmp_path)]) == 1
     err = capsys.readouterr().err

@@ -2,7 +2,7 @@
 
 Every source is a ``PairSet``: ``len()``, ``names`` and ``pair(i) -> (phone, dslr)`` as float32 (H, W, 3) RGB in
 [0, 1]. Folder sets read files lazily (the real DPED set is ~160K patches); odd images are converted by
-``enhance.images.load_image`` and unreadable ones are skipped with a warning naming the file.
+``photos.load_image`` and unreadable ones are skipped with a warning naming the file.
 """
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from enhance.images import ImageError, list_images, load_image
-from enhance.samples import SPLITS, sample_photo
+from photos.io import ImageError, list_images, load_image
+from photos.samples import SPLITS, sample_photo
 
 from .degrade import DegradationConfig, degrade
 

@@ -21,7 +21,7 @@ import numpy as np
 from skimage.filters import gaussian
 from skimage.transform import resize
 
-from enhance.samples import SPLITS, sample_photo
+from photos.samples import SPLITS, sample_photo
 from models import DOMAINS
 
 from .data import MemoryPairs, PairSet, folder_pairs

@@ -13,7 +13,7 @@ import torch
 from PIL import Image, ImageEnhance
 from skimage.util import random_noise
 
-from enhance.samples import sample_photos
+from photos.samples import sample_photos
 from models import CheckpointError, create_model
 
 from .data import open_pairs

@@ -20,8 +20,8 @@ import numpy as np
 import torch
 from scipy.ndimage import gaussian_filter, zoom
 
-from enhance.images import ImageError, load_image
-from enhance.samples import SPLITS, sample_photo
+from photos.io import ImageError, load_image
+from photos.samples import SPLITS, sample_photo
 
 from .data import DatasetError
 
@@ -168,7 +168,7 @@ def unlabeled_photos(folder: str | Path | None) -> list[np.ndarray]:
     """Real photos without ground truth: the built-in training photos, or every readable image in ``folder``."""
     if folder is None:
         return [sample_photo(n) for n in SPLITS["train"]]
-    from enhance.images import list_images
+    from photos.io import list_images
 
     photos = []
     for p in list_images(folder):

@@ -1,4 +1,4 @@
-"""The artifacts' I/O rule, shared by the exporters and the benchmark runners (imports numpy only).
+"""The artifacts' I/O rule, shared by the exporters and the runtime loaders (imports numpy only).
 
 A model with several outputs (the intrinsic decomposer: albedo, shading) is compared, scored and tiled as one
 array: its outputs concatenated on the channel axis in name order, which is also the order the model's contract

@@ -57,3 +57,20 @@ def list_images(folder: str | Path) -> list[Path]:
     """Image files directly inside ``folder``, sorted by name."""
     folder = Path(folder)
     return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def read_uint8(path: str | Path) -> np.ndarray:
+    """Photo as uint8 (H, W, 3) RGB, honouring EXIF orientation: 4 bytes less per pixel than float, for 12+ MP
+    photos. 16-bit and float images are read through ``load_image`` and rounded. Raises ImageError."""
+    path = Path(path)
+    Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+    try:
+        with Image.open(path) as img:
+            if img.mode in ("RGB", "L", "RGBA", "P", "LA", "CMYK", "YCbCr"):
+                img.load()
+                return np.asarray(ImageOps.exif_transpose(img).convert("RGB"))
+    except FileNotFoundError:
+        raise ImageError(f"{path}: no such file") from None
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
+        raise ImageError(f"{path}: not a readable image ({str(err).strip() or type(err).__name__})") from None
+    return np.round(load_image(path) * 255).astype(np.uint8)

@@ -1,0 +1,71 @@
+"""ONNX Runtime, CPU execution provider."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from ..io import join_outputs
+
+NAME, TARGET = "onnxruntime", "onnx"
+_DTYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(int8)": "int8",
+           "tensor(uint8)": "uint8"}
+
+
+def unavailable() -> str | None:
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return "onnxruntime is not installed (pip install 'dslr-mobile[onnx]')"
+    return None
+
+
+def _session(path: str | Path, threads: int | None = None):
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    if threads:
+        opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+def load(path: str | Path, threads: int | None = None) -> Callable[[np.ndarray], np.ndarray]:
+    """A function mapping float32 (H, W, 3) in [0, 1] to the artifact's outputs (H, W, C), joined by name."""
+    session = _session(path, threads)
+    (inp,) = session.get_inputs()
+    dtype = np.dtype(_DTYPES[inp.type])
+    names = [o.name for o in session.get_outputs()]
+
+    def run(image: np.ndarray) -> np.ndarray:
+        x = np.ascontiguousarray(image.transpose(2, 0, 1)[None], dtype=dtype)
+        outputs = session.run(names, {inp.name: x})
+        return join_outputs({k: v.astype(np.float32, copy=False) for k, v in zip(names, outputs)},
+                            axis=1)[0].transpose(1, 2, 0)
+
+    return run
+
+
+def _tensor(arg, exported: list[int] | None) -> dict:
+    shape = [d if isinstance(d, int) else None for d in arg.shape]
+    return {"name": arg.name, "dynamic_dims": [i for i, d in enumerate(shape) if d is None],
+            "shape": [d if d is not None else e for d, e in zip(shape, exported or shape)],
+            "dtype": _DTYPES.get(arg.type, arg.type), "quantization": None}
+
+
+def describe(path: str | Path, exported_shapes: dict[str, list[int]] | None = None) -> dict:
+    """What ONNX Runtime reports for the model's inputs and outputs (dynamic dims are named, not numbers: the
+    shape there is taken from ``exported_shapes`` where given)."""
+    session = _session(path)
+    shapes = exported_shapes or {}
+    return {"signature": None,
+            "inputs": [_tensor(a, shapes.get(a.name)) for a in session.get_inputs()],
+            "outputs": sorted((_tensor(a, shapes.get(a.name)) for a in session.get_outputs()),
+                              key=lambda t: t["name"])}
+
+
+def embedded(path: str | Path) -> dict[str, str]:
+    """The model's metadata properties as ONNX Runtime reads them."""
+    return dict(_session(path).get_modelmeta().custom_metadata_map)

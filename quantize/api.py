@@ -1,0 +1,98 @@
+"""Compress an exported float artifact (no PyTorch model needed) and gate it against its source."""
+from __future__ import annotations
+
+import shutil
+import time
+from dataclasses import replace
+from datetime import datetime, timezone
+from pathlib import Path
+
+from artifacts import Calibration, Quantization, Sidecar, TensorSpec, load, runtime_for, target_of
+from artifacts.embed import embed
+from artifacts.fidelity import fidelity_inputs, measure
+from artifacts.quiet import quiet
+from artifacts.sidecar import Written, package_versions
+from artifacts.targets import artifact_size
+
+from .calibration import calibration_images
+
+
+class QuantizeError(ValueError):
+    """A request that cannot be met: an already-quantized source, an output that would overwrite something."""
+
+
+def quantize_artifact(src: Path, source: Sidecar, precision: str, out: Path, calibration: str | None = None,
+                      calibration_count: int = 8, force: bool = False) -> Written:
+    """Write ``out`` (the ``precision`` version of the fp32 artifact ``src``, described by ``source``) and its
+    sidecar; the result is gated against ``src`` on the held-out photos. A result that fails its gate is renamed
+    ``<out>.rejected``."""
+    start = time.perf_counter()
+    target = target_of(src)
+    if source.precision != "fp32":
+        raise QuantizeError(f"{src.name} is already {source.precision}: quantize an fp32 artifact")
+    if target_of(out) is not target:
+        raise QuantizeError(f"--out {out.name} must end in {target.suffix}, like the source")
+    if out.resolve() == src.resolve():
+        raise QuantizeError(f"--out {out} is the source artifact itself; choose another file")
+    sidecar_path = target.sidecar_path(out)
+    if not force and (out.exists() or sidecar_path.exists()):
+        raise QuantizeError(f"{out} or its sidecar already exists; pass --force to overwrite it")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.partial{target.suffix}")
+    calib = None
+    try:
+        if target.name == "tflite":
+            from .tflite import compress
+
+            with quiet():  # ai-edge-quantizer prints a report
+                compress(src, tmp, precision)
+        elif precision == "fp16":
+            from .onnx import to_float16
+
+            to_float16(src, tmp)
+        else:
+            from .onnx import quantize_static_qdq
+
+            size = tuple(source.input.hw)
+            images = calibration_images(calibration, size, calibration_count)
+            calib = Calibration(source=calibration or "built-in training photos", count=len(images), size=list(size))
+            quantize_static_qdq(src, tmp, images)
+        fidelity = measure(load(tmp), load(src), fidelity_inputs(source.input.hw, False),
+                           target.precision(precision).gate_db, f"the source artifact {src.name}")
+        described = runtime_for(tmp).describe(tmp, *([{t.name: t.shape for t in [source.input, *source.outputs]}]
+                                                      if target.name == "onnx" else []))
+    except BaseException:
+        _remove(tmp)
+        raise
+
+    def tensor(spec: TensorSpec, found: dict) -> TensorSpec:
+        quant = found["quantization"]
+        return replace(spec, dtype=found["dtype"], shape=found["shape"], dynamic_dims=found["dynamic_dims"],
+                       quantization=Quantization(**quant) if quant else None)
+
+    outputs = {t["name"]: t for t in described["outputs"]}
+    sidecar = source.replace(
+        precision=precision, input=tensor(source.input, described["inputs"][0]),
+        outputs=[tensor(t, outputs[t.name]) for t in source.outputs], fidelity=fidelity, calibration=calib,
+        status="ok" if fidelity.passed else "failed_fidelity",
+        source=f"{src.name} (fp32, {source.source}) compressed by python -m quantize",
+        versions=package_versions(*target.versions),
+        export_seconds=round(time.perf_counter() - start, 1),
+        date=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    embed(tmp, sidecar.to_json())
+    if fidelity.passed:
+        dest, dest_sidecar = out, sidecar_path
+    else:
+        dest = Path(f"{out}.rejected")
+        dest_sidecar = out.with_name(target.sidecar_name(f"{out.name[:-len(target.suffix)]}.rejected"))
+    _remove(dest)
+    tmp.replace(dest)
+    sidecar.write(dest_sidecar)
+    return Written(sidecar, dest, dest_sidecar, artifact_size(dest))
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)

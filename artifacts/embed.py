@@ -81,7 +81,7 @@ def _embed_coreml(path: Path, sidecar_json: str) -> None:
 
     ml = ct.models.MLModel(str(path), skip_model_load=True)
     ml.user_defined_metadata[METADATA_KEY] = sidecar_json
-    staged = path.with_name(path.name + ".meta")
+    staged = path.with_name(f"{path.name[:-len('.mlpackage')]}.meta.mlpackage")  # coremltools wants the suffix
     ml.save(str(staged))
     shutil.rmtree(path)
     staged.rename(path)

@@ -70,17 +70,25 @@ def export_one(spec: ExportSpec) -> Written:
                           f"{str(err).strip().splitlines()[0][:300]}") from err
 
     contract = model.contract
+    image = described["inputs"][0]
+    channels = dict(contract.outputs)
+
     def tensor(t: dict) -> TensorSpec:
+        """The runtime's report; where it leaves an output's shape open (Core ML), the input's size and dims."""
         quant = t["quantization"]
-        return TensorSpec(name=t["name"], layout=target.layout, shape=t["shape"], dynamic_dims=t["dynamic_dims"],
-                          dtype=t["dtype"], range=[float(v) for v in contract.value_range],
+        shape = t["shape"] if t["shape"] is not None else \
+            [1, channels[t["name"]], *image["shape"][2:]] if target.layout == "NCHW" else \
+            [1, *image["shape"][1:3], channels[t["name"]]]
+        dynamic = t["dynamic_dims"] if t["dynamic_dims"] is not None else image["dynamic_dims"]
+        return TensorSpec(name=t["name"], layout=target.layout, shape=shape, dynamic_dims=dynamic, dtype=t["dtype"],
+                          range=[float(v) for v in contract.value_range],
                           quantization=Quantization(**quant) if quant else None)
 
     tile = min(spec.size) if spec.fixed_size else \
         -(-max(DEFAULT_TILE, 4 * contract.halo) // contract.size_multiple) * contract.size_multiple
     sidecar = Sidecar(
         model=spec.model, target=target.name, precision=spec.precision, runtime=target.runtime,
-        signature=described["signature"], input=tensor(described["inputs"][0]),
+        signature=described["signature"], input=tensor(image),
         outputs=[tensor(t) for t in described["outputs"]], color_space=contract.color_space,
         size_multiple=contract.size_multiple, receptive_field=contract.receptive_field, halo=contract.halo,
         halo_exact=contract.tile_halo is None, tile=tile, macs_per_pixel=conv_macs_per_pixel(model),

@@ -34,8 +34,14 @@ def quantize_static_qdq(src: Path, dst: Path, calibration: list[np.ndarray], inp
 
 
 def to_float16(src: Path, dst: Path) -> None:
-    """fp16 weights and compute, float32 I/O (onnxruntime's float16 converter with keep_io_types)."""
+    """fp16 weights and compute, float32 I/O (onnxruntime's float16 converter with keep_io_types).
+
+    The converter appends the input casts at the end of the node list; ONNX Runtime runs that, but onnx.checker
+    (and other tools) require topological order, so the graph is sorted before saving."""
     import onnx
     from onnxruntime.transformers.float16 import convert_float_to_float16
+    from onnxruntime.transformers.onnx_model import OnnxModel
 
-    onnx.save(convert_float_to_float16(onnx.load(str(src)), keep_io_types=True), str(dst))
+    model = OnnxModel(convert_float_to_float16(onnx.load(str(src)), keep_io_types=True))
+    model.topological_sort()
+    onnx.save(model.model, str(dst))

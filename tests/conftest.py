@@ -48,3 +48,24 @@ def dped_layout(tmp_path: Path) -> Path:
             write_photo(root / "iphone" / sub / "canon" / f"{i}.jpg", 40, 40, seed=100 + i)
     (root / "iphone" / "test_data" / "full_size_test_images").mkdir(parents=True)
     return root
+
+
+@pytest.fixture(scope="session")
+def exported(tmp_path_factory) -> tuple[dict, Path]:
+    """Every target and precision this machine can build, from a tiny checkpoint traced at 64x64 and resizable.
+    Returns ({(target, precision): Written}, folder); targets whose backend is missing here are absent."""
+    from artifacts import resolve
+    from export.api import export_one
+    from export.common import ExportSpec, MissingBackend
+
+    root = tmp_path_factory.mktemp("all")
+    ckpt = save_checkpoint(root / "tiny.pt", width=8, blocks=1)
+    written = {}
+    for target, precision in resolve("all", "all"):
+        try:
+            written[(target.name, precision)] = export_one(ExportSpec(
+                checkpoint=str(ckpt), target=target.name, precision=precision, size=(64, 64), out=root / "out",
+                calibration_count=4))
+        except MissingBackend:
+            continue
+    return written, root / "out"

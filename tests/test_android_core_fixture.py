@@ -73,7 +73,7 @@ def test_tiling_fixture_for_the_android_core():
                  "android_demo/core TilingFixtureTest", "cases": cases})
 
 
-VOLATILE = ("date", "versions", "export_seconds", "weights_sha256", "source", "artifact", "size_bytes", "fidelity")
+VOLATILE = ("date", "versions", "export_seconds", "weights_sha256", "source", "fidelity")
 
 
 @pytest.mark.slow

@@ -17,26 +17,15 @@ from tests.conftest import write_photo
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def exported(tmp_path_factory):
-    from tests.conftest import save_checkpoint
-
-    root = tmp_path_factory.mktemp("all")
-    ckpt = save_checkpoint(root / "tiny.pt", width=8, blocks=1)
-    code = export_main(["--target", "all", "--precision", "all", "--checkpoint", str(ckpt), "--size", "64x64",
-                        "--calibration-count", "4", "--out", str(root / "out")])
-    return code, root / "out"
-
-
-def test_all_targets_and_precisions_export_and_pass(exported, capsys):
-    code, out = exported
-    assert code == 0
+def test_all_targets_and_precisions_export_and_pass(exported):
+    written, out = exported
     for target in TARGETS.values():
         if target.name == "tensorrt" and tensorrt_missing():
             assert not list(out.glob("*.engine"))  # skipped, with its reason in the summary
             continue
         for precision in target.precisions:
             sidecar = Sidecar.read(out / target.sidecar_name(f"dped_mobile_{precision}"))
+            assert written[(target.name, precision)].ok and sidecar == written[(target.name, precision)].sidecar
             assert (out / f"dped_mobile_{precision}{target.suffix}").exists(), (target.name, precision)
             assert sidecar.fidelity.passed and sidecar.target == target.name and sidecar.status == "ok"
             assert sidecar.fidelity.mode == ("emulated" if target.name == "coreml" and coreml_runtime.unavailable()
@@ -57,6 +46,16 @@ def test_int8_onnx_has_qdq_around_convolutions(exported):
     convs = [n for n in graph.node if n.op_type == "Conv"]
     assert convs and all(producers.get(n.input[0]) == "DequantizeLinear" for n in convs)
     assert all(producers.get(n.input[1]) == "DequantizeLinear" for n in convs)
+
+
+def test_cli_exports_every_precision_of_a_target_with_a_summary(tmp_path, tiny_checkpoint, capsys):
+    assert export_main(["--target", "onnx", "--precision", "all", "--checkpoint", str(tiny_checkpoint),
+                        "--size", "64x64", "--calibration-count", "4", "--out", str(tmp_path)]) == 0
+    table = capsys.readouterr().out
+    rows = [line.split() for line in table.splitlines() if line.startswith("onnx ") and ":" not in line.split()[1]]
+    assert [r[1] for r in rows] == ["fp32", "fp16", "int8"] and all(r[2] == "ok" for r in rows)
+    for precision in ("fp32", "fp16", "int8"):
+        assert Sidecar.read(tmp_path / f"dped_mobile_{precision}.onnx.json").input.dynamic_dims == []  # fixed
 
 
 def test_unsupported_combination_exits_2_listing_supported(capsys):

@@ -155,6 +155,7 @@ def test_mdie_without_intrinsic_weights_says_what_to_do(tmp_path, capsys):
 def test_decomposer_exports_with_two_named_outputs_and_mdie_passes_its_gate(tmp_path):
     from ai_edge_litert.interpreter import Interpreter
 
+    from artifacts import Sidecar
     from export.__main__ import main as export_main
 
     dec = save_checkpoint(tmp_path / "dec.pt", "intrinsic_decomposer_mobile", width=4)
@@ -163,20 +164,20 @@ def test_decomposer_exports_with_two_named_outputs_and_mdie_passes_its_gate(tmp_
     signature = Interpreter(model_path=str(tmp_path / "intrinsic_decomposer_mobile_fp32.tflite")) \
         .get_signature_list()["enhance"]
     assert signature["inputs"] == ["image"] and sorted(signature["outputs"]) == ["albedo", "shading"]
-    record = json.loads((tmp_path / "intrinsic_decomposer_mobile_fp32.json").read_text())
-    assert [o["name"] for o in record["outputs"]] == ["albedo", "shading"]
-    assert record["input"]["size_multiple"] == 32 and record["fidelity"]["psnr_db_min"] >= 60
+    record = Sidecar.read(tmp_path / "intrinsic_decomposer_mobile_fp32.json")
+    assert [o.name for o in record.outputs] == ["albedo", "shading"] and record.outputs[0].channels == 3
+    assert record.size_multiple == 32 and record.fidelity.psnr_db_min >= 60 and record.tile % 32 == 0
 
     assert export_main(["--target", "onnx", "--model", "intrinsic_decomposer_mobile", "--checkpoint", str(dec),
                         "--out", str(tmp_path)]) == 0  # resizable: also run at a photo's own size (x32)
-    samples = json.loads((tmp_path / "intrinsic_decomposer_mobile_fp32.onnx.json").read_text())["fidelity"]["samples"]
-    assert any(s["hw"] != [512, 512] for s in samples)
+    samples = Sidecar.read(tmp_path / "intrinsic_decomposer_mobile_fp32.onnx.json").fidelity.samples
+    assert any(s.hw != [512, 512] for s in samples)
 
     pipe = save_checkpoint(tmp_path / "mdie.pt", "mdie", width=4, generator_width=8, blocks=1)
     assert export_main(["--target", "tflite", "--model", "mdie", "--checkpoint", str(pipe),
                         "--out", str(tmp_path)]) == 0
-    record = json.loads((tmp_path / "mdie_fp32.json").read_text())
-    assert record["input"]["resizable"] and record["fidelity"]["psnr_db_min"] >= 60
+    record = Sidecar.read(tmp_path / "mdie_fp32.json")
+    assert record.resizable and record.fidelity.psnr_db_min >= 60 and not record.halo_exact
 
 
 def test_export_refuses_models_that_do_not_take_photos(capsys):

@@ -54,14 +54,16 @@ def _tensor(feature) -> dict:
     array = feature.type.multiArrayType
     dtype = {ft.ArrayFeatureType.FLOAT32: "float32", ft.ArrayFeatureType.FLOAT16: "float16",
              ft.ArrayFeatureType.DOUBLE: "float64", ft.ArrayFeatureType.INT32: "int32"}[array.dataType]
-    shape = [int(d) for d in array.shape]
+    if not array.shape:  # ML programs leave output shapes to run time: shape and dynamic dims unknown here
+        return {"name": feature.name, "shape": None, "dynamic_dims": None, "dtype": dtype, "quantization": None}
     ranges = array.shapeRange.sizeRanges
-    dynamic = [i for i, r in enumerate(ranges) if r.upperBound != r.lowerBound]
-    return {"name": feature.name, "shape": shape, "dynamic_dims": dynamic, "dtype": dtype, "quantization": None}
+    return {"name": feature.name, "shape": [int(d) for d in array.shape], "dtype": dtype, "quantization": None,
+            "dynamic_dims": [i for i, r in enumerate(ranges) if r.upperBound != r.lowerBound]}
 
 
 def describe(path: str | Path) -> dict:
-    """The model description in the saved spec: input and output names, dtypes, shapes and flexible dims."""
+    """The model description in the saved spec: input and output names, dtypes, shapes and flexible dims (an
+    output's shape and dims are None: an ML program's spec does not state them)."""
     desc = _spec(path).description
     return {"signature": None, "inputs": [_tensor(f) for f in desc.input],
             "outputs": sorted((_tensor(f) for f in desc.output), key=lambda t: t["name"])}

@@ -27,7 +27,7 @@ const val EXTRA_PHOTO = "photo"
 const val EXTRA_DELEGATE = "delegate"
 const val EXTRA_THREADS = "threads"
 const val EXTRA_TILE = "tile"
-const val DEFAULT_TILE = 256  // as python -m enhance; a fixed-size model uses its exported size instead
+const val DEFAULT_TILE = 0  // 0: the sidecar's recommended tile (256 px, as python -m enhance); a fixed-size model uses its size
 
 /** Capture (CameraX) or pick a photo; choose the delegate and the CPU thread count. */
 class MainActivity : AppCompatActivity() {

@@ -12,10 +12,15 @@ import java.util.List;
 
 /**
  * The I/O contract of an exported model, read from the JSON sidecar {@code python -m export} writes next to the
- * {@code .tflite} (and copies into the app's assets as {@code model.json}). The app takes layout, value range,
- * tile size, halo and integer scale/zero point from here, never from constants.
+ * {@code .tflite} (and copies into the app's assets as {@code model.json}); the same JSON is embedded in the file's
+ * metadata. The Java twin of the Python {@code artifacts.sidecar.Sidecar}, with the same field names. The app takes
+ * layout, value range, tile size, halo and integer scale/zero point from here, never from constants.
  */
 public final class Sidecar {
+    /** The schema this reader understands; a sidecar of another version is refused. */
+    public static final String SCHEMA = "dslr-mobile/sidecar";
+    public static final int SCHEMA_VERSION = 2;
+
     /** Scale and zero point of an integer tensor: real = (q - zeroPoint) * scale. */
     public static final class Quantization {
         public final float scale;
@@ -41,14 +46,17 @@ public final class Sidecar {
     public static final class TensorSpec {
         public final String name, layout, dtype;
         public final int[] shape;
+        public final int[] dynamicDims;  // axes the runtime lets the app resize (H and W of a resizable model)
         public final float[] range;
         public final Quantization quantization;  // null for float tensors
 
-        TensorSpec(String name, String layout, String dtype, int[] shape, float[] range, Quantization quantization) {
+        TensorSpec(String name, String layout, String dtype, int[] shape, int[] dynamicDims, float[] range,
+                   Quantization quantization) {
             this.name = name;
             this.layout = layout;
             this.dtype = dtype;
             this.shape = shape;
+            this.dynamicDims = dynamicDims;
             this.range = range;
             this.quantization = quantization;
         }
@@ -70,22 +78,25 @@ public final class Sidecar {
         }
     }
 
-    public final String model, precision, signature;
+    public final String model, target, precision, signature;
     public final TensorSpec input;
     public final List<TensorSpec> outputs;
-    public final int halo, sizeMultiple;
-    public final boolean resizable;
+    public final int halo, sizeMultiple, tile;
+    public final boolean haloExact, resizable;
 
-    private Sidecar(String model, String precision, String signature, TensorSpec input, List<TensorSpec> outputs,
-                    int halo, int sizeMultiple, boolean resizable) {
+    private Sidecar(String model, String target, String precision, String signature, TensorSpec input,
+                    List<TensorSpec> outputs, int halo, boolean haloExact, int sizeMultiple, int tile) {
         this.model = model;
+        this.target = target;
         this.precision = precision;
         this.signature = signature;
         this.input = input;
         this.outputs = Collections.unmodifiableList(outputs);
         this.halo = halo;
+        this.haloExact = haloExact;
         this.sizeMultiple = sizeMultiple;
-        this.resizable = resizable;
+        this.tile = tile;
+        this.resizable = input.dynamicDims.length > 0;
     }
 
     public static Sidecar parse(String json) throws SidecarException {
@@ -99,19 +110,15 @@ public final class Sidecar {
         } catch (JsonParseException err) {
             throw new SidecarException("sidecar is not valid JSON: " + err.getMessage());
         }
-        JsonObject in = object(root, "input", "input");
-        TensorSpec input = tensor(in, "input");
+        checkSchema(root);
+        TensorSpec input = tensor(object(root, "input", "input"), "input");
         List<TensorSpec> outputs = new ArrayList<>();
-        if (root.has("outputs")) {
-            JsonArray arr = array(root, "outputs", "outputs");
-            for (int i = 0; i < arr.size(); i++) {
-                if (!arr.get(i).isJsonObject()) {
-                    throw new SidecarException("sidecar field outputs[" + i + "] is not an object");
-                }
-                outputs.add(tensor(arr.get(i).getAsJsonObject(), "outputs[" + i + "]"));
+        JsonArray arr = array(root, "outputs", "outputs");
+        for (int i = 0; i < arr.size(); i++) {
+            if (!arr.get(i).isJsonObject()) {
+                throw new SidecarException("sidecar field outputs[" + i + "] is not an object");
             }
-        } else {
-            outputs.add(tensor(object(root, "output", "output"), "output"));
+            outputs.add(tensor(arr.get(i).getAsJsonObject(), "outputs[" + i + "]"));
         }
         if (outputs.isEmpty()) {
             throw new SidecarException("sidecar lists no outputs");
@@ -120,21 +127,44 @@ public final class Sidecar {
         if (halo < 0) {
             throw new SidecarException("sidecar field halo is negative (" + halo + ")");
         }
-        int multiple = in.has("size_multiple") ? integer(in, "size_multiple", "input.size_multiple") : 1;
+        int multiple = integer(root, "size_multiple", "size_multiple");
         if (multiple < 1) {
-            throw new SidecarException("sidecar field input.size_multiple must be >= 1, got " + multiple);
+            throw new SidecarException("sidecar field size_multiple must be >= 1, got " + multiple);
         }
-        boolean resizable = in.has("resizable") && bool(in, "resizable", "input.resizable");
-        return new Sidecar(string(root, "model", "model"), string(root, "precision", "precision"),
-                string(root, "signature", "signature"), input, outputs, halo, multiple, resizable);
+        int tile = integer(root, "tile", "tile");
+        if (tile <= 2 * halo) {
+            throw new SidecarException("sidecar field tile (" + tile + ") must be larger than twice the halo (" + halo
+                    + ")");
+        }
+        return new Sidecar(string(root, "model", "model"), string(root, "target", "target"),
+                string(root, "precision", "precision"), string(root, "signature", "signature"), input, outputs, halo,
+                bool(root, "halo_exact", "halo_exact"), multiple, tile);
+    }
+
+    /** Refuses JSON that is not a dslr-mobile sidecar, or one of another schema version, naming what it found. */
+    private static void checkSchema(JsonObject root) throws SidecarException {
+        JsonElement schema = root.get("schema");
+        if (schema == null || !schema.isJsonPrimitive() || !SCHEMA.equals(schema.getAsString())) {
+            throw new SidecarException(root.has("schema_version") || root.has("schema")
+                    ? "not a dslr-mobile sidecar (schema " + schema + ", expected " + SCHEMA + ")"
+                    : "sidecar has no schema_version: written by an older dslr-mobile; re-export the model");
+        }
+        JsonElement version = root.get("schema_version");
+        if (version == null || !version.isJsonPrimitive() || !version.getAsJsonPrimitive().isNumber()
+                || version.getAsInt() != SCHEMA_VERSION) {
+            throw new SidecarException("sidecar schema_version " + version + " is not " + SCHEMA_VERSION
+                    + ", the version this app reads; re-export the model with python -m export");
+        }
     }
 
     /**
-     * The tile size to run: the exported size for a fixed-size graph, else {@code requested} rounded down to the
-     * size multiple. Fails when no core would remain (tile <= 2 * halo).
+     * The tile size to run: the exported size for a fixed-size graph, else {@code requested} (the sidecar's
+     * recommended {@link #tile} when 0) rounded down to the size multiple. Fails when no core would remain
+     * (tile <= 2 * halo).
      */
     public int tileSize(int requested) throws SidecarException {
-        int tile = resizable ? requested / sizeMultiple * sizeMultiple : Math.min(input.height(), input.width());
+        int wanted = requested > 0 ? requested : this.tile;
+        int tile = resizable ? wanted / sizeMultiple * sizeMultiple : Math.min(input.height(), input.width());
         if (tile <= 2 * halo) {
             throw new SidecarException("tile size " + tile + " must be larger than twice the halo (" + halo + ")"
                     + (resizable ? "; choose a larger tile" : "; re-export the model at a larger --size"));
@@ -161,14 +191,19 @@ public final class Sidecar {
         for (int i = 0; i < 4; i++) {
             shape[i] = shapeArr.get(i).getAsInt();
         }
-        float[] range = {0f, 1f};
-        if (!dtype.startsWith("float") || o.has("range")) {
-            JsonArray r = array(o, "range", where + ".range");
-            if (r.size() != 2 || r.get(1).getAsFloat() <= r.get(0).getAsFloat()) {
-                throw new SidecarException("sidecar field " + where + ".range must be [low, high] with low < high");
+        JsonArray dynArr = array(o, "dynamic_dims", where + ".dynamic_dims");
+        int[] dynamic = new int[dynArr.size()];
+        for (int i = 0; i < dynamic.length; i++) {
+            dynamic[i] = dynArr.get(i).getAsInt();
+            if (dynamic[i] < 0 || dynamic[i] > 3) {
+                throw new SidecarException("sidecar field " + where + ".dynamic_dims holds axis " + dynamic[i]);
             }
-            range = new float[] {r.get(0).getAsFloat(), r.get(1).getAsFloat()};
         }
+        JsonArray r = array(o, "range", where + ".range");
+        if (r.size() != 2 || r.get(1).getAsFloat() <= r.get(0).getAsFloat()) {
+            throw new SidecarException("sidecar field " + where + ".range must be [low, high] with low < high");
+        }
+        float[] range = {r.get(0).getAsFloat(), r.get(1).getAsFloat()};
         Quantization q = null;
         if (dtype.equals("int8") || dtype.equals("uint8")) {
             JsonObject qo = object(o, "quantization", where + ".quantization (an " + dtype + " tensor needs scale and zero_point)");
@@ -181,7 +216,7 @@ public final class Sidecar {
             throw new SidecarException("sidecar field " + where + ".dtype is " + dtype + "; the app runs float32, int8 "
                     + "or uint8 tensors");
         }
-        return new TensorSpec(string(o, "name", where + ".name"), layout, dtype, shape, range, q);
+        return new TensorSpec(string(o, "name", where + ".name"), layout, dtype, shape, dynamic, range, q);
     }
 
     private static JsonElement field(JsonObject o, String key, String where) throws SidecarException {

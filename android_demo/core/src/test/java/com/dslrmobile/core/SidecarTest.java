@@ -1,5 +1,6 @@
 package com.dslrmobile.core;
 
+import static org.junit.Assert.assertArrayEquals;
 import static org.junit.Assert.assertEquals;
 import static org.junit.Assert.assertFalse;
 import static org.junit.Assert.assertNull;
@@ -30,29 +31,52 @@ public class SidecarTest {
         assertEquals("enhanced", s.outputs.get(0).name);
         assertTrue(s.halo > 0);
         assertTrue(s.resizable);
+        assertArrayEquals(new int[] {1, 2}, s.input.dynamicDims);
+        assertEquals("tflite", s.target);
+        assertTrue(s.haloExact);
         assertEquals(256, s.tileSize(256));
+        assertEquals(s.tile, s.tileSize(0));  // 0: the sidecar's recommended tile
+    }
+
+    @Test
+    public void refusesAnotherSchemaVersionOrAForeignFile() throws Exception {
+        JsonObject o = exported();
+        o.addProperty("schema_version", 3);
+        SidecarException e = assertThrows(SidecarException.class, () -> Sidecar.parse(o.toString()));
+        assertTrue(e.getMessage(), e.getMessage().contains("schema_version 3 is not 2"));
+
+        JsonObject old = exported();
+        old.remove("schema");
+        old.remove("schema_version");
+        e = assertThrows(SidecarException.class, () -> Sidecar.parse(old.toString()));
+        assertTrue(e.getMessage(), e.getMessage().contains("older dslr-mobile"));
+
+        JsonObject foreign = exported();
+        foreign.addProperty("schema", "someone-else/v1");
+        e = assertThrows(SidecarException.class, () -> Sidecar.parse(foreign.toString()));
+        assertTrue(e.getMessage(), e.getMessage().contains("not a dslr-mobile sidecar"));
     }
 
     @Test
     public void everyMissingFieldIsNamed() throws Exception {
-        String[][] cases = {{"halo", "halo"}, {"signature", "signature"}, {"input", "input"}};
+        String[][] cases = {{"halo", "halo"}, {"signature", "signature"}, {"input", "input"}, {"tile", "tile"},
+                {"size_multiple", "size_multiple"}, {"outputs", "outputs"}};
         for (String[] c : cases) {
             JsonObject o = exported();
             o.remove(c[0]);
             SidecarException e = assertThrows(SidecarException.class, () -> Sidecar.parse(o.toString()));
             assertTrue(e.getMessage(), e.getMessage().contains("lacks the field " + c[1]));
         }
-        for (String key : new String[] {"shape", "layout", "dtype", "name"}) {
+        for (String key : new String[] {"shape", "layout", "dtype", "name", "dynamic_dims", "range"}) {
             JsonObject o = exported();
             o.getAsJsonObject("input").remove(key);
             SidecarException e = assertThrows(SidecarException.class, () -> Sidecar.parse(o.toString()));
             assertTrue(e.getMessage(), e.getMessage().contains("input." + key));
         }
         JsonObject noOut = exported();
-        noOut.remove("outputs");
-        noOut.remove("output");
+        noOut.add("outputs", new com.google.gson.JsonArray());
         assertTrue(assertThrows(SidecarException.class, () -> Sidecar.parse(noOut.toString())).getMessage()
-                .contains("output"));
+                .contains("no outputs"));
         assertThrows(SidecarException.class, () -> Sidecar.parse("not json {"));
         assertThrows(SidecarException.class, () -> Sidecar.parse("[1, 2]"));
     }
@@ -76,14 +100,15 @@ public class SidecarTest {
     @Test
     public void tileSizeFollowsTheContract() throws Exception {
         JsonObject o = exported();
-        o.getAsJsonObject("input").addProperty("size_multiple", 32);
+        o.addProperty("size_multiple", 32);
         o.addProperty("halo", 64);
+        o.addProperty("tile", 256);
         Sidecar s = Sidecar.parse(o.toString());
         assertEquals(288, s.tileSize(300));  // rounded down to the size multiple
         assertTrue(assertThrows(SidecarException.class, () -> s.tileSize(100)).getMessage().contains("twice the halo"));
 
         JsonObject fixed = exported();
-        fixed.getAsJsonObject("input").addProperty("resizable", false);
+        fixed.getAsJsonObject("input").add("dynamic_dims", new com.google.gson.JsonArray());
         Sidecar f = Sidecar.parse(fixed.toString());
         assertFalse(f.resizable);
         assertEquals(f.input.height(), f.tileSize(64));  // a fixed graph tiles at its exported size

@@ -37,12 +37,19 @@ def test_benchmark_on_a_dped_test_patch_layout(dped_layout, tmp_path, capsys):
     assert "litert" in capsys.readouterr().out
 
 
-def test_benchmark_usage_errors(capsys):
-    assert bench_main(["--models", "unet"]) == 2
-    assert "dped_mobile" in capsys.readouterr().err
-    assert bench_main(["--targets", "openvino"]) == 2
+def test_benchmark_usage_errors(capsys, tmp_path):
+    assert bench_main(["--models", "unet", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "unknown model 'unet'" in err and "dped_mobile" in err and "Traceback" not in err
+    assert bench_main(["--targets", "openvino", "--out", str(tmp_path)]) == 2
+    assert "unknown target 'openvino'; choose from: tflite, onnx, coreml, tensorrt" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())  # nothing measured, nothing written
 
 
 def test_table_formats_missing_values():
-    text = table([{"model": "m", "status": "skipped: why", "latency_ms_median": None}])
-    assert "skipped: why" in text and "-" in text
+    text = table([{"model": "m", "status": "skipped: why", "latency_ms_median": None, "psnr_db": 21.456}])
+    header, rule, row = text.splitlines()
+    cells = dict(zip(header.split(), row.split()))
+    assert cells["status"] == "skipped:" and "skipped: why" in row
+    assert row.split()[-1] == "-" and "21.5" in row.split()  # missing values print '-', floats are rounded
+    assert set(rule.replace(" ", "")) == {"-"}

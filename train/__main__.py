@@ -24,7 +24,8 @@ import typing
 from models import CheckpointError, list_models
 
 from .data import DatasetError
-from .dped import DPEDTrainConfig, TrainingDiverged, train_dped
+from .dped import DPEDTrainConfig, train_dped
+from .loop import TrainingDiverged
 from .evaluate import evaluate_model
 from .intrinsic import IntrinsicTrainConfig, train_intrinsic
 from .mdie import MDIETrainConfig, train_mdie

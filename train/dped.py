@@ -5,24 +5,19 @@
 """
 from __future__ import annotations
 
-import json
-import math
-import time
-from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 import models
-from models import TextureDiscriminator, create_model, keep_freed_memory, model_config
+from models import TextureDiscriminator, create_model, keep_freed_memory
 
 from . import losses
-from .checkpoint import save_atomic, weights_only
+from .checkpoint import save_atomic
 from .data import PairSet, center_crop, open_pairs, sample_batch
-from .loop import TrainingDiverged, run_folder
+from .loop import Run, run_folder, weights_checkpoint
 from .metrics import psnr_ssim
 
 
@@ -108,44 +103,14 @@ def train_dped(cfg: DPEDTrainConfig, progress: bool = True) -> dict:
     sched_g = torch.optim.lr_scheduler.StepLR(opt_g, cfg.lr_decay_every, gamma=0.5)
     sched_d = torch.optim.lr_scheduler.StepLR(opt_d, cfg.lr_decay_every, gamma=0.5)
     content_fn, content_name = _content_loss(cfg)
-
-    step, best_psnr, elapsed = 0, -math.inf, 0.0
-    if cfg.resume:
-        state = torch.load(out / "last.pt", map_location="cpu", weights_only=True)
-        ts = state["train_state"]
-        gen.load_state_dict(state["state_dict"])
-        disc.load_state_dict(ts["discriminator"])
-        opt_g.load_state_dict(ts["opt_g"]); opt_d.load_state_dict(ts["opt_d"])  # noqa: E702
-        sched_g.load_state_dict(ts["sched_g"]); sched_d.load_state_dict(ts["sched_d"])  # noqa: E702
-        step, best_psnr, elapsed = ts["step"], ts["best_psnr"], ts["elapsed_s"]
-
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
-    from torch.utils.tensorboard import SummaryWriter  # heavy import, only when training
-    tb = SummaryWriter(str(out / "tb"))
-
-    def checkpoint(metrics: dict[str, float] | None) -> dict:
-        return {
-            "model": cfg.model, "config": model_config(gen), "state_dict": gen.state_dict(),
-            "meta": {"step": step, "content_loss": content_name, "train_config": asdict(cfg),
-                     "validation": metrics or {}, "elapsed_s": round(elapsed, 1), "torch": str(torch.__version__),
-                     "date": datetime.now(timezone.utc).isoformat(timespec="seconds")},
-        }
-
-    def save_last(metrics: dict[str, float] | None) -> None:
-        ckpt = checkpoint(metrics)
-        ckpt["train_state"] = {"discriminator": disc.state_dict(), "opt_g": opt_g.state_dict(),
-                               "opt_d": opt_d.state_dict(), "sched_g": sched_g.state_dict(),
-                               "sched_d": sched_d.state_dict(), "step": step, "best_psnr": best_psnr,
-                               "elapsed_s": elapsed}
-        save_atomic(ckpt, out / "last.pt")
+    run = Run(out, cfg, cfg.model, gen, {"generator": gen, "discriminator": disc, "opt_g": opt_g, "opt_d": opt_d,
+                                         "sched_g": sched_g, "sched_d": sched_d},
+              cfg.steps, progress, meta={"content_loss": content_name})
 
     metrics: dict[str, float] | None = None
-    bar = tqdm(total=cfg.steps, initial=step, desc=f"train {cfg.model}", disable=not progress, dynamic_ncols=True)
-    t0 = time.perf_counter() - elapsed
-    while step < cfg.steps:
+    while run.step < cfg.steps:
         # The batch is a function of (seed, step): a resumed run sees exactly the batches it would have seen.
-        phone, dslr = sample_batch(train_pairs, cfg.batch, cfg.patch, np.random.default_rng([cfg.seed, step]))
+        phone, dslr = sample_batch(train_pairs, cfg.batch, cfg.patch, np.random.default_rng([cfg.seed, run.step]))
         enhanced = gen(phone.contiguous(memory_format=torch.channels_last))
 
         opt_d.zero_grad(set_to_none=True)
@@ -162,49 +127,24 @@ def train_dped(cfg: DPEDTrainConfig, progress: bool = True) -> dict:
         }
         total = (cfg.w_content * parts["content"] + cfg.w_color * parts["color"]
                  + cfg.w_texture * parts["texture"] + cfg.w_tv * parts["tv"])
-        total_value, d_value = total.detach().item(), d_loss.detach().item()
-        if not math.isfinite(total_value) or not math.isfinite(d_value) or total_value > 1e8:
-            bar.close()
-            raise TrainingDiverged(
-                f"training diverged at step {step + 1}: generator loss {total_value:.4g}, discriminator loss "
-                f"{d_value:.4g}. Last good checkpoint kept: {out / 'last.pt'} "
-                f"(step {step - step % cfg.save_every}). Try a lower --lr or check the data.")
+        values = {"total": total.detach().item(), "discriminator": d_loss.detach().item()}
+        run.check(values)
         total.backward()
         opt_g.step()
-        part_values = {k: v.detach().item() for k, v in parts.items()}
+        values.update({k: v.detach().item() for k, v in parts.items()}, lr=sched_g.get_last_lr()[0])
         sched_g.step(); sched_d.step()  # noqa: E702
-        step += 1
-        elapsed = time.perf_counter() - t0
+        run.advance(values)
 
-        if step % 10 == 0 or step == cfg.steps:
-            tb.add_scalar("loss/total", total_value, step)
-            tb.add_scalar("loss/discriminator", d_value, step)
-            for k, v in part_values.items():
-                tb.add_scalar(f"loss/{k}", v, step)
-            tb.add_scalar("lr", sched_g.get_last_lr()[0], step)
-        if step % cfg.val_every == 0 or step == cfg.steps:
+        if run.step % cfg.val_every == 0 or run.step == cfg.steps:
             metrics = validate(gen, val)
-            for k, v in metrics.items():
-                tb.add_scalar(f"val/{k}", v, step)
+            run.log_validation(metrics)
             with torch.no_grad():
                 a, b = val[0]
-                tb.add_images("val/phone_enhanced_dslr", torch.cat([a, gen.eval()(a).clamp(0, 1), b]), step)
+                run.tb.add_images("val/phone_enhanced_dslr", torch.cat([a, gen.eval()(a).clamp(0, 1), b]), run.step)
                 gen.train()
-            if metrics["psnr"] > best_psnr:
-                best_psnr = metrics["psnr"]
-                save_atomic(weights_only(checkpoint(metrics)), out / "best.pt")
-        if step % cfg.save_every == 0 or step == cfg.steps:
-            save_last(metrics)
-        post = {k: f"{v:.3g}" for k, v in part_values.items()}
-        if metrics:
-            post.update(val_psnr=f"{metrics['psnr']:.2f}", val_ssim=f"{metrics['ssim']:.3f}")
-        bar.set_postfix(post, refresh=False)
-        bar.update(1)
-    bar.close()
-    tb.close()
-
-    summary = {"run": str(out), "model": cfg.model, "steps": step, "wall_s": round(elapsed, 1),
-               "content_loss": content_name, "validation": metrics, "best_val_psnr": best_psnr,
-               "last": str(out / "last.pt"), "best": str(out / "best.pt")}
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    return summary
+            if run.improved(metrics["psnr"]):
+                save_atomic(weights_checkpoint(cfg.model, gen, run.meta(metrics)), out / "best.pt")
+        if run.step % cfg.save_every == 0 or run.step == cfg.steps:
+            run.save_last(metrics)
+    return run.close({"content_loss": content_name, "validation": metrics, "best_val_psnr": run.best,
+                      "last": str(out / "last.pt"), "best": str(out / "best.pt")})

@@ -1,4 +1,4 @@
-"""What the intrinsic and MDIE trainings share: the run folder, atomic checkpoints with --resume, TensorBoard,
+"""What the DPED, intrinsic and MDIE trainings share: the run folder, atomic checkpoints with --resume, TensorBoard,
 the progress bar and the divergence guard.
 
 ``last.pt`` holds the primary network as a loadable checkpoint plus ``train_state`` (every network and optimizer
@@ -62,8 +62,9 @@ class Run:
     """One training run in ``out``: resume, log, checkpoint."""
 
     def __init__(self, out: Path, cfg: Any, name: str, model: torch.nn.Module, states: dict[str, Any],
-                 steps: int, progress: bool):
+                 steps: int, progress: bool, meta: dict | None = None):
         self.out, self.cfg, self.name, self.model, self.states = out, cfg, name, model, states
+        self.extra_meta = meta or {}  # recorded in every checkpoint's meta (e.g. which content loss was used)
         self.step, self.best, self.best_step, self.elapsed = 0, -math.inf, 0, 0.0
         if getattr(cfg, "resume", False):
             ts = torch.load(out / "last.pt", map_location="cpu", weights_only=True)["train_state"]
@@ -80,7 +81,7 @@ class Run:
         self._t0 = time.perf_counter() - self.elapsed
 
     def meta(self, metrics: dict | None) -> dict:
-        return {"step": self.step, "train_config": asdict(self.cfg), "validation": metrics or {},
+        return {"step": self.step, **self.extra_meta, "train_config": asdict(self.cfg), "validation": metrics or {},
                 "elapsed_s": round(self.elapsed, 1)}
 
     def improved(self, score: float, since: int = 0) -> bool:

@@ -81,7 +81,7 @@ class ModelSession(
         gpu?.let { options.addDelegate(it) }
         interpreter = Interpreter(mapModel(context), options)
         if (sidecar.resizable) {
-            interpreter.resizeInput(0, intArrayOf(1, tile, tile, 3))
+            interpreter.resizeInput(0, intArrayOf(1, tile, tile, 3), true)  // strict: H and W are declared dynamic
         }
         interpreter.allocateTensors()
         val inBytes = if (sidecar.input.isInteger) 1 else 4

@@ -106,3 +106,14 @@ def artifact_size(path: str | Path) -> int:
     """Bytes of an artifact: a file, or a folder such as a .mlpackage."""
     path = Path(path)
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.is_dir() else path.stat().st_size
+
+
+def remove_artifact(path: str | Path) -> None:
+    """Delete an artifact if present: a file, or a folder such as a .mlpackage."""
+    import shutil
+
+    path = Path(path)
+    if path.is_dir():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)

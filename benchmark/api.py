@@ -27,7 +27,7 @@ PIRM_WEIGHTS = (4.0, 100.0, 2.0)  # PIRM 2018 DPED track: a(PSNR-21) + b(SSIM-0.
 @dataclass
 class BenchConfig:
     models: list[str] = field(default_factory=lambda: ["dped_mobile", "dped", "mdie", "intrinsic_decomposer_mobile"])
-    targets: list[str] = field(default_factory=lambda: ["tflite", "onnx", "coreml", "tensorrt"])
+    targets: list[str] = field(default_factory=lambda: list(TARGETS))
     precisions: list[str] = field(default_factory=lambda: ["fp32", "fp16", "int8"])  # or ["all"]
     size: tuple[int, int] = (512, 512)       # latency input (H, W)
     threads: list[int] = field(default_factory=lambda: [1, 2])

@@ -21,7 +21,7 @@ from typing import Callable
 import numpy as np
 from PIL import Image
 
-from artifacts import SidecarError, load, sidecar_for, target_of
+from artifacts import TARGETS, SidecarError, load, sidecar_for, target_of
 from artifacts.tiling import enhance_tiled, padded
 from photos import ImageError, read_uint8
 
@@ -84,7 +84,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("-o", "--output", required=True, help="output file (one input) or folder")
     p.add_argument("--model", default="dped_mobile")
     p.add_argument("--checkpoint", default=None)
-    p.add_argument("--artifact", default=None, help="an exported .tflite/.onnx/.mlpackage/.engine instead")
+    p.add_argument("--artifact", default=None, help=f"an exported {'/'.join(t.suffix for t in TARGETS.values())} "
+                                                    f"file instead (its sidecar next to it)")
     p.add_argument("--tile", type=int, default=256,
                    help="tile size in pixels, halo included (default 256: a third of the peak memory of 512 "
                         "for the same time on a 12 MP photo)")

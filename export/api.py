@@ -4,7 +4,6 @@ from __future__ import annotations
 import hashlib
 import importlib
 import json
-import shutil
 import time
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
@@ -17,7 +16,7 @@ from artifacts.embed import embed
 from artifacts.fidelity import fidelity_inputs, measure
 from artifacts.runtimes.tensorrt import missing
 from artifacts.sidecar import Written, package_versions as versions
-from artifacts.targets import artifact_size
+from artifacts.targets import artifact_size, remove_artifact
 from models import conv_macs_per_pixel, count_parameters, create_model, fold_batchnorm, list_models
 from models.registry import WEIGHTS_DIR
 from quantize.calibration import calibration_images
@@ -45,63 +44,62 @@ def export_one(spec: ExportSpec) -> Written:
     sidecar_path = out / target.sidecar_name(spec.stem)
     rejected, rejected_sidecar = Path(f"{final}.rejected"), out / target.sidecar_name(f"{spec.stem}.rejected")
     for stale in (final, sidecar_path, rejected, rejected_sidecar):
-        _remove(stale)
+        remove_artifact(stale)
     tmp = out / f".{spec.stem}.partial{target.suffix}"
-    calibration, images = _calibration(spec)
-    try:
-        backend.convert(folded, spec, tmp, images)
-    except ExportError:
-        _remove(tmp)
-        raise
-    except ImportError as err:
-        _remove(tmp)
-        raise MissingBackend(f"{target.name} needs a package that is not installed ({err}): {target.install}") \
-            from None
-    except Exception as err:  # a converter failure: report it as this artifact's failure, not a traceback
-        _remove(tmp)
-        raise ExportError(f"conversion failed: {type(err).__name__}: {str(err).strip().splitlines()[0][:300]}") \
-            from err
-    try:
-        fidelity = _gate(spec, target, backend, model, folded, tmp)
-        described = _describe(target, spec, tmp)
-    except Exception as err:  # the runtime rejected the artifact: this export's failure, not a traceback
-        _remove(tmp)
-        raise ExportError(f"the exported {target.name} artifact does not run: {type(err).__name__}: "
-                          f"{str(err).strip().splitlines()[0][:300]}") from err
+    try:  # whatever stops the export (a failure, Ctrl-C), nothing half-written is left behind
+        calibration, images = _calibration(spec)
+        try:
+            backend.convert(folded, spec, tmp, images)
+        except ExportError:  # MissingBackend included: the converter said what is wrong
+            raise
+        except ImportError as err:
+            raise MissingBackend(f"{target.name} needs a package that is not installed ({err}): {target.install}") \
+                from None
+        except Exception as err:  # a converter failure: report it as this artifact's failure, not a traceback
+            raise ExportError(f"conversion failed: {type(err).__name__}: {str(err).strip().splitlines()[0][:300]}") \
+                from err
+        try:
+            fidelity = _gate(spec, target, backend, model, folded, tmp)
+            described = _describe(target, spec, tmp)
+        except Exception as err:  # the runtime rejected the artifact: this export's failure, not a traceback
+            raise ExportError(f"the exported {target.name} artifact does not run: {type(err).__name__}: "
+                              f"{str(err).strip().splitlines()[0][:300]}") from err
 
-    contract = model.contract
-    image = described["inputs"][0]
-    channels = dict(contract.outputs)
+        contract = model.contract
+        image = described["inputs"][0]
+        channels = dict(contract.outputs)
 
-    def tensor(t: dict) -> TensorSpec:
-        """The runtime's report; where it leaves an output's shape open (Core ML), the input's size and dims."""
-        quant = t["quantization"]
-        shape = t["shape"] if t["shape"] is not None else \
-            [1, channels[t["name"]], *image["shape"][2:]] if target.layout == "NCHW" else \
-            [1, *image["shape"][1:3], channels[t["name"]]]
-        dynamic = t["dynamic_dims"] if t["dynamic_dims"] is not None else image["dynamic_dims"]
-        return TensorSpec(name=t["name"], layout=target.layout, shape=shape, dynamic_dims=dynamic, dtype=t["dtype"],
-                          range=[float(v) for v in contract.value_range],
-                          quantization=Quantization(**quant) if quant else None)
+        def tensor(t: dict) -> TensorSpec:
+            """The runtime's report; where it leaves an output's shape open (Core ML), the input's size and dims."""
+            quant = t["quantization"]
+            shape = t["shape"] if t["shape"] is not None else \
+                [1, channels[t["name"]], *image["shape"][2:]] if target.layout == "NCHW" else \
+                [1, *image["shape"][1:3], channels[t["name"]]]
+            dynamic = t["dynamic_dims"] if t["dynamic_dims"] is not None else image["dynamic_dims"]
+            return TensorSpec(name=t["name"], layout=target.layout, shape=shape, dynamic_dims=dynamic, dtype=t["dtype"],
+                              range=[float(v) for v in contract.value_range],
+                              quantization=Quantization(**quant) if quant else None)
 
-    tile = min(spec.size) if spec.fixed_size else \
-        -(-max(DEFAULT_TILE, 4 * contract.halo) // contract.size_multiple) * contract.size_multiple
-    sidecar = Sidecar(
-        model=spec.model, target=target.name, precision=spec.precision, runtime=target.runtime,
-        signature=described["signature"], input=tensor(image),
-        outputs=[tensor(t) for t in described["outputs"]], color_space=contract.color_space,
-        size_multiple=contract.size_multiple, receptive_field=contract.receptive_field, halo=contract.halo,
-        halo_exact=contract.tile_halo is None, tile=tile, macs_per_pixel=conv_macs_per_pixel(model),
-        parameters=count_parameters(model), batchnorm_folded=True,
-        source=spec.checkpoint or f"shipped weights (models/weights/{spec.model}.pt)",
-        weights_sha256=weights_digest(spec), fidelity=fidelity, calibration=calibration,
-        status="ok" if fidelity.passed else "failed_fidelity", versions=versions(*target.versions),
-        export_seconds=round(time.perf_counter() - start, 1))
-    embed(tmp, sidecar.to_json())
-    dest, dest_sidecar = (final, sidecar_path) if fidelity.passed else (rejected, rejected_sidecar)
-    tmp.replace(dest)  # works for files and for .mlpackage folders
-    sidecar.write(dest_sidecar)
-    return Written(sidecar, dest, dest_sidecar, artifact_size(dest))
+        tile = min(spec.size) if spec.fixed_size else \
+            -(-max(DEFAULT_TILE, 4 * contract.halo) // contract.size_multiple) * contract.size_multiple
+        sidecar = Sidecar(
+            model=spec.model, target=target.name, precision=spec.precision, runtime=target.runtime,
+            signature=described["signature"], input=tensor(image),
+            outputs=[tensor(t) for t in described["outputs"]], color_space=contract.color_space,
+            size_multiple=contract.size_multiple, receptive_field=contract.receptive_field, halo=contract.halo,
+            halo_exact=contract.tile_halo is None, tile=tile, macs_per_pixel=conv_macs_per_pixel(model),
+            parameters=count_parameters(model), batchnorm_folded=True,
+            source=spec.checkpoint or f"shipped weights (models/weights/{spec.model}.pt)",
+            weights_sha256=weights_digest(spec), fidelity=fidelity, calibration=calibration,
+            status="ok" if fidelity.passed else "failed_fidelity", versions=versions(*target.versions),
+            export_seconds=round(time.perf_counter() - start, 1))
+        embed(tmp, sidecar.to_json())
+        dest, dest_sidecar = (final, sidecar_path) if fidelity.passed else (rejected, rejected_sidecar)
+        tmp.replace(dest)  # works for files and for .mlpackage folders
+        sidecar.write(dest_sidecar)
+        return Written(sidecar, dest, dest_sidecar, artifact_size(dest))
+    finally:
+        remove_artifact(tmp)
 
 
 def _gate(spec: ExportSpec, target: Target, backend, model, folded, path: Path) -> Fidelity:
@@ -147,13 +145,6 @@ def check_exportable(name: str, size: tuple[int, int]) -> None:
 def exportable_model(spec: ExportSpec):
     check_exportable(spec.model, spec.size)
     return create_model(spec.model, pretrained=spec.checkpoint is None, checkpoint=spec.checkpoint)
-
-
-def _remove(path: Path) -> None:
-    if path.is_dir():
-        shutil.rmtree(path)
-    else:
-        path.unlink(missing_ok=True)
 
 
 def _calibration(spec: ExportSpec) -> tuple[Calibration | None, list | None]:

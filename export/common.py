@@ -9,7 +9,6 @@ import torch
 
 from artifacts import TARGETS
 from artifacts.io import join_outputs
-from artifacts.quiet import quiet  # noqa: F401 - the converters' silencer, used by every target
 
 DEFAULT_SIZE = (512, 512)
 

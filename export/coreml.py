@@ -22,7 +22,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from .common import ExportSpec, MissingBackend, quiet, torch_reference
+from artifacts.quiet import quiet
+
+from .common import ExportSpec, MissingBackend, torch_reference
 
 INPUT, OUTPUT = "image", "enhanced"
 IO_DTYPES = ("float32", "float16")

@@ -17,7 +17,9 @@ from torch import nn
 
 from artifacts.embed import rewrite_tflite
 
-from .common import ExportSpec, quiet as _quiet
+from artifacts.quiet import quiet as _quiet
+
+from .common import ExportSpec
 
 SIGNATURE, INPUT, OUTPUT = "enhance", "image", "enhanced"
 
@@ -78,6 +80,40 @@ def shuffles_as_transposed_convs(model: nn.Module, channels: int = 3) -> nn.Modu
     return model
 
 
+def same_pads_as_wider_kernels(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` in which every SAME-padded stride-2 downsampling (``models.layers.downsample``: zero
+    padding at the bottom and right, then a 3x3 stride-2 conv without padding) is one 4x4 stride-2 conv with
+    symmetric padding 1 whose first kernel row and column are zero.
+
+    Both compute w0 x[2i] + w1 x[2i+1] + w2 x[2i+2] on even sizes (every level of the stride-32 encoders), so the
+    result is exact. litert-torch fuses a conv's own symmetric padding into a SAME conv, while an explicit pad of a
+    tensor that has other consumers (U-Net skips, the input) stays a PAD in NCHW between two TRANSPOSEs.
+    """
+    from models.layers import SeparableConv2d
+
+    def is_same_downsample(m: nn.Module) -> bool:
+        return (isinstance(m, nn.Sequential) and len(m) == 2 and isinstance(m[0], nn.ZeroPad2d)
+                and tuple(m[0].padding) == (0, 1, 0, 1))
+
+    if not any(is_same_downsample(m) for m in model.modules()):
+        return model
+    model = copy.deepcopy(model)
+    for seq in [m for m in model.modules() if is_same_downsample(m)]:
+        holder = seq[1].conv if isinstance(seq[1].conv, SeparableConv2d) else seq[1]
+        attr = "depthwise" if isinstance(holder, SeparableConv2d) else "conv"
+        conv = getattr(holder, attr)
+        if conv.stride != (2, 2) or conv.kernel_size != (3, 3) or conv.padding != (0, 0):
+            continue
+        wide = nn.Conv2d(conv.in_channels, conv.out_channels, 4, 2, 1, groups=conv.groups, bias=conv.bias is not None)
+        with torch.no_grad():
+            wide.weight.copy_(nn.functional.pad(conv.weight, (1, 0, 1, 0)))
+            if conv.bias is not None:
+                wide.bias.copy_(conv.bias)
+        setattr(holder, attr, wide)
+        seq[0] = nn.Identity()
+    return model
+
+
 def _require_litert_torch():
     try:
         with _quiet():
@@ -97,7 +133,7 @@ def convert(model: nn.Module, spec: ExportSpec, path: Path, calibration: list[np
     from quantize import tflite as recipes
 
     litert_torch = _require_litert_torch()
-    module = NHWCEnhancer(shuffles_as_transposed_convs(model)).eval()
+    module = NHWCEnhancer(same_pads_as_wider_kernels(shuffles_as_transposed_convs(model))).eval()
     precision, (h, w) = spec.precision, spec.size
     sample = {INPUT: torch.rand(1, h, w, 3)}
     with _quiet():

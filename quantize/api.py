@@ -1,7 +1,6 @@
 """Compress an exported float artifact (no PyTorch model needed) and gate it against its source."""
 from __future__ import annotations
 
-import shutil
 import time
 from dataclasses import replace
 from datetime import datetime, timezone
@@ -12,7 +11,7 @@ from artifacts.embed import embed
 from artifacts.fidelity import fidelity_inputs, measure
 from artifacts.quiet import quiet
 from artifacts.sidecar import Written, package_versions
-from artifacts.targets import artifact_size
+from artifacts.targets import artifact_size, remove_artifact
 
 from .calibration import calibration_images
 
@@ -62,7 +61,7 @@ def quantize_artifact(src: Path, source: Sidecar, precision: str, out: Path, cal
         described = runtime_for(tmp).describe(tmp, *([{t.name: t.shape for t in [source.input, *source.outputs]}]
                                                       if target.name == "onnx" else []))
     except BaseException:
-        _remove(tmp)
+        remove_artifact(tmp)
         raise
 
     def tensor(spec: TensorSpec, found: dict) -> TensorSpec:
@@ -85,14 +84,7 @@ def quantize_artifact(src: Path, source: Sidecar, precision: str, out: Path, cal
     else:
         dest = Path(f"{out}.rejected")
         dest_sidecar = out.with_name(target.sidecar_name(f"{out.name[:-len(target.suffix)]}.rejected"))
-    _remove(dest)
+    remove_artifact(dest)
     tmp.replace(dest)
     sidecar.write(dest_sidecar)
     return Written(sidecar, dest, dest_sidecar, artifact_size(dest))
-
-
-def _remove(path: Path) -> None:
-    if path.is_dir():
-        shutil.rmtree(path)
-    else:
-        path.unlink(missing_ok=True)

@@ -254,6 +254,10 @@ def test_int8_input_keeps_200_levels_of_the_image_range(model, tmp_path):
         assert image.quantization.levels(0.0, 1.0, image.dtype) >= 200, image.quantization
     facts = _litert_facts(result.artifact)["inputs"][0]
     assert facts["dtype"] == image.dtype and facts["dynamic_dims"] == [1, 2]
+    from artifacts.runtimes.litert import op_names
+
+    ops = op_names(result.artifact)
+    assert "TRANSPOSE" not in ops and "PAD" not in ops  # SAME stride-2 convs need no explicit pad
     from ai_edge_litert.interpreter import Interpreter
 
     interp = Interpreter(model_path=str(result.artifact))

@@ -101,14 +101,61 @@ def test_tensorrt_without_cuda_says_what_is_missing_and_can_prepare(tmp_path, ti
 
 
 def test_quantize_cli_compresses_existing_float_artifacts(exported, tmp_path, capsys):
+    import shutil
+
+    from enhance.__main__ import main as enhance_main
     from quantize.__main__ import main as quantize_main
+    from tests.conftest import write_photo
 
     _, out = exported
-    assert quantize_main([str(out / "dped_mobile_fp32.tflite"), "--precision", "dynamic-int8",
-                          "--out", str(tmp_path / "q.tflite")]) == 0
-    assert set(conv_input_types(tmp_path / "q.tflite")) == {"float32"}
-    assert (tmp_path / "q.tflite").stat().st_size < (out / "dped_mobile_fp32.tflite").stat().st_size
-    assert quantize_main([str(out / "dped_mobile_fp32.onnx"), "--precision", "int8", "--calibration-count", "2",
-                          "--out", str(tmp_path / "q.onnx")]) == 0
+    for name in ("dped_mobile_fp32.tflite", "dped_mobile_fp32.json", "dped_mobile_fp32.onnx",
+                 "dped_mobile_fp32.onnx.json", "dped_mobile_int8.tflite", "dped_mobile_int8.json"):
+        shutil.copy(out / name, tmp_path / name)
+    src = tmp_path / "dped_mobile_fp32.tflite"
+    assert quantize_main([str(src), "--precision", "dynamic-int8"]) == 0
+    made = tmp_path / "dped_mobile_dynamic-int8.tflite"
+    assert set(conv_input_types(made)) == {"float32"} and made.stat().st_size < src.stat().st_size
+    sidecar = Sidecar.read(tmp_path / "dped_mobile_dynamic-int8.json")
+    assert sidecar.precision == "dynamic-int8" and sidecar.fidelity.passed and sidecar.resizable
+    assert sidecar.fidelity.reference == "the source artifact dped_mobile_fp32.tflite"
+    photo = write_photo(tmp_path / "p.png", 50, 70)  # enhance takes what quantize wrote, through its sidecar
+    assert enhance_main([str(photo), "-o", str(tmp_path / "o.png"), "--artifact", str(made)]) == 0
+
+    assert quantize_main([str(tmp_path / "dped_mobile_fp32.onnx"), "--precision", "int8", "--calibration-count",
+                          "2", "--out", str(tmp_path / "q.onnx")]) == 0
     assert "fidelity" in capsys.readouterr().out
-    assert quantize_main([str(out / "dped_mobile_fp32.onnx"), "--precision", "dynamic-int8"]) == 2
+    assert Sidecar.read(tmp_path / "q.onnx.json").calibration.count == 2
+    # nothing overwritten unless asked; no file compared with itself; no re-quantizing a quantized file
+    before = made.read_bytes()
+    assert quantize_main([str(src), "--precision", "dynamic-int8"]) == 1
+    assert "--force" in capsys.readouterr().err and made.read_bytes() == before
+    assert quantize_main([str(src), "--precision", "fp16", "--out", str(src)]) == 1
+    assert "source artifact itself" in capsys.readouterr().err
+    assert quantize_main([str(tmp_path / "dped_mobile_int8.tflite"), "--precision", "fp16"]) == 1
+    assert "already int8" in capsys.readouterr().err
+    assert quantize_main([str(tmp_path / "dped_mobile_fp32.onnx"), "--precision", "dynamic-int8"]) == 2
+    assert not list(tmp_path.glob(".*partial*"))
+
+
+def test_python_m_artifacts_reports_the_contract_and_what_breaks_it(exported, tmp_path, capsys):
+    import shutil
+
+    from artifacts.__main__ import main as artifacts_main
+
+    _, out = exported
+    for name in ("dped_mobile_int8.tflite", "dped_mobile_int8.json", "dped_mobile_fp16.onnx",
+                 "dped_mobile_fp16.onnx.json"):
+        shutil.copy(out / name, tmp_path / name)
+    assert artifacts_main([str(tmp_path / "dped_mobile_int8.tflite")]) == 0
+    assert artifacts_main([str(tmp_path / "dped_mobile_fp16.onnx")]) == 0
+    assert "dynamic [2, 3] float32" in capsys.readouterr().out
+    data = json.loads((tmp_path / "dped_mobile_int8.json").read_text())
+    data["halo"] += 1
+    data["input"]["dtype"] = "int8"
+    data["input"]["quantization"] = {"scale": 0.5, "zero_point": 0}
+    (tmp_path / "dped_mobile_int8.json").write_text(json.dumps(data))
+    (tmp_path / "dped_mobile_int8.tflite").rename(tmp_path / "moved_int8.tflite")  # travels alone: still knows
+    assert artifacts_main([str(tmp_path / "moved_int8.tflite")]) == 0
+    (tmp_path / "moved_int8.tflite").rename(tmp_path / "dped_mobile_int8.tflite")
+    assert artifacts_main([str(tmp_path / "dped_mobile_int8.tflite")]) == 1
+    assert "differs from the embedded one in: input, halo" in capsys.readouterr().err

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from .cli import run_main
 from dataclasses import asdict
 from pathlib import Path
 
@@ -80,4 +81,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main))

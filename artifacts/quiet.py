@@ -19,6 +19,8 @@ def quiet():
         os.dup2(log.fileno(), 1), os.dup2(log.fileno(), 2)
         try:
             yield
+        except KeyboardInterrupt:  # the user stopped it: no replay of the converter's chatter
+            raise
         except BaseException:
             os.dup2(saved[0], 1), os.dup2(saved[1], 2)
             log.seek(0)

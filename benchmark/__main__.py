@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from artifacts.cli import run_main
 from pathlib import Path
 
 from artifacts import TARGETS
@@ -126,4 +127,4 @@ def _ratios(rows: list[dict]) -> list[str]:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main))

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from artifacts.cli import run_main
 from pathlib import Path
 from typing import Callable
 
@@ -133,4 +134,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main))

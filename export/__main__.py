@@ -25,6 +25,7 @@ import argparse
 import shutil
 import sys
 import time
+from artifacts.cli import run_main
 from pathlib import Path
 
 from artifacts import TARGETS, resolve
@@ -161,4 +162,4 @@ def print_table(header: list[str], rows: list[list[str]]) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main))

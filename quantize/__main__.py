@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from artifacts.cli import run_main
 from pathlib import Path
 
 from artifacts import TARGETS, SidecarError, Target, target_of
@@ -82,4 +83,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main))

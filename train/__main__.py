@@ -21,6 +21,7 @@ import sys
 import types
 import typing
 
+from artifacts.cli import run_main
 from models import CheckpointError, list_models
 
 from .data import DatasetError
@@ -95,4 +96,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main))

@@ -2,6 +2,8 @@
 
 The commands write outputs under temporary names and rename them only when complete, and clean their
 temporaries up in ``finally`` blocks, so an interrupted run leaves nothing half-written under a final name.
+Some converters catch every exception, KeyboardInterrupt included, while they trace a graph; the signal is
+therefore also recorded, and long operations call ``check_interrupted`` between their phases.
 """
 from __future__ import annotations
 
@@ -10,18 +12,36 @@ import sys
 from typing import Callable
 
 INTERRUPTED = 130
+_stopped = False
+
+
+def _stop(_signum, _frame) -> None:
+    global _stopped
+    _stopped = True
+    raise KeyboardInterrupt
+
+
+def check_interrupted() -> None:
+    """Raise KeyboardInterrupt if a SIGINT/SIGTERM arrived, even one that library code swallowed."""
+    if _stopped:
+        raise KeyboardInterrupt
 
 
 def run_main(main: Callable[[list[str] | None], int], argv: list[str] | None = None) -> int:
-    """``main(argv)``, with SIGTERM handled like Ctrl-C: one line on stderr, exit status 130, no traceback."""
-    def terminate(_signum, _frame) -> None:
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, terminate)
+    """``main(argv)``, with Ctrl-C and SIGTERM ending it in one line on stderr and exit status 130."""
+    global _stopped
+    _stopped = False
+    handled = [signal.SIGTERM]
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not when started with SIGINT ignored
+        handled.append(signal.SIGINT)
+    previous = {s: signal.signal(s, _stop) for s in handled}
     try:
-        return main(argv)
+        status = main(argv)
+        check_interrupted()
+        return status
     except KeyboardInterrupt:
         print("interrupted: no partial output was left under a final name", file=sys.stderr)
         return INTERRUPTED
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for s, handler in previous.items():
+            signal.signal(s, handler)

@@ -62,7 +62,13 @@ def main(argv: list[str] | None = None) -> int:
         for t in targets:
             if t not in TARGETS:
                 raise ValueError(f"unknown target {t!r}; choose from: {', '.join(TARGETS)}")
-        threads = [int(t) for t in _list(args.threads)]
+        threads = _positive_ints(args.threads, "--threads")
+        if args.runs < 1:
+            raise ValueError(f"--runs must be a positive integer, got {args.runs}")
+        for folder in (args.out, args.export_dir):
+            for parent in [Path(folder), *Path(folder).parents]:
+                if parent.exists() and not parent.is_dir():
+                    raise ValueError(f"{folder}: {parent} is a file, not a folder")
         cfg = BenchConfig(models=models, targets=targets, precisions=_list(args.precisions),
                           size=parse_size(args.size), threads=threads, runs=args.runs, data=args.data,
                           phone=args.phone, export_dir=Path(args.export_dir), out=Path(args.out),
@@ -102,6 +108,16 @@ def main(argv: list[str] | None = None) -> int:
     for path in report.write(rows, cfg.out, extra):
         print(f"wrote {path}")
     return 0
+
+
+def _positive_ints(text: str, flag: str) -> list[int]:
+    try:
+        values = [int(t) for t in _list(text)]
+    except ValueError:
+        raise ValueError(f"{flag} takes a comma list of positive integers, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise ValueError(f"{flag} takes a comma list of positive integers, got {text!r}")
+    return values
 
 
 def _ratios(rows: list[dict]) -> list[str]:

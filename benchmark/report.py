@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from pathlib import Path
 
 COLUMNS = [("model", "model"), ("target", "target"), ("precision", "prec"), ("runtime", "runtime"),
@@ -29,20 +30,34 @@ def table(rows: list[dict]) -> str:
 
 
 def write(rows: list[dict], out: Path, extra: dict) -> list[Path]:
+    """results.json, .csv, .md and the plot, each written whole to a temporary name and then renamed."""
     out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps(rows, indent=2))
+    _atomic(out / "results.json", lambda f: f.write(json.dumps(rows, indent=2)))
     keys = list(dict.fromkeys(k for r in rows for k in r))
-    with open(out / "results.csv", "w", newline="") as f:
+
+    def csv_rows(f) -> None:
         writer = csv.DictWriter(f, fieldnames=keys)
         writer.writeheader()
         writer.writerows(rows)
+
+    _atomic(out / "results.csv", csv_rows)
     md = ["| " + " | ".join(h for _, h in COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     md += ["| " + " | ".join(_fmt(r.get(k)) for k, _ in COLUMNS) + " |" for r in rows]
     notes = [f"- {k}: {v}" for k, v in extra.items()]
-    (out / "results.md").write_text("\n".join(["# Benchmark", "", *md, "", *notes, ""]))
+    _atomic(out / "results.md", lambda f: f.write("\n".join(["# Benchmark", "", *md, "", *notes, ""])))
     paths = [out / "results.json", out / "results.csv", out / "results.md"]
     plot = _plot(rows, out / "latency_vs_psnr.png")
     return paths + ([plot] if plot else [])
+
+
+def _atomic(path: Path, write) -> None:
+    tmp = path.with_name(f".{path.name}.partial")
+    try:
+        with open(tmp, "w", newline="") as f:
+            write(f)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _plot(rows: list[dict], path: Path) -> Path | None:
@@ -65,6 +80,11 @@ def _plot(rows: list[dict], path: Path) -> Path | None:
     ax.set_title("dslr-mobile: speed vs quality per artifact and runtime")
     ax.grid(True, alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    tmp = path.with_name(f".{path.name}.partial.png")
+    try:
+        fig.savefig(tmp, dpi=120)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+        plt.close(fig)
     return path

@@ -8,11 +8,17 @@ Examples:
   python -m enhance photo.jpg -o out.png --model mdie              # the intrinsic multi-domain enhancer
 
 Tiles overlap by the model's receptive radius (the halo), so the result equals whole-image inference and memory
-stays flat in the photo's size. Unreadable inputs are reported and skipped; the exit status is 1 if any failed.
+stays flat in the photo's size. Outputs are written under a temporary name and renamed when complete; an input is
+never overwritten, nor an existing output unless --force. Photos declaring more than --max-pixels are refused
+from their header, before decoding. Unreadable inputs are reported and skipped.
+
+Exit status: 0 all enhanced; 1 an input or the model could not be read; 2 usage error (checked before any work);
+130 interrupted.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from artifacts.cli import run_main
@@ -24,7 +30,7 @@ from PIL import Image
 
 from artifacts import TARGETS, SidecarError, load, sidecar_for, target_of
 from artifacts.tiling import enhance_tiled, padded
-from photos import ImageError, read_uint8
+from photos import DEFAULT_MAX_PIXELS, ImageError, read_uint8, set_max_pixels
 
 from .postprocess import STEPS, postprocess
 
@@ -78,11 +84,67 @@ def _model_names() -> list[str]:
     return list_models()
 
 
+def writable_suffixes() -> dict[str, str]:
+    """File suffix -> Pillow format, for the formats Pillow can write."""
+    Image.init()
+    return {ext: fmt for ext, fmt in Image.registered_extensions().items() if fmt in Image.SAVE}
+
+
+def plan_outputs(inputs: list[str], output: str, force: bool) -> list[tuple[Path, Path]]:
+    """(input, output file) pairs, checked before any work. One input and an output with a suffix: that file.
+    Otherwise a folder of ``<stem>_enhanced.png`` files, made unique within the batch (``a_enhanced-1.png`` when
+    a.jpg and a.png both come). Refuses (ValueError) an output that is an input, an unwritable suffix, a folder
+    that is a file, and an existing file unless ``force``."""
+    out = Path(output)
+    many = len(inputs) > 1 or out.is_dir() or not out.suffix
+    pairs, taken = [], set()
+    for name in inputs:
+        src = Path(name)
+        if not many:
+            dst = out
+        else:
+            dst, n = out / f"{src.stem}_enhanced.png", 0
+            while dst in taken:
+                n += 1
+                dst = out / f"{src.stem}_enhanced-{n}.png"
+        taken.add(dst)
+        pairs.append((src, dst))
+    suffixes = writable_suffixes()
+    if not many and out.suffix.lower() not in suffixes:
+        raise ValueError(f"-o {out}: Pillow cannot write {out.suffix!r} files; use .png (lossless), .jpg, .tif "
+                         f"or .webp")
+    folder = out if many else out.parent
+    for parent in [folder, *folder.parents]:
+        if parent.exists() and not parent.is_dir():
+            raise ValueError(f"-o {out}: {parent} is a file, not a folder")
+    sources = {src.resolve() for src, _ in pairs if src.exists()}
+    for src, dst in pairs:
+        if dst.resolve() in sources:
+            raise ValueError(f"-o {dst} is an input photo: it would be overwritten; choose another output")
+        if dst.exists() and not force:
+            raise ValueError(f"{dst} already exists; pass --force to replace it")
+    return pairs
+
+
+def write_photo(image: np.ndarray, dst: Path) -> None:
+    """Save through a temporary file in the same folder, renamed when complete."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(f".{dst.name}.partial{dst.suffix}")
+    try:
+        Image.fromarray(image).save(tmp, format=writable_suffixes()[dst.suffix.lower()])
+        os.replace(tmp, dst)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m enhance", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("inputs", nargs="+", help="photos")
-    p.add_argument("-o", "--output", required=True, help="output file (one input) or folder")
+    p.add_argument("-o", "--output", required=True,
+                   help="output file (one input; its suffix picks the format) or folder (<name>_enhanced.png each, "
+                        "numbered when names collide)")
+    p.add_argument("--force", action="store_true", help="replace output files that already exist (never an input)")
     p.add_argument("--model", default="dped_mobile")
     p.add_argument("--checkpoint", default=None)
     p.add_argument("--artifact", default=None, help=f"an exported {'/'.join(t.suffix for t in TARGETS.values())} "
@@ -91,19 +153,27 @@ def main(argv: list[str] | None = None) -> int:
                    help="tile size in pixels, halo included (default 256: a third of the peak memory of 512 "
                         "for the same time on a 12 MP photo)")
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
+                   help=f"refuse photos larger than this, from their header (default {DEFAULT_MAX_PIXELS:,})")
     p.add_argument("--postprocess", default="", help=f"comma list of {', '.join(STEPS)} (after the network)")
     args = p.parse_args(argv)
     steps = [s for s in args.postprocess.split(",") if s]
-    bad = [s for s in steps if s not in STEPS]
     known = None if args.artifact else _model_names()  # an artifact run never imports PyTorch
-    if bad or (known is not None and args.model not in known):
+    try:
+        if any(s not in STEPS for s in steps):
+            raise ValueError(f"unknown post-processing step {next(s for s in steps if s not in STEPS)!r}; "
+                             f"choose from: {', '.join(STEPS)}")
+        if known is not None and args.model not in known:
+            raise ValueError(f"unknown model {args.model!r}; choose from: {', '.join(known)}")
+        for flag, value in (("--tile", args.tile), ("--threads", args.threads)):
+            if value is not None and value < 1:
+                raise ValueError(f"{flag} must be a positive integer, got {value}")
+        set_max_pixels(args.max_pixels)
+        pairs = plan_outputs(args.inputs, args.output, args.force)
+    except ValueError as err:
         p.print_usage(sys.stderr)
-        what = f"post-processing step {bad[0]!r}; choose from: {', '.join(STEPS)}" if bad else \
-            f"model {args.model!r}; choose from: {', '.join(known)}"
-        print(f"error: unknown {what}", file=sys.stderr)
+        print(f"error: {err}", file=sys.stderr)
         return 2
-    out = Path(args.output)
-    many = len(args.inputs) > 1 or out.is_dir() or not out.suffix
     try:
         fn, halo, fixed = load_enhancer(args.model, args.checkpoint, args.artifact, args.threads)
         tile = fixed or args.tile
@@ -113,9 +183,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 1
     status = 0
-    for name in args.inputs:
-        src = Path(name)
-        dst = out / f"{src.stem}_enhanced.png" if many else out
+    for src, dst in pairs:
         t0 = time.perf_counter()
         try:
             image = read_uint8(src)
@@ -126,8 +194,7 @@ def main(argv: list[str] | None = None) -> int:
         result = enhance_tiled(image, fn, tile, halo)
         if steps:
             result = np.round(postprocess(result.astype(np.float32) / 255, steps) * 255).astype(np.uint8)
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(result).save(dst)
+        write_photo(result, dst)
         mp = image.shape[0] * image.shape[1] / 1e6
         print(f"{src} -> {dst}  {image.shape[1]}x{image.shape[0]} ({mp:.1f} MP)  {time.perf_counter() - t0:.1f} s")
     return status

@@ -76,6 +76,13 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(f"unknown model {args.model!r}; choose from: {', '.join(list_models())}")
         size = parse_size(args.size) if args.size else None
         check_exportable(args.model, size or DEFAULT_SIZE)
+        if args.calibration_count < 1:
+            raise ValueError(f"--calibration-count must be a positive integer, got {args.calibration_count}")
+        for parent in [Path(args.out), *Path(args.out).parents]:
+            if parent.exists() and not parent.is_dir():
+                raise ValueError(f"--out {args.out}: {parent} is a file, not a folder")
+        if args.calibration and not Path(args.calibration).is_dir():
+            raise ValueError(f"--calibration {args.calibration}: no such folder")
         if args.android_assets and [(t.name, p) for t, p in pairs] != [("tflite", pairs[0][1])]:
             raise ValueError("--android-assets copies one .tflite into the app: use --target tflite and one "
                              "--precision")

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from artifacts import TARGETS, Calibration, Fidelity, Quantization, Sidecar, Target, TensorSpec, load, runtime
+from artifacts.cli import check_interrupted
 from artifacts.embed import embed
 from artifacts.fidelity import fidelity_inputs, measure
 from artifacts.runtimes.tensorrt import missing
@@ -46,6 +47,7 @@ def export_one(spec: ExportSpec) -> Written:
     for stale in (final, sidecar_path, rejected, rejected_sidecar):
         remove_artifact(stale)
     tmp = out / f".{spec.stem}.partial{target.suffix}"
+    remove_artifact(tmp)  # a temporary left by a run that was killed
     try:  # whatever stops the export (a failure, Ctrl-C), nothing half-written is left behind
         calibration, images = _calibration(spec)
         try:
@@ -58,6 +60,7 @@ def export_one(spec: ExportSpec) -> Written:
         except Exception as err:  # a converter failure: report it as this artifact's failure, not a traceback
             raise ExportError(f"conversion failed: {type(err).__name__}: {str(err).strip().splitlines()[0][:300]}") \
                 from err
+        check_interrupted()  # the converter may have swallowed a Ctrl-C
         try:
             fidelity = _gate(spec, target, backend, model, folded, tmp)
             described = _describe(target, spec, tmp)
@@ -94,6 +97,7 @@ def export_one(spec: ExportSpec) -> Written:
             status="ok" if fidelity.passed else "failed_fidelity", versions=versions(*target.versions),
             export_seconds=round(time.perf_counter() - start, 1))
         embed(tmp, sidecar.to_json())
+        check_interrupted()
         dest, dest_sidecar = (final, sidecar_path) if fidelity.passed else (rejected, rejected_sidecar)
         tmp.replace(dest)  # works for files and for .mlpackage folders
         sidecar.write(dest_sidecar)

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from artifacts.cli import check_interrupted
 from artifacts.embed import rewrite_tflite
 
 from artifacts.quiet import quiet as _quiet
@@ -142,9 +143,11 @@ def convert(model: nn.Module, spec: ExportSpec, path: Path, calibration: list[np
                 raise ValueError("int8 export needs calibration images")
             calib = [{INPUT: torch.from_numpy(np.array(img))[None]} for img in calibration]
             module, config = recipes.pt2e_int8(recipes.own_input_scale(module), sample, calib)
+            check_interrupted()  # torch.export may swallow a Ctrl-C while it traces
             edge = litert_torch.signature(SIGNATURE, module, sample_kwargs=sample).convert(quant_config=config)
         else:
             edge = litert_torch.signature(SIGNATURE, module, sample_kwargs=sample).convert()
+        check_interrupted()
         edge.export(str(path))
         if precision in ("fp16", "dynamic-int8"):
             recipes.compress(path, path, precision)

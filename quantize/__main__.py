@@ -12,7 +12,8 @@ Full-integer TFLite int8 needs the PyTorch graph (PT2E): python -m export --targ
 The result is gated against the source artifact on the held-out sample photos (the gates of python -m export)
 and gets its own sidecar (and the same JSON embedded), so python -m enhance --artifact and python -m benchmark
 take it like an exported one. The source's sidecar must be next to it. An existing output is not overwritten
-unless --force is given. Exit 0 ok, 1 failed gate or conversion, 2 usage error.
+unless --force is given; the source never is. Exit 0 ok, 1 failed gate or conversion, 2 usage error (a quantized
+source, a wrong --out suffix, an existing output...), 130 interrupted.
 """
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ from pathlib import Path
 from artifacts import TARGETS, SidecarError, Target, target_of
 from artifacts.sidecar import sidecar_for
 
-from .api import QuantizeError, quantize_artifact
+from .api import QuantizeError, check_request, quantize_artifact
 
 
 def supported(target: Target) -> tuple[str, ...]:
@@ -57,16 +58,19 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(f"--calibration-count must be at least 1, got {args.calibration_count}")
         if not src.exists():
             raise ValueError(f"{src}: no such artifact")
-    except ValueError as err:
+        if args.calibration and not Path(args.calibration).is_dir():
+            raise ValueError(f"--calibration {args.calibration}: no such folder")
+        source = sidecar_for(src)
+        out = Path(args.out) if args.out else src.with_name(f"{source.model}_{args.precision}{target.suffix}")
+        check_request(src, source, out, args.force)
+    except (ValueError, SidecarError) as err:  # QuantizeError included
         parser.print_usage(sys.stderr)
         print(f"error: {err}", file=sys.stderr)
         return 2
     try:
-        source = sidecar_for(src)
-        out = Path(args.out) if args.out else src.with_name(f"{source.model}_{args.precision}{target.suffix}")
         result = quantize_artifact(src, source, args.precision, out, args.calibration, args.calibration_count,
                                    force=args.force)
-    except (SidecarError, QuantizeError) as err:
+    except QuantizeError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     except Exception as err:  # converters raise many types; one line, no traceback

@@ -7,6 +7,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from artifacts import Calibration, Quantization, Sidecar, TensorSpec, load, runtime_for, target_of
+from artifacts.cli import check_interrupted
 from artifacts.embed import embed
 from artifacts.fidelity import fidelity_inputs, measure
 from artifacts.quiet import quiet
@@ -20,26 +21,34 @@ class QuantizeError(ValueError):
     """A request that cannot be met: an already-quantized source, an output that would overwrite something."""
 
 
+def check_request(src: Path, source: Sidecar, out: Path, force: bool) -> None:
+    """What can be refused before any work: a source that is not fp32, an --out of another format, the source
+    itself, or an existing output (unless ``force``)."""
+    target = target_of(src)
+    if source.precision != "fp32":
+        raise QuantizeError(f"{src.name} is already {source.precision}: quantize an fp32 artifact")
+    if not out.name.endswith(target.suffix):
+        raise QuantizeError(f"--out {out.name} must end in {target.suffix}, like the source")
+    if out.resolve() == src.resolve():
+        raise QuantizeError(f"--out {out} is the source artifact itself; choose another file")
+    if not force and (out.exists() or target.sidecar_path(out).exists()):
+        raise QuantizeError(f"{out} or its sidecar already exists; pass --force to overwrite it")
+
+
 def quantize_artifact(src: Path, source: Sidecar, precision: str, out: Path, calibration: str | None = None,
                       calibration_count: int = 8, force: bool = False) -> Written:
     """Write ``out`` (the ``precision`` version of the fp32 artifact ``src``, described by ``source``) and its
     sidecar; the result is gated against ``src`` on the held-out photos. A result that fails its gate is renamed
     ``<out>.rejected``."""
     start = time.perf_counter()
+    check_request(src, source, out, force)
     target = target_of(src)
-    if source.precision != "fp32":
-        raise QuantizeError(f"{src.name} is already {source.precision}: quantize an fp32 artifact")
-    if target_of(out) is not target:
-        raise QuantizeError(f"--out {out.name} must end in {target.suffix}, like the source")
-    if out.resolve() == src.resolve():
-        raise QuantizeError(f"--out {out} is the source artifact itself; choose another file")
     sidecar_path = target.sidecar_path(out)
-    if not force and (out.exists() or sidecar_path.exists()):
-        raise QuantizeError(f"{out} or its sidecar already exists; pass --force to overwrite it")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.partial{target.suffix}")
-    calib = None
-    try:
+    remove_artifact(tmp)  # a temporary left by a run that was killed
+    try:  # whatever stops it (a failure, Ctrl-C), nothing half-written is left behind
+        calib = None
         if target.name == "tflite":
             from .tflite import compress
 
@@ -60,31 +69,32 @@ def quantize_artifact(src: Path, source: Sidecar, precision: str, out: Path, cal
                            target.precision(precision).gate_db, f"the source artifact {src.name}")
         described = runtime_for(tmp).describe(tmp, *([{t.name: t.shape for t in [source.input, *source.outputs]}]
                                                       if target.name == "onnx" else []))
-    except BaseException:
+        check_interrupted()  # a converter may have swallowed a Ctrl-C
+        outputs = {t["name"]: t for t in described["outputs"]}
+        sidecar = source.replace(
+            precision=precision, input=_tensor(source.input, described["inputs"][0]),
+            outputs=[_tensor(t, outputs[t.name]) for t in source.outputs], fidelity=fidelity, calibration=calib,
+            status="ok" if fidelity.passed else "failed_fidelity",
+            source=f"{src.name} (fp32, {source.source}) compressed by python -m quantize",
+            versions=package_versions(*target.versions), export_seconds=round(time.perf_counter() - start, 1),
+            date=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+        embed(tmp, sidecar.to_json())
+        check_interrupted()
+        if fidelity.passed:
+            dest, dest_sidecar = out, sidecar_path
+        else:
+            dest = Path(f"{out}.rejected")
+            dest_sidecar = out.with_name(target.sidecar_name(f"{out.name[:-len(target.suffix)]}.rejected"))
+        remove_artifact(dest)
+        tmp.replace(dest)
+        sidecar.write(dest_sidecar)
+        return Written(sidecar, dest, dest_sidecar, artifact_size(dest))
+    finally:
         remove_artifact(tmp)
-        raise
 
-    def tensor(spec: TensorSpec, found: dict) -> TensorSpec:
-        quant = found["quantization"]
-        return replace(spec, dtype=found["dtype"], shape=found["shape"], dynamic_dims=found["dynamic_dims"],
-                       quantization=Quantization(**quant) if quant else None)
 
-    outputs = {t["name"]: t for t in described["outputs"]}
-    sidecar = source.replace(
-        precision=precision, input=tensor(source.input, described["inputs"][0]),
-        outputs=[tensor(t, outputs[t.name]) for t in source.outputs], fidelity=fidelity, calibration=calib,
-        status="ok" if fidelity.passed else "failed_fidelity",
-        source=f"{src.name} (fp32, {source.source}) compressed by python -m quantize",
-        versions=package_versions(*target.versions),
-        export_seconds=round(time.perf_counter() - start, 1),
-        date=datetime.now(timezone.utc).isoformat(timespec="seconds"))
-    embed(tmp, sidecar.to_json())
-    if fidelity.passed:
-        dest, dest_sidecar = out, sidecar_path
-    else:
-        dest = Path(f"{out}.rejected")
-        dest_sidecar = out.with_name(target.sidecar_name(f"{out.name[:-len(target.suffix)]}.rejected"))
-    remove_artifact(dest)
-    tmp.replace(dest)
-    sidecar.write(dest_sidecar)
-    return Written(sidecar, dest, dest_sidecar, artifact_size(dest))
+def _tensor(spec: TensorSpec, found: dict) -> TensorSpec:
+    """A tensor of the source's contract with what the runtime reports for the compressed file."""
+    quant = found["quantization"]
+    return replace(spec, dtype=found["dtype"], shape=found["shape"], dynamic_dims=found["dynamic_dims"],
+                   quantization=Quantization(**quant) if quant else None)

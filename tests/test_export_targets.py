@@ -127,11 +127,13 @@ def test_quantize_cli_compresses_existing_float_artifacts(exported, tmp_path, ca
     assert Sidecar.read(tmp_path / "q.onnx.json").calibration.count == 2
     # nothing overwritten unless asked; no file compared with itself; no re-quantizing a quantized file
     before = made.read_bytes()
-    assert quantize_main([str(src), "--precision", "dynamic-int8"]) == 1
+    assert quantize_main([str(src), "--precision", "dynamic-int8"]) == 2
     assert "--force" in capsys.readouterr().err and made.read_bytes() == before
-    assert quantize_main([str(src), "--precision", "fp16", "--out", str(src)]) == 1
+    assert quantize_main([str(src), "--precision", "fp16", "--out", str(src)]) == 2
     assert "source artifact itself" in capsys.readouterr().err
-    assert quantize_main([str(tmp_path / "dped_mobile_int8.tflite"), "--precision", "fp16"]) == 1
+    assert quantize_main([str(src), "--precision", "fp16", "--out", str(tmp_path / "x.onnx")]) == 2
+    assert "must end in .tflite" in capsys.readouterr().err
+    assert quantize_main([str(tmp_path / "dped_mobile_int8.tflite"), "--precision", "fp16"]) == 2
     assert "already int8" in capsys.readouterr().err
     assert quantize_main([str(tmp_path / "dped_mobile_fp32.onnx"), "--precision", "dynamic-int8"]) == 2
     assert not list(tmp_path.glob(".*partial*"))

@@ -21,7 +21,7 @@ import sys
 import types
 import typing
 
-from artifacts.cli import run_main
+from artifacts.cli import INTERRUPTED, run_main
 from models import CheckpointError, list_models
 
 from .data import DatasetError
@@ -76,11 +76,17 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="warning: %(message)s")
     if args.model not in list_models():
         parser.error(f"unknown --model {args.model!r}; choose from: {', '.join(list_models())}")
+    if args.task in TASKS:
+        cfg_cls, train = TASKS[args.task]
+        fields = {f.name for f in dataclasses.fields(cfg_cls)}
+        try:  # every option checked before any work
+            cfg = cfg_cls(**{k: v for k, v in vars(args).items() if k in fields})
+        except ValueError as err:
+            parser.print_usage(sys.stderr)
+            print(f"error: {err}", file=sys.stderr)
+            return 2
     try:
         if args.task in TASKS:
-            cfg_cls, train = TASKS[args.task]
-            fields = {f.name for f in dataclasses.fields(cfg_cls)}
-            cfg = cfg_cls(**{k: v for k, v in vars(args).items() if k in fields})
             summary = train(cfg, progress=not args.no_progress)
         else:
             summary = evaluate_model(args.model, args.checkpoint, args.data, args.phone)
@@ -90,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\ninterrupted: the last checkpoint written is intact; continue with --resume --out RUN",
               file=sys.stderr)
-        return 130
+        return INTERRUPTED
     print(json.dumps(summary, indent=2))
     return 0
 

@@ -13,7 +13,9 @@ from pathlib import Path
 import torch
 
 
-def save_atomic(obj: dict, path: str | Path) -> None:
+def save_atomic(obj: dict, path: str | Path, keep_previous: str | Path | None = None) -> None:
+    """Write ``obj`` to ``path`` through a complete temporary file; with ``keep_previous``, the file it replaces
+    is kept under that name (so a checkpoint damaged later still has a good predecessor)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -23,6 +25,8 @@ def save_atomic(obj: dict, path: str | Path) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o644)  # mkstemp creates 0600; checkpoints are ordinary files
+        if keep_previous is not None and path.exists():
+            os.replace(path, keep_previous)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

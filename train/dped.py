@@ -17,7 +17,9 @@ from models import TextureDiscriminator, create_model, keep_freed_memory
 from . import losses
 from .checkpoint import save_atomic
 from .data import PairSet, center_crop, open_pairs, sample_batch
-from .loop import Run, run_folder, weights_checkpoint
+from .loop import Run, check_options, run_folder, weights_checkpoint
+
+MIN_PATCH = 24  # the colour loss's 21x21 blur and the texture discriminator's strides need at least this
 from .metrics import psnr_ssim
 
 
@@ -48,6 +50,9 @@ class DPEDTrainConfig:
     out: str | None = field(default=None, metadata={"help": "run folder (default runs/<model>, numbered if taken)"})
     resume: bool = field(default=False, metadata={"help": "continue the run in --out from its last.pt"})
     threads: int | None = field(default=None, metadata={"help": "CPU threads for PyTorch (default: all cores)"})
+
+    def __post_init__(self) -> None:
+        check_options(self, min_patch=MIN_PATCH)
 
     def model_overrides(self) -> dict:
         return {k: v for k, v in (("width", self.width), ("head", self.head)) if v is not None}

@@ -29,7 +29,7 @@ from . import losses
 from .checkpoint import save_atomic
 from .intrinsic_data import (IntrinsicFolder, intrinsic_folder, labelled_batch, photo_batch, unlabeled_photos,
                              validation_triples)
-from .loop import Run, run_folder, weights_checkpoint
+from .loop import Run, check_options, run_folder, weights_checkpoint
 from .metrics import psnr_ssim
 
 COMPOSER_OF = {"intrinsic_decomposer": "intrinsic_composer",
@@ -68,6 +68,7 @@ class IntrinsicTrainConfig:
     threads: int | None = field(default=None, metadata={"help": "CPU threads for PyTorch (default: all cores)"})
 
     def __post_init__(self) -> None:
+        check_options(self, min_patch=32)
         if self.model not in COMPOSER_OF:
             raise ValueError(f"--model must be one of {', '.join(COMPOSER_OF)}, got {self.model!r}")
         if self.patch % 32:

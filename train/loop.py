@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -22,9 +23,34 @@ from models import model_config
 
 from .checkpoint import save_atomic
 
+PREVIOUS = "last.prev.pt"  # the checkpoint before last.pt, kept until the next one is complete
+
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN/inf or exploded; the last good checkpoint is left as it was."""
+
+
+POSITIVE_INTS = ("steps", "batch", "patch", "save_every", "val_every", "val_count", "val_crop", "threads", "width",
+                 "generator_width", "blocks")
+NON_NEGATIVE_INTS = ("pretrain_steps", "seed")
+ARCHITECTURE = ("model", "width", "head", "generator_width", "blocks")  # must match the run being resumed
+
+
+def check_options(cfg: Any, min_patch: int = 1) -> None:
+    """Options checked before any work: counts that must be positive, rates that must be > 0. Raises ValueError
+    naming the option (as it is spelled on the command line)."""
+    for f in fields(cfg):
+        value, flag = getattr(cfg, f.name), f"--{f.name.replace('_', '-')}"
+        if value is None or isinstance(value, bool):
+            continue
+        if f.name in POSITIVE_INTS and (not isinstance(value, int) or value < 1):
+            raise ValueError(f"{flag} must be a positive integer, got {value}")
+        if f.name in NON_NEGATIVE_INTS and (not isinstance(value, int) or value < 0):
+            raise ValueError(f"{flag} must be 0 or more, got {value}")
+        if f.name.startswith("lr") and not value > 0:
+            raise ValueError(f"{flag} must be > 0, got {value}")
+    if getattr(cfg, "patch", min_patch) < min_patch:
+        raise ValueError(f"--patch must be at least {min_patch} pixels, got {cfg.patch}")
 
 
 def weights_checkpoint(name: str, model: torch.nn.Module, meta: dict, fp16: bool = False) -> dict:
@@ -43,10 +69,15 @@ def run_folder(cfg: Any) -> Path:
     --resume, or ``runs/<model>`` numbered when taken."""
     if cfg.out:
         out = Path(cfg.out)
-        if (out / "last.pt").exists() and not cfg.resume:
+        if out.exists() and not out.is_dir():
+            raise ValueError(f"--out {out} is a file, not a run folder")
+        held = (out / "last.pt").exists() or (out / PREVIOUS).exists()
+        if held and not cfg.resume:
             raise FileExistsError(f"{out} already holds a run: pass --resume to continue it, or another --out")
-        if cfg.resume and not (out / "last.pt").exists():
+        if cfg.resume and not held:
             raise FileNotFoundError(f"Nothing to resume: {out / 'last.pt'} does not exist")
+        if cfg.resume:
+            _check_same_run(out, cfg)
         return out
     if cfg.resume:
         raise ValueError("--resume needs --out: the run folder to continue")
@@ -58,6 +89,43 @@ def run_folder(cfg: Any) -> Path:
     return out
 
 
+def _check_same_run(out: Path, cfg: Any) -> None:
+    """A resume must rebuild the same networks: options that change them must match the run's config.json."""
+    try:
+        saved = json.loads((out / "config.json").read_text())
+    except (OSError, ValueError):
+        return  # no readable config: the checkpoint's own shapes are checked when it loads
+    for key in ARCHITECTURE:
+        mine = getattr(cfg, key, None)
+        if mine is not None and key in saved and saved[key] != mine:
+            raise ValueError(f"--{key.replace('_', '-')} {mine} conflicts with the run in {out}, which was started "
+                             f"with {key} {saved[key]!r} (see its config.json); drop the option or use another --out")
+
+
+def load_last(out: Path) -> dict:
+    """The newest readable ``last.pt`` of a run, falling back to the one before it (``last.prev.pt``) when the
+    newest cannot be read; raises CheckpointError naming the files when neither can."""
+    from models import CheckpointError
+
+    errors = []
+    for name in ("last.pt", PREVIOUS):
+        path = out / name
+        if not path.exists():
+            continue
+        try:
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
+            if not isinstance(ckpt, dict) or "train_state" not in ckpt:
+                raise ValueError("no train_state in it")
+        except Exception as err:  # truncated, zero bytes, not a checkpoint
+            errors.append(f"{path} ({' '.join(str(err).split())[:120] or type(err).__name__})")
+            continue
+        if errors:
+            print(f"warning: {errors[0]} cannot be read; resuming from {path} (step "
+                  f"{ckpt['train_state'].get('step')})", file=sys.stderr)
+        return ckpt
+    raise CheckpointError(f"cannot resume: no readable checkpoint in {out}: {'; '.join(errors) or 'none found'}")
+
+
 class Run:
     """One training run in ``out``: resume, log, checkpoint."""
 
@@ -67,7 +135,7 @@ class Run:
         self.extra_meta = meta or {}  # recorded in every checkpoint's meta (e.g. which content loss was used)
         self.step, self.best, self.best_step, self.elapsed = 0, -math.inf, 0, 0.0
         if getattr(cfg, "resume", False):
-            ts = torch.load(out / "last.pt", map_location="cpu", weights_only=True)["train_state"]
+            ts = load_last(out)["train_state"]
             for key, obj in states.items():
                 obj.load_state_dict(ts[key])
             self.step, self.best, self.elapsed = ts["step"], ts["best"], ts["elapsed_s"]
@@ -117,7 +185,7 @@ class Run:
         ckpt["train_state"] = {**{k: obj.state_dict() for k, obj in self.states.items()},
                                "step": self.step, "best": self.best, "best_step": self.best_step,
                                "elapsed_s": self.elapsed}
-        save_atomic(ckpt, self.out / "last.pt")
+        save_atomic(ckpt, self.out / "last.pt", keep_previous=self.out / PREVIOUS)
 
     def close(self, summary: dict) -> dict:
         self.bar.close()

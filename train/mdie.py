@@ -34,7 +34,7 @@ from . import losses
 from .checkpoint import save_atomic
 from .data import center_crop, sample_batch
 from .domains import domain_pairs
-from .loop import Run, run_folder, weights_checkpoint
+from .loop import Run, check_options, run_folder, weights_checkpoint
 from .metrics import psnr_ssim
 
 
@@ -70,6 +70,7 @@ class MDIETrainConfig:
     threads: int | None = field(default=None, metadata={"help": "CPU threads for PyTorch (default: all cores)"})
 
     def __post_init__(self) -> None:
+        check_options(self, min_patch=32)
         if self.model != "mdie":
             raise ValueError(f"python -m train mdie trains the 'mdie' pipeline, not {self.model!r}")
         if self.patch % 32:

@@ -43,6 +43,10 @@ def test_benchmark_usage_errors(capsys, tmp_path):
     assert "unknown model 'unet'" in err and "dped_mobile" in err and "Traceback" not in err
     assert bench_main(["--targets", "openvino", "--out", str(tmp_path)]) == 2
     assert "unknown target 'openvino'; choose from: tflite, onnx, coreml, tensorrt" in capsys.readouterr().err
+    for argv, needle in ((["--threads", "0"], "--threads takes a comma list of positive integers"),
+                         (["--threads", "two"], "--threads takes"), (["--runs", "0"], "--runs must be a positive")):
+        assert bench_main([*argv, "--out", str(tmp_path)]) == 2
+        assert needle in capsys.readouterr().err
     assert not list(tmp_path.iterdir())  # nothing measured, nothing written
 
 

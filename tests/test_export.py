@@ -71,6 +71,17 @@ def test_usage_errors_exit_2_listing_choices(argv, needle, capsys):
     assert needle in capsys.readouterr().err
 
 
+def test_output_and_calibration_folders_are_checked_before_any_work(tmp_path, capsys):
+    afile = tmp_path / "afile"
+    afile.write_text("mine")
+    assert export_main(["--target", "tflite", "--out", str(afile)]) == 2
+    assert "is a file, not a folder" in capsys.readouterr().err and afile.read_text() == "mine"
+    assert export_main(["--target", "tflite", "--precision", "int8", "--calibration", str(tmp_path / "none"),
+                        "--out", str(tmp_path / "o")]) == 2
+    assert "--calibration" in capsys.readouterr().err and not (tmp_path / "o").exists()
+    assert export_main(["--target", "tflite", "--calibration-count", "0", "--out", str(tmp_path / "o")]) == 2
+
+
 def test_bad_checkpoint_is_one_line_exit_1(tmp_path, capsys):
     bad = tmp_path / "x.pt"
     bad.write_text("{}")

@@ -141,6 +141,8 @@ class Run:
             self.step, self.best, self.elapsed = ts["step"], ts["best"], ts["elapsed_s"]
             self.best_step = ts.get("best_step", 0)
         out.mkdir(parents=True, exist_ok=True)
+        for stale in out.glob(".*.tmp"):  # a checkpoint write cut short by a kill
+            stale.unlink(missing_ok=True)
         (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
         from torch.utils.tensorboard import SummaryWriter  # heavy import, only when training
         self.tb = SummaryWriter(str(out / "tb"))

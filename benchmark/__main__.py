@@ -6,6 +6,7 @@ Examples:
   python -m benchmark --models dped_mobile --targets tflite --precisions all --threads 4
   python -m benchmark --data ~/datasets/dped --phone iphone --size 720x1280 --runs 10
   python -m benchmark --targets tflite --adb --benchmark-binary android_aarch64_benchmark_model
+  python -m benchmark --profile --models dped_mobile --targets tflite,onnx --size 720x1280 --threads 2
 
 Artifacts are taken from --export-dir (exported/) or exported there first. Each runtime is timed in a fresh
 child process (warm-up, then --runs timed runs: median and p90; peak RSS of that process). Quality: PSNR/SSIM
@@ -52,6 +53,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="also time the .tflite artifacts on an Android phone (first device, or SERIAL)")
     p.add_argument("--benchmark-binary", default=None, help="LiteRT's benchmark_model built for the phone")
     p.add_argument("--delegates", default="cpu,gpu,nnapi", help="phone delegates (default cpu,gpu,nnapi)")
+    p.add_argument("--profile", action="store_true",
+                   help="instead: per-layer profiles (ONNX Runtime's profiler; LiteRT: each conv alone) against "
+                        "this machine's 1x1-conv peak, at --size and the largest --threads; writes profile.md, "
+                        ".json and .png in --out")
     args = p.parse_args(argv)
     try:
         models, targets = _list(args.models), _list(args.targets)
@@ -77,6 +82,12 @@ def main(argv: list[str] | None = None) -> int:
         p.print_usage(sys.stderr)
         print(f"error: {err}", file=sys.stderr)
         return 2
+    if args.profile:
+        from .api import run_profiles
+
+        for path in run_profiles(cfg, log=lambda m: print(m, file=sys.stderr)):
+            print(f"wrote {path}")
+        return 0
     serial = None
     if args.adb is not None:
         from .adb import DELEGATES, AdbError, check_setup

@@ -256,3 +256,34 @@ def phone_rows(rows: list[dict], cfg: BenchConfig, serial: str, binary: str, del
                 out.append(row)
     _pirm(out)
     return out
+
+
+def run_profiles(cfg: BenchConfig, log=print) -> list[Path]:
+    """Per-layer profiles of each model: ONNX Runtime (its profiler, on each requested ONNX precision's artifact)
+    and LiteRT (each conv alone, fp32), at ``cfg.size`` and the largest thread count."""
+    from .profile import litert_profile, onnx_profile, write_profiles
+
+    threads, profiles = max(cfg.threads), []
+    for model in cfg.models:
+        net = fold_batchnorm(create_model(model, pretrained=True))
+        if "onnx" in cfg.targets:
+            for precision in [p for p in TARGETS["onnx"].precisions
+                              if cfg.precisions == ["all"] or p in cfg.precisions]:
+                path, status = _artifact(model, "onnx", precision, cfg)
+                if path is None:
+                    log(f"  {model} onnx {precision}: {status}")
+                    continue
+                log(f"  profiling {model} onnx {precision} x{threads} ...")
+                profiles.append(onnx_profile(f"{model} {precision}", net, cfg.size, threads, cfg.runs, path))
+        if "tflite" in cfg.targets:
+            path, status = _artifact(model, "tflite", "fp32", cfg)
+            whole = None
+            if path is not None:
+                from artifacts import load
+                from .profile import _median_ms
+
+                run = load(path, threads)
+                whole = _median_ms(run, np.random.default_rng(0).random((*cfg.size, 3), dtype=np.float32), cfg.runs)
+            log(f"  profiling {model} litert fp32 x{threads} (each conv alone) ...")
+            profiles.append(litert_profile(f"{model} fp32", net, cfg.size, threads, cfg.runs, whole))
+    return write_profiles(profiles, cfg.out)

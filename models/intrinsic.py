@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .contract import DeploymentContract
-from .layers import ConvBNAct, InputSkip, downsample, last_conv
+from .layers import ConvBNAct, InputSkip, clip_unit, downsample, last_conv
 from .registry import register_model
 
 LEVELS = 5
@@ -154,7 +154,7 @@ class IntrinsicDecomposer(nn.Module):
         x = pad_to_multiple(image, MULTIPLE)
         shading_logit, albedo_correction = self.halves(self.net(x))
         shading = torch.sigmoid(shading_logit)
-        albedo = torch.clamp(x / shading.clamp_min(1e-3) * torch.exp(albedo_correction.clamp(-4.0, 4.0)), 0.0, 1.0)
+        albedo = clip_unit(x / shading.clamp_min(1e-3) * torch.exp(albedo_correction.clamp(-4.0, 4.0)))
         return crop_like(albedo, image), crop_like(shading, image)
 
 
@@ -177,7 +177,7 @@ class IntrinsicComposer(nn.Module):
     def forward(self, intrinsics: torch.Tensor) -> torch.Tensor:
         x = pad_to_multiple(intrinsics, MULTIPLE)
         albedo, shading = self.halves(x)
-        return crop_like(torch.clamp(albedo * shading + self.net(x), 0.0, 1.0), intrinsics)
+        return crop_like(clip_unit(albedo * shading + self.net(x)), intrinsics)
 
 
 @register_model

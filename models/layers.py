@@ -51,6 +51,14 @@ class ConvBNAct(nn.Sequential):
         self.act = act if act is not None else nn.Identity()
 
 
+def clip_unit(x: torch.Tensor) -> torch.Tensor:
+    """clamp(x, 0, 1), written as relu(x) - relu(x - 1): bit-identical in float32 (x - 1 is exact for x >= 1, and
+    x - (x - 1) is then exactly 1), with the same gradient. TFLite converters lower clamp(0, 1) to RELU_0_TO_1,
+    which XNNPACK does not take, so LiteRT's CompiledModel would not report the graph as fully accelerated;
+    RELU and SUB it takes."""
+    return torch.relu(x) - torch.relu(x - 1.0)
+
+
 class InputSkip(nn.Identity):
     """The identity through which a model's input joins a concatenation. An int8 export replaces it with an
     identity 1x1 conv (quantize.tflite.own_input_scale), so that the input keeps a quantization scale of its own
@@ -70,8 +78,9 @@ def downsample(cin: int, cout: int, separable: bool, act: nn.Module | None) -> n
 
 
 def last_conv(conv: nn.Module) -> nn.Conv2d:
-    """The Conv2d that produces a (separable) conv's output: the pointwise one of a SeparableConv2d."""
-    return conv.pointwise if isinstance(conv, SeparableConv2d) else conv
+    """The Conv2d that produces a factorised conv's output: the pointwise one of a SeparableConv2d, the last of
+    any other sequence of convs."""
+    return list(conv.children())[-1] if isinstance(conv, nn.Sequential) else conv
 
 
 def fold_batchnorm(model: nn.Module) -> nn.Module:

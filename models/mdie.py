@@ -19,7 +19,7 @@ from torch import nn
 from .contract import DeploymentContract
 from .intrinsic import (IntrinsicComposer, IntrinsicConfig, IntrinsicDecomposer, MULTIPLE, crop_like,
                         pad_to_multiple)
-from .layers import ConvBNAct, downsample, last_conv
+from .layers import ConvBNAct, clip_unit, downsample, last_conv
 from .registry import register_model
 
 DOMAINS = ("color", "noise", "texture")
@@ -95,7 +95,7 @@ class MDIEGenerator(nn.Module):
         # the full-resolution stem features join the upsampled ones: denoising and sharpening act per pixel,
         # which a 1/4-resolution bottleneck alone cannot express
         y = self.out(self.up(self.blocks(f)) + full)
-        return crop_like(torch.clamp(xp + y, 0.0, 1.0), x)
+        return crop_like(clip_unit(xp + y), x)
 
 
 class MDIEDiscriminator(nn.Module):

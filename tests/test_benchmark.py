@@ -1,6 +1,7 @@
 import json
 
 import pytest
+import torch
 
 from benchmark.__main__ import main as bench_main
 from benchmark.report import table
@@ -57,3 +58,28 @@ def test_table_formats_missing_values():
     assert cells["status"] == "skipped:" and "skipped: why" in row
     assert row.split()[-1] == "-" and "21.5" in row.split()  # missing values print '-', floats are rounded
     assert set(rule.replace(" ", "")) == {"-"}
+
+
+def test_profiles_rank_a_deliberately_slow_layer_first(tmp_path):
+    from torch import nn
+
+    from benchmark.profile import litert_profile, onnx_profile, write_profiles
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.stem = nn.Conv2d(3, 16, 1)
+            self.slow = nn.Conv2d(16, 16, 15, padding=7)  # 57,600 MACs per pixel: the rest has under 300
+            self.head = nn.Conv2d(16, 3, 1)
+
+        def forward(self, x):
+            return self.head(torch.relu(self.slow(torch.relu(self.stem(x)))))
+
+    net = Net().eval()
+    profiles = [onnx_profile("net", net, (64, 64), 1, runs=2), litert_profile("net", net, (64, 64), 1, runs=2)]
+    for p in profiles:
+        assert p.layers[0].layer == "slow" and p.layers[0].share > 0.5, p.layers
+        assert p.layers[0].macs == 16 * 16 * 15 * 15 * 64 * 64 and p.peak_gmacs_per_s > 0
+    paths = write_profiles(profiles, tmp_path)
+    assert "| slow | conv 15x15 16->16 |" in (tmp_path / "profile.md").read_text()
+    assert all(p.stat().st_size > 0 for p in paths)

@@ -42,6 +42,8 @@ class DPEDTrainConfig:
                                                                      "content loss (default: SSIM substitute)"})
     width: int | None = field(default=None, metadata={"help": "override the generator width"})
     head: str | None = field(default=None, metadata={"help": "override the output head: tanh or residual"})
+    out_layer: str | None = field(default=None, metadata={"help": "override DPED+'s last 9x9 layer: separable, "
+                                                                   "full or pointwise_first"})
     val_every: int = field(default=200, metadata={"help": "validate every N steps (and at the end)"})
     val_crop: int = field(default=256, metadata={"help": "centre crop of each validation photo"})
     val_count: int = field(default=32, metadata={"help": "at most this many validation pairs"})
@@ -55,7 +57,8 @@ class DPEDTrainConfig:
         check_options(self, min_patch=MIN_PATCH)
 
     def model_overrides(self) -> dict:
-        return {k: v for k, v in (("width", self.width), ("head", self.head)) if v is not None}
+        return {k: v for k, v in (("width", self.width), ("head", self.head), ("out_layer", self.out_layer))
+                if v is not None}
 
 
 def _content_loss(cfg: DPEDTrainConfig) -> tuple[torch.nn.Module | None, str]:

@@ -33,7 +33,7 @@ class TrainingDiverged(RuntimeError):
 POSITIVE_INTS = ("steps", "batch", "patch", "save_every", "val_every", "val_count", "val_crop", "threads", "width",
                  "generator_width", "blocks")
 NON_NEGATIVE_INTS = ("pretrain_steps", "seed")
-ARCHITECTURE = ("model", "width", "head", "generator_width", "blocks")  # must match the run being resumed
+ARCHITECTURE = ("model", "width", "head", "out_layer", "generator_width", "blocks")  # must match the run being resumed
 
 
 def check_options(cfg: Any, min_patch: int = 1) -> None:

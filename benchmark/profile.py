@@ -1,0 +1,279 @@
+"""Per-layer profiles: where an artifact's time goes, layer by layer, against this machine's own peak.
+
+- ONNX Runtime: its built-in profiler (``SessionOptions.enable_profiling``) times every node of the real artifact.
+- LiteRT: the Python runtime has no per-op profiler, so every convolution is exported alone (fp32, at the input
+  shape it has in the whole model) and timed in LiteRT with XNNPACK; the row says 'alone'. Elementwise ops are
+  not timed this way; the whole-model time is shown beside the sum.
+- Peak: a 64->64 1x1 convolution at the same size in the same runtime and thread count, the densest work these
+  runtimes do; each layer's GMAC/s is also given as a share of it.
+
+Each row: layer (PyTorch module path), op, ms, share of the summed layer time, MACs, GMAC/s, % of peak, and MB of
+activations read and written (fp32).
+"""
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from collections import defaultdict
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from artifacts.quiet import quiet
+
+
+@dataclass
+class LayerTime:
+    layer: str
+    op: str
+    ms: float
+    share: float = 0.0
+    macs: int = 0
+    gmacs_per_s: float | None = None
+    peak_share: float | None = None
+    activation_mb: float = 0.0
+
+
+@dataclass
+class Profile:
+    model: str
+    runtime: str
+    method: str            # 'runtime profiler' or 'each conv exported alone'
+    size: tuple[int, int]
+    threads: int
+    whole_ms: float        # the whole artifact, median
+    peak_gmacs_per_s: float
+    layers: list[LayerTime]
+
+
+def conv_shapes(model: nn.Module, size: tuple[int, int]) -> dict[str, dict]:
+    """Per Conv2d module path: input shape, output shape and MACs on a (1, 3, H, W) input."""
+    found: dict[str, dict] = {}
+
+    def hook(name):
+        def record(mod: nn.Conv2d, inp, out) -> None:
+            kh, kw = mod.kernel_size
+            macs = out.numel() // out.shape[0] * (mod.in_channels // mod.groups) * kh * kw
+            found[name] = {"in": tuple(inp[0].shape), "out": tuple(out.shape), "macs": int(macs),
+                           "bytes": 4 * (inp[0].numel() + out.numel()), "op": _conv_kind(mod)}
+        return record
+
+    hooks = [m.register_forward_hook(hook(n)) for n, m in model.named_modules()
+             if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, 3, *size))
+    finally:
+        for h in hooks:
+            h.remove()
+    return found
+
+
+def _conv_kind(mod: nn.Module) -> str:
+    k = "x".join(map(str, mod.kernel_size))
+    if isinstance(mod, nn.ConvTranspose2d):
+        return f"transposed conv {k}"
+    if mod.groups == mod.in_channels and mod.groups > 1:
+        return f"depthwise {k} on {mod.in_channels}"
+    return f"conv {k} {mod.in_channels}->{mod.out_channels}"
+
+
+def _median_ms(fn, x, runs: int) -> float:
+    fn(x)
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        fn(x)
+        times.append((time.perf_counter() - t0) * 1000)
+    return float(np.median(times))
+
+
+def _finish(layers: list[LayerTime], shapes: dict[str, dict], peak: float) -> list[LayerTime]:
+    total = sum(r.ms for r in layers) or 1.0
+    for r in layers:
+        info = shapes.get(r.layer, {})
+        r.macs = info.get("macs", 0)
+        r.activation_mb = round(info.get("bytes", 0) / 1e6, 2)
+        r.share = round(r.ms / total, 4)
+        if r.macs and r.ms > 0:
+            r.gmacs_per_s = round(r.macs / (r.ms / 1000) / 1e9, 2)
+            r.peak_share = round(r.gmacs_per_s / peak, 3) if peak else None
+        r.ms = round(r.ms, 3)
+    return sorted(layers, key=lambda r: -r.ms)
+
+
+# --- ONNX Runtime ---------------------------------------------------------------------------------------------
+
+def _onnx(model: nn.Module, path: Path, size: tuple[int, int]) -> None:
+    import warnings
+
+    with warnings.catch_warnings(), quiet():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model.eval(), (torch.rand(1, 3, *size),), str(path), input_names=["image"],
+                          opset_version=17, dynamo=False)
+
+
+def _ort_session(path: Path, threads: int, profile_to: Path | None = None):
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads, opts.inter_op_num_threads, opts.log_severity_level = threads, 1, 3
+    if profile_to is not None:
+        opts.enable_profiling = True
+        opts.profile_file_prefix = str(profile_to)
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+def _module_path(node_name: str) -> str:
+    """'/blocks/blocks.0/body/body.0/conv/depthwise/Conv' -> 'blocks.0.body.0.conv.depthwise'."""
+    parts = [p for p in node_name.strip("/").split("/")[:-1]]
+    keep = [p for i, p in enumerate(parts) if not (i + 1 < len(parts) and parts[i + 1].startswith(p + "."))]
+    return ".".join(keep) if keep else node_name
+
+
+def onnx_profile(name: str, model: nn.Module, size: tuple[int, int], threads: int, runs: int = 3,
+                 artifact: Path | None = None) -> Profile:
+    """ONNX Runtime's own per-node times for ``artifact`` (default: ``model`` exported to fp32 ONNX here)."""
+    shapes = conv_shapes(model, size)
+    x = np.random.default_rng(0).random((1, 3, *size), dtype=np.float32)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = artifact or Path(tmp) / "model.onnx"
+        if artifact is None:
+            _onnx(model, path, size)
+        plain = _ort_session(path, threads)
+        whole = _median_ms(lambda v: plain.run(None, {"image": v}), x, runs)
+        session = _ort_session(path, threads, Path(tmp) / "trace")
+        for _ in range(runs + 1):
+            session.run(None, {"image": x})
+        trace = json.loads(Path(session.end_profiling()).read_text())
+        peak = _peak_onnx(size, threads, Path(tmp))
+    per_node: dict[tuple[str, str], list[float]] = defaultdict(list)
+    for event in trace:
+        if event.get("cat") == "Node" and event["name"].endswith("_kernel_time"):
+            node = event["name"][: -len("_kernel_time")]
+            per_node[(node, event["args"].get("op_name", "?"))].append(event["dur"] / 1000)
+    # ONNX Runtime's layout optimizer renames the nodes it rewrites (NCHWc); its convolutions still run in the
+    # model's order, one per PyTorch conv, so the n-th conv node is the n-th conv module when the counts agree.
+    convs = [key for key in per_node if "Conv" in key[1]]
+    by_order = dict(zip(convs, shapes)) if len(convs) == len(shapes) else {}
+    layers = []
+    for (node, op), durations in per_node.items():
+        ms = float(np.median(durations[1:] if len(durations) > 1 else durations))  # the first run warms up
+        layer = by_order.get((node, op)) or _module_path(node)
+        layers.append(LayerTime(layer if layer in shapes else node,
+                                shapes[layer]["op"] if layer in shapes else op, ms))
+    return Profile(name, "onnxruntime", "runtime profiler", size, threads, round(whole, 2), peak,
+                   _finish(layers, shapes, peak))
+
+
+def _peak_module() -> nn.Module:
+    return nn.Conv2d(64, 64, 1)
+
+
+def _peak_onnx(size: tuple[int, int], threads: int, tmp: Path) -> float:
+    path = tmp / "peak.onnx"
+    import warnings
+
+    with warnings.catch_warnings(), quiet():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(_peak_module().eval(), (torch.rand(1, 64, *size),), str(path), input_names=["x"],
+                          opset_version=17, dynamo=False)
+    session = _ort_session(path, threads)
+    x = np.random.default_rng(0).random((1, 64, *size), dtype=np.float32)
+    ms = _median_ms(lambda v: session.run(None, {"x": v}), x, 3)
+    return round(64 * 64 * size[0] * size[1] / (ms / 1000) / 1e9, 2)
+
+
+# --- LiteRT ---------------------------------------------------------------------------------------------------
+
+class _NHWC(nn.Module):
+    def __init__(self, layer: nn.Module):
+        super().__init__()
+        self.layer = layer
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layer(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+
+
+def _litert_ms(layer: nn.Module, shape: tuple[int, ...], threads: int, runs: int, tmp: Path) -> float:
+    import litert_torch
+    from ai_edge_litert.interpreter import Interpreter
+
+    path = tmp / "layer.tflite"
+    sample = torch.rand(shape[0], shape[2], shape[3], shape[1])
+    with quiet():
+        litert_torch.convert(_NHWC(layer).eval(), (sample,)).export(str(path))
+        interp = Interpreter(model_path=str(path), num_threads=threads)
+        interp.allocate_tensors()
+    index = interp.get_input_details()[0]["index"]
+    x = sample.numpy()
+
+    def run(v):
+        interp.set_tensor(index, v)
+        interp.invoke()
+
+    return _median_ms(run, x, runs)
+
+
+def litert_profile(name: str, model: nn.Module, size: tuple[int, int], threads: int, runs: int = 3,
+                   whole_ms: float | None = None) -> Profile:
+    """Each convolution of ``model`` exported alone to fp32 TFLite at its real input shape, timed in LiteRT."""
+    shapes = conv_shapes(model, size)
+    modules = dict(model.named_modules())
+    layers = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for layer, info in shapes.items():
+            layers.append(LayerTime(layer, info["op"], _litert_ms(modules[layer], info["in"], threads, runs,
+                                                                  Path(tmp))))
+        peak_ms = _litert_ms(_peak_module(), (1, 64, *size), threads, runs, Path(tmp))
+    peak = round(64 * 64 * size[0] * size[1] / (peak_ms / 1000) / 1e9, 2)
+    return Profile(name, "litert", "each conv exported alone", size, threads, round(whole_ms or 0.0, 2), peak,
+                   _finish(layers, shapes, peak))
+
+
+# --- reports --------------------------------------------------------------------------------------------------
+
+def write_profiles(profiles: list[Profile], out: Path) -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "profile.json").write_text(json.dumps([asdict(p) for p in profiles], indent=2))
+    lines = ["# Per-layer profiles", ""]
+    for p in profiles:
+        total = sum(r.ms for r in p.layers)
+        lines += [f"## {p.model}, {p.runtime}, {p.size[0]}x{p.size[1]}, {p.threads} threads ({p.method})", "",
+                  f"Whole artifact {p.whole_ms:.1f} ms; layers timed {total:.1f} ms; peak (1x1 conv 64->64) "
+                  f"{p.peak_gmacs_per_s:.1f} GMAC/s.", "",
+                  "| layer | op | ms | share | MACs/pixel-map (M) | GMAC/s | % of peak | activations MB |",
+                  "|---|---|---:|---:|---:|---:|---:|---:|"]
+        lines += [f"| {r.layer} | {r.op} | {r.ms:.2f} | {100 * r.share:.1f}% | {r.macs / 1e6:.1f} | "
+                  f"{'-' if r.gmacs_per_s is None else f'{r.gmacs_per_s:.1f}'} | "
+                  f"{'-' if r.peak_share is None else f'{100 * r.peak_share:.0f}%'} | {r.activation_mb:.1f} |"
+                  for r in p.layers]
+        lines.append("")
+    (out / "profile.md").write_text("\n".join(lines))
+    paths = [out / "profile.json", out / "profile.md"]
+    chart = _chart(profiles, out / "profile.png")
+    return paths + [chart]
+
+
+def _chart(profiles: list[Profile], path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(len(profiles), 1, figsize=(10, 3 + 0.25 * max(len(p.layers[:15]) for p in profiles)
+                                                       * len(profiles)), squeeze=False)
+    for ax, p in zip(axes[:, 0], profiles):
+        top = p.layers[:15][::-1]
+        ax.barh([f"{r.layer} ({r.op})" for r in top], [r.ms for r in top])
+        ax.set_xlabel("ms")
+        ax.set_title(f"{p.model}, {p.runtime}, {p.size[0]}x{p.size[1]}, {p.threads} threads", fontsize=9)
+        ax.tick_params(axis="y", labelsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

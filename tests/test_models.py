@@ -37,6 +37,25 @@ def test_separable_variant_is_cheaper_and_receptive_field_is_37():
     assert mobile.blocks[0].body[0].conv.depthwise.groups == 64   # the rest is depthwise + pointwise
 
 
+@pytest.mark.parametrize("form", ["separable", "full", "pointwise_first"])
+def test_every_output_layer_form_keeps_the_9x9_reach_and_exact_clip(form, tmp_path):
+    model = create_model("dped_mobile", width=8, blocks=1, out_layer=form)
+    impulse = torch.zeros(1, 3, 41, 41, requires_grad=True)
+    model(impulse)[0, :, 20, 20].sum().backward()
+    rows = impulse.grad.abs().sum(dim=(0, 1, 3)).nonzero()
+    assert int(rows.max() - rows.min() + 1) == model.contract.receptive_field == 25
+    x = torch.randn(1000) * 3  # clip_unit is clamp(0, 1), bit for bit
+    from models.layers import clip_unit
+
+    assert torch.equal(clip_unit(x), torch.clamp(x, 0.0, 1.0))
+    # a checkpoint whose config predates out_layer loads as the separable form it was trained with
+    ckpt = save_checkpoint(tmp_path / "old.pt", width=8, blocks=1, out_layer="separable")
+    data = torch.load(ckpt, weights_only=True)
+    del data["config"]["out_layer"]
+    torch.save(data, ckpt)
+    assert create_model("dped_mobile", checkpoint=ckpt).config.out_layer == "separable"
+
+
 def test_fold_batchnorm_keeps_the_function(tmp_path):
     model = create_model("dped_mobile", checkpoint=save_checkpoint(tmp_path / "c.pt", width=8, blocks=2))
     folded = fold_batchnorm(model)

@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-from .cli import run_main
 from dataclasses import asdict
 from pathlib import Path
 
+from .cli import run_main
 from .runtimes import runtime_for
 from .sidecar import METADATA_KEY, Sidecar, SidecarError
 from .targets import target_of

@@ -280,10 +280,11 @@ def run_profiles(cfg: BenchConfig, log=print) -> list[Path]:
             whole = None
             if path is not None:
                 from artifacts import load
-                from .profile import _median_ms
+
+                from .profile import median_ms
 
                 run = load(path, threads)
-                whole = _median_ms(run, np.random.default_rng(0).random((*cfg.size, 3), dtype=np.float32), cfg.runs)
+                whole = median_ms(run, np.random.default_rng(0).random((*cfg.size, 3), dtype=np.float32), cfg.runs)
             log(f"  profiling {model} litert fp32 x{threads} (each conv alone) ...")
             profiles.append(litert_profile(f"{model} fp32", net, cfg.size, threads, cfg.runs, whole))
     return write_profiles(profiles, cfg.out)

@@ -83,7 +83,7 @@ def _conv_kind(mod: nn.Module) -> str:
     return f"conv {k} {mod.in_channels}->{mod.out_channels}"
 
 
-def _median_ms(fn, x, runs: int) -> float:
+def median_ms(fn, x, runs: int) -> float:
     fn(x)
     times = []
     for _ in range(runs):
@@ -150,7 +150,7 @@ def onnx_profile(name: str, model: nn.Module, size: tuple[int, int], threads: in
         if artifact is None:
             _onnx(model, path, size)
         plain = _ort_session(path, threads)
-        whole = _median_ms(lambda v: plain.run(None, {"image": v}), x, runs)
+        whole = median_ms(lambda v: plain.run(None, {"image": v}), x, runs)
         session = _ort_session(path, threads, Path(tmp) / "trace")
         for _ in range(runs + 1):
             session.run(None, {"image": x})
@@ -189,7 +189,7 @@ def _peak_onnx(size: tuple[int, int], threads: int, tmp: Path) -> float:
                           opset_version=17, dynamo=False)
     session = _ort_session(path, threads)
     x = np.random.default_rng(0).random((1, 64, *size), dtype=np.float32)
-    ms = _median_ms(lambda v: session.run(None, {"x": v}), x, 3)
+    ms = median_ms(lambda v: session.run(None, {"x": v}), x, 3)
     return round(64 * 64 * size[0] * size[1] / (ms / 1000) / 1e9, 2)
 
 
@@ -221,7 +221,7 @@ def _litert_ms(layer: nn.Module, shape: tuple[int, ...], threads: int, runs: int
         interp.set_tensor(index, v)
         interp.invoke()
 
-    return _median_ms(run, x, runs)
+    return median_ms(run, x, runs)
 
 
 def litert_profile(name: str, model: nn.Module, size: tuple[int, int], threads: int, runs: int = 3,

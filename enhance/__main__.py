@@ -18,6 +18,7 @@ Exit status: 0 all enhanced; 1 an input or the model could not be read; 2 usage 
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
 import time
@@ -28,7 +29,7 @@ from typing import Callable
 import numpy as np
 from PIL import Image
 
-from artifacts import TARGETS, SidecarError, load, sidecar_for, target_of
+from artifacts import TARGETS, load, sidecar_for, target_of
 from artifacts.tiling import enhance_tiled, padded
 from photos import DEFAULT_MAX_PIXELS, ImageError, read_uint8, set_max_pixels
 
@@ -84,6 +85,7 @@ def _model_names() -> list[str]:
     return list_models()
 
 
+@functools.lru_cache(maxsize=1)
 def writable_suffixes() -> dict[str, str]:
     """File suffix -> Pillow format, for the formats Pillow can write."""
     Image.init()
@@ -179,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
         tile = fixed or args.tile
         if tile <= 2 * halo:
             raise ValueError(f"--tile {tile} must be larger than twice the halo ({halo})")
-    except (ValueError, SidecarError) as err:  # includes models.CheckpointError
+    except ValueError as err:  # SidecarError and models.CheckpointError included
         print(f"error: {err}", file=sys.stderr)
         return 1
     status = 0

@@ -63,7 +63,7 @@ def export_one(spec: ExportSpec) -> Written:
         check_interrupted()  # the converter may have swallowed a Ctrl-C
         try:
             fidelity = _gate(spec, target, backend, model, folded, tmp)
-            described = _describe(target, spec, tmp)
+            described = _describe(target, spec, model.contract, tmp)
         except Exception as err:  # the runtime rejected the artifact: this export's failure, not a traceback
             raise ExportError(f"the exported {target.name} artifact does not run: {type(err).__name__}: "
                               f"{str(err).strip().splitlines()[0][:300]}") from err
@@ -122,17 +122,16 @@ def _gate(spec: ExportSpec, target: Target, backend, model, folded, path: Path) 
     return measure(load(path), reference, inputs, spec.gate, reference_name)
 
 
-def _describe(target: Target, spec: ExportSpec, path: Path) -> dict:
+def _describe(target: Target, spec: ExportSpec, contract, path: Path) -> dict:
     mod = runtime(target.runtime)
     if target.name == "onnx":  # ONNX Runtime names its dynamic dims: take the exported size for the shape
-        return mod.describe(path, _onnx_shapes(spec))
+        return mod.describe(path, _onnx_shapes(contract, spec.size))
     return mod.describe(path)
 
 
-def _onnx_shapes(spec: ExportSpec) -> dict[str, list[int]]:
-    contract = create_model(spec.model).contract
-    shapes = {contract.input_name: [1, contract.channels, *spec.size]}
-    shapes.update({name: [1, c, *spec.size] for name, c in contract.outputs})
+def _onnx_shapes(contract, size: tuple[int, int]) -> dict[str, list[int]]:
+    shapes = {contract.input_name: [1, contract.channels, *size]}
+    shapes.update({name: [1, c, *size] for name, c in contract.outputs})
     return shapes
 
 

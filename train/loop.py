@@ -98,8 +98,9 @@ def _check_same_run(out: Path, cfg: Any) -> None:
     for key in ARCHITECTURE:
         mine = getattr(cfg, key, None)
         if mine is not None and key in saved and saved[key] != mine:
-            raise ValueError(f"--{key.replace('_', '-')} {mine} conflicts with the run in {out}, which was started "
-                             f"with {key} {saved[key]!r} (see its config.json); drop the option or use another --out")
+            flag = f"--{key.replace('_', '-')}"
+            raise ValueError(f"{flag} {mine} conflicts with the run in {out}, which was started with {flag} "
+                             f"{saved[key]} (its config.json): resume with {flag} {saved[key]}, or use another --out")
 
 
 def load_last(out: Path) -> dict:

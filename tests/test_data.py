@@ -6,7 +6,8 @@ from PIL import Image
 
 from photos.io import ImageError, load_image
 from photos.samples import TRAIN_PHOTOS, VALIDATION_PHOTOS
-from train.data import DatasetError, builtin_pairs, dped_pairs, folder_pairs, open_pairs, sample_batch
+from train.data import (DatasetError, builtin_pairs, dped_pairs, folder_pairs, item_rngs, open_pairs,
+                        sample_batch)
 from train.degrade import DegradationConfig, degrade, shift
 from tests.conftest import write_photo
 
@@ -15,7 +16,7 @@ def test_dped_layout_loader(dped_layout):
     train, val = dped_pairs(dped_layout, "iphone", "train"), dped_pairs(dped_layout, "iphone", "val")
     assert len(train) == 6 and len(val) == 2
     assert dped_pairs(dped_layout / "iphone", "iphone").names == train.names  # root/<phone> works too
-    phone, dslr = sample_batch(train, 3, 32, np.random.default_rng(0))
+    phone, dslr = sample_batch(train, 32, item_rngs((0, 0), range(3)))
     assert phone.shape == dslr.shape == (3, 3, 32, 32)
     with pytest.raises(DatasetError, match="DPED layout"):
         dped_pairs(dped_layout, "sony")
@@ -39,7 +40,7 @@ def test_odd_images_are_converted_and_unreadable_ones_skipped(tmp_path, caplog):
         load_image(root / "phone" / "3.jpg")
     pairs = folder_pairs(root, "train", val_every=1000)  # first pair is validation, three for training
     with caplog.at_level(logging.WARNING, logger="train"):
-        phone, _ = sample_batch(pairs, 8, 32, np.random.default_rng(0))
+        phone, _ = sample_batch(pairs, 32, item_rngs((0, 0), range(8)))
     assert phone.shape == (8, 3, 32, 32)
     assert "3.jpg" in caplog.text
 

@@ -10,6 +10,7 @@ from tests.conftest import save_checkpoint, write_photo
 from train import losses
 from train.__main__ import main as train_main
 from train.domains import builtin_domain_pairs
+from train.data import item_rngs
 from train.intrinsic_data import intrinsic_folder, labelled_batch, shading_field, validation_triples
 from train.mdie import noise_sigma, sharpness
 from train.data import DatasetError
@@ -80,11 +81,11 @@ def test_mdie_losses_on_tiny_tensors():
 
 
 def test_synthetic_intrinsics_have_exact_ground_truth():
-    image, albedo, shading = labelled_batch(None, 3, 64, np.random.default_rng(0))
+    image, albedo, shading = labelled_batch(None, 64, item_rngs((0, 0), range(3)))
     assert image.shape == albedo.shape == shading.shape == (3, 3, 64, 64)
     assert torch.allclose(image, albedo * shading)
     assert shading.min() > 0.1 and shading.max() <= 1.0 + 1e-6
-    again = labelled_batch(None, 3, 64, np.random.default_rng(0))[0]
+    again = labelled_batch(None, 64, item_rngs((0, 0), range(3)))[0]
     assert torch.equal(image, again)  # a function of the seed
     s = shading_field(64, 64, np.random.default_rng(1))
     assert np.abs(np.diff(s, axis=0)).mean() < np.abs(np.diff(albedo[0].numpy(), axis=1)).mean()  # smooth
@@ -97,7 +98,7 @@ def test_intrinsic_folder_layout(tmp_path):
     write_photo(tmp_path / "clean/scene/frame_0002.png", 40, 40)  # no albedo/shading: ignored with a warning
     folder = intrinsic_folder(tmp_path)
     assert len(folder.images) == 1
-    image, albedo, shading = labelled_batch(folder, 2, 32, np.random.default_rng(0))
+    image, albedo, shading = labelled_batch(folder, 32, item_rngs((0, 0), range(2)))
     assert image.shape == (2, 3, 32, 32)
     with pytest.raises(DatasetError, match="albedo"):
         intrinsic_folder(tmp_path / "clean")

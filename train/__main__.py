@@ -25,6 +25,7 @@ from artifacts.cli import INTERRUPTED, run_main
 from models import CheckpointError, list_models
 
 from .data import DatasetError
+from .distributed import torchrun_env
 from .dped import DPEDTrainConfig, train_dped
 from .loop import TrainingDiverged
 from .evaluate import evaluate_model
@@ -81,8 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         fields = {f.name for f in dataclasses.fields(cfg_cls)}
         try:  # every option checked before any work
             cfg = cfg_cls(**{k: v for k, v in vars(args).items() if k in fields})
-        except ValueError as err:
-            parser.print_usage(sys.stderr)
+        except ValueError as err:  # one line naming the option
             print(f"error: {err}", file=sys.stderr)
             return 2
     try:
@@ -97,7 +97,8 @@ def main(argv: list[str] | None = None) -> int:
         print("\ninterrupted: the last checkpoint written is intact; continue with --resume --out RUN",
               file=sys.stderr)
         return INTERRUPTED
-    print(json.dumps(summary, indent=2))
+    if torchrun_env()[0] == 0:  # under torchrun, rank 0 speaks for the run
+        print(json.dumps(summary, indent=2, default=str))
     return 0
 
 

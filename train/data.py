@@ -10,6 +10,7 @@ import logging
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -159,31 +160,86 @@ def _crop(img: np.ndarray, y: int, x: int, size: int) -> np.ndarray:
     return img[y:y + size, x:x + size]
 
 
-def sample_batch(pairs: PairSet, batch: int, patch: int, rng: np.random.Generator,
-                 augment: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-    """``batch`` random aligned crops of ``patch`` x ``patch`` -> (phone, dslr), each (N, 3, patch, patch)."""
-    phones, dslrs = [], []
-    tries = 0
-    while len(phones) < batch:
-        tries += 1
-        if tries > 20 * batch + 100:
-            raise DatasetError("Too many unreadable images: no usable pairs left")
+def item_rngs(key: Sequence[int], items: Iterable[int]) -> list[np.random.Generator]:
+    """One generator per item of a global batch: item ``i`` of the batch keyed ``key`` (e.g. (seed, step)) is
+    drawn from ``default_rng([*key, i])``, so any shard of the batch is drawn alone, the same in every process."""
+    return [np.random.default_rng([*key, i]) for i in items]
+
+
+def draw_patch(pairs: PairSet, patch: int, rng: np.random.Generator,
+               augment: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """One random aligned ``patch`` x ``patch`` crop (phone, dslr) of a random readable pair, rotated and flipped
+    when ``augment``; raises DatasetError when 100 draws in a row find no readable pair."""
+    for _ in range(100):
         got = pairs.pair(int(rng.integers(len(pairs))))
-        if got is None:
-            continue
-        a, b = got
-        h, w = a.shape[:2]
-        y, x = int(rng.integers(max(1, h - patch + 1))), int(rng.integers(max(1, w - patch + 1)))
-        a, b = _crop(a, y, x, patch), _crop(b, y, x, patch)
-        if augment:
-            k, flip = int(rng.integers(4)), bool(rng.integers(2))
-            a, b = np.rot90(a, k), np.rot90(b, k)
-            if flip:
-                a, b = a[:, ::-1], b[:, ::-1]
-        phones.append(np.ascontiguousarray(a))
-        dslrs.append(np.ascontiguousarray(b))
-    to_t = lambda xs: torch.from_numpy(np.stack(xs)).permute(0, 3, 1, 2).contiguous()  # noqa: E731
-    return to_t(phones), to_t(dslrs)
+        if got is not None:
+            break
+    else:
+        raise DatasetError("Too many unreadable images: no usable pairs left")
+    a, b = got
+    h, w = a.shape[:2]
+    y, x = int(rng.integers(max(1, h - patch + 1))), int(rng.integers(max(1, w - patch + 1)))
+    a, b = _crop(a, y, x, patch), _crop(b, y, x, patch)
+    if augment:
+        k, flip = int(rng.integers(4)), bool(rng.integers(2))
+        a, b = np.rot90(a, k), np.rot90(b, k)
+        if flip:
+            a, b = a[:, ::-1], b[:, ::-1]
+    return np.ascontiguousarray(a), np.ascontiguousarray(b)
+
+
+def _chw(x: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(x).permute(2, 0, 1).contiguous()
+
+
+def sample_batch(pairs: PairSet, patch: int, rngs: list[np.random.Generator],
+                 augment: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """One patch per generator (see ``item_rngs``) -> (phone, dslr), each (N, 3, patch, patch)."""
+    drawn = [draw_patch(pairs, patch, rng, augment) for rng in rngs]
+    return (torch.stack([_chw(a) for a, _ in drawn]), torch.stack([_chw(b) for _, b in drawn]))
+
+
+class PatchDataset(torch.utils.data.Dataset):
+    """Training patches keyed by (step, i): item i of step's global batch, drawn from ``default_rng([seed, step,
+    i])``. Decoding, cropping and flips run in the DataLoader's workers; the batch order stays (seed, step)."""
+
+    def __init__(self, pairs: PairSet, patch: int, seed: int, augment: bool = True):
+        self.pairs, self.patch, self.seed, self.augment = pairs, patch, seed, augment
+
+    def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        step, i = key
+        a, b = draw_patch(self.pairs, self.patch, np.random.default_rng([self.seed, step, i]), self.augment)
+        return _chw(a), _chw(b)
+
+
+class StepBatches(torch.utils.data.Sampler):
+    """The keys of steps ``start`` .. ``stop - 1``, each step's ``items`` (this process's shard) as one batch."""
+
+    def __init__(self, start: int, stop: int, items: range):
+        self.start, self.stop, self.items = start, stop, items
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        for step in range(self.start, self.stop):
+            yield [(step, i) for i in self.items]
+
+    def __len__(self) -> int:
+        return max(0, self.stop - self.start)
+
+
+def patch_loader(pairs: PairSet, patch: int, seed: int, start: int, stop: int, items: range, workers: int,
+                 pin_memory: bool = False) -> torch.utils.data.DataLoader:
+    """Batches of steps ``start`` .. ``stop - 1`` (this process's ``items`` of each), decoded on ``workers``
+    processes (0: in this one)."""
+    return torch.utils.data.DataLoader(PatchDataset(pairs, patch, seed), batch_sampler=StepBatches(start, stop, items),
+                                       num_workers=workers, pin_memory=pin_memory,
+                                       persistent_workers=False, prefetch_factor=4 if workers else None)
+
+
+def worker_error(err: Exception) -> str:
+    """The one-line message of an error raised in a DataLoader worker (which wraps it in a traceback)."""
+    lines = [line for line in str(err).strip().splitlines() if line.strip()]
+    last = lines[-1] if lines else type(err).__name__
+    return last.split(": ", 1)[1] if "Error: " in last else last
 
 
 def center_crop(img: np.ndarray, size: int) -> np.ndarray:

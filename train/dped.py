@@ -5,6 +5,7 @@
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,8 +16,8 @@ import models
 from models import TextureDiscriminator, create_model, keep_freed_memory
 
 from . import losses
-from .checkpoint import save_atomic
-from .data import PairSet, center_crop, open_pairs, sample_batch
+from .data import DatasetError, PairSet, center_crop, open_pairs, patch_loader, worker_error
+from .distributed import Context, amp_field, device_field, started
 from .loop import Run, check_options, run_folder, weights_checkpoint
 
 MIN_PATCH = 24  # the colour loss's 21x21 blur and the texture discriminator's strides need at least this
@@ -51,7 +52,14 @@ class DPEDTrainConfig:
     seed: int = field(default=0, metadata={"help": "seed for weights, data and sampling"})
     out: str | None = field(default=None, metadata={"help": "run folder (default runs/<model>, numbered if taken)"})
     resume: bool = field(default=False, metadata={"help": "continue the run in --out from its last.pt"})
-    threads: int | None = field(default=None, metadata={"help": "CPU threads for PyTorch (default: all cores)"})
+    threads: int | None = field(default=None, metadata={"help": "CPU threads for PyTorch (default: all cores, "
+                                                                "shared between torchrun's processes)"})
+    device: str = device_field()
+    amp: bool = amp_field()
+    workers: int | None = field(default=None, metadata={"help": "DataLoader worker processes decoding and cropping "
+                                                                "patches (default: 0 for the built-in photos, which "
+                                                                "are in memory; for folders 1 on CPU, up to 8 per "
+                                                                "GPU)"})
 
     def __post_init__(self) -> None:
         check_options(self, min_patch=MIN_PATCH)
@@ -84,19 +92,38 @@ def _val_tensors(pairs: PairSet, crop: int, count: int) -> list[tuple[torch.Tens
 def validate(gen: torch.nn.Module, val: list[tuple[torch.Tensor, torch.Tensor]]) -> dict[str, float]:
     was_training = gen.training
     gen.eval()
-    scores = np.array([psnr_ssim(gen(a), b) + psnr_ssim(a, b) for a, b in val])
+    device = next(gen.parameters()).device
+    scores = np.array([psnr_ssim(gen(a.to(device)), b.to(device)) + psnr_ssim(a, b) for a, b in val])
     gen.train(was_training)
     psnr, ssim, in_psnr, in_ssim = (float(v) for v in scores.mean(axis=0))
     return {"psnr": psnr, "ssim": ssim, "input_psnr": in_psnr, "input_ssim": in_ssim}
 
 
+def default_workers(cfg: DPEDTrainConfig, ctx: Context) -> int:
+    """DataLoader workers when --workers is not given: none for the in-memory built-in photos; for folders one on
+    CPU (decoding ahead while the cores train) and up to 8 per GPU."""
+    if cfg.workers is not None:
+        return cfg.workers
+    if cfg.data is None:
+        return 0
+    if ctx.device.type == "cpu":
+        return 1
+    return max(1, min(8, (os.cpu_count() or 1) // ctx.local_world_size))
+
+
 def train_dped(cfg: DPEDTrainConfig, progress: bool = True) -> dict:
-    """Train a DPED/DPED+ generator; returns the summary also written to ``<run>/summary.json``."""
+    """Train a DPED/DPED+ generator; returns the summary also written to ``<run>/summary.json``.
+
+    Runs on ``cfg.device``; under torchrun, as one process of a data-parallel run (train.distributed)."""
     models.check_model_name(cfg.model)
-    out = run_folder(cfg)
+    with started(cfg.device, cfg.amp, cfg.threads) as ctx:
+        return _train(cfg, progress, ctx)
+
+
+def _train(cfg: DPEDTrainConfig, progress: bool, ctx: Context) -> dict:
+    items = ctx.shard(cfg.batch)
+    out = ctx.from_main(lambda: run_folder(cfg))
     keep_freed_memory()
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     train_pairs = open_pairs(cfg.data, cfg.phone, "train", cfg.seed)
     val = _val_tensors(open_pairs(cfg.data, cfg.phone, "val", cfg.seed), cfg.val_crop, cfg.val_count)
@@ -104,55 +131,72 @@ def train_dped(cfg: DPEDTrainConfig, progress: bool = True) -> dict:
         raise ValueError("No readable validation pairs")
 
     # channels_last: oneDNN's fast path for depthwise convs on CPU (2-3x over NCHW here)
-    gen = create_model(cfg.model, **cfg.model_overrides()).train().to(memory_format=torch.channels_last)
-    disc = TextureDiscriminator().train()
+    gen = ctx.prepare(create_model(cfg.model, **cfg.model_overrides()).train()).to(memory_format=torch.channels_last)
+    disc = ctx.prepare(TextureDiscriminator().train())
     opt_g = torch.optim.Adam(gen.parameters(), lr=cfg.lr)
     opt_d = torch.optim.Adam(disc.parameters(), lr=cfg.lr)
     sched_g = torch.optim.lr_scheduler.StepLR(opt_g, cfg.lr_decay_every, gamma=0.5)
     sched_d = torch.optim.lr_scheduler.StepLR(opt_d, cfg.lr_decay_every, gamma=0.5)
     content_fn, content_name = _content_loss(cfg)
+    if content_fn is not None:
+        content_fn.to(ctx.device)
     run = Run(out, cfg, cfg.model, gen, {"generator": gen, "discriminator": disc, "opt_g": opt_g, "opt_d": opt_d,
                                          "sched_g": sched_g, "sched_d": sched_d},
-              cfg.steps, progress, meta={"content_loss": content_name})
+              cfg.steps, progress, meta={"content_loss": content_name}, ctx=ctx)
+    gen_ddp, disc_ddp = ctx.wrap(gen), ctx.wrap(disc)
+    scaler = ctx.scaler()
+    workers = default_workers(cfg, ctx)
+    # Batches are a function of (seed, step): a resumed run sees exactly the batches it would have seen, and the
+    # processes of a distributed run each draw their own items of the same global batch.
+    loader = patch_loader(train_pairs, cfg.patch, cfg.seed, run.step, cfg.steps, items, workers,
+                          pin_memory=ctx.device.type == "cuda")
 
     metrics: dict[str, float] | None = None
-    while run.step < cfg.steps:
-        # The batch is a function of (seed, step): a resumed run sees exactly the batches it would have seen.
-        phone, dslr = sample_batch(train_pairs, cfg.batch, cfg.patch, np.random.default_rng([cfg.seed, run.step]))
-        enhanced = gen(phone.contiguous(memory_format=torch.channels_last))
+    try:
+        for phone, dslr in loader:
+            phone = phone.to(ctx.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+            dslr = dslr.to(ctx.device, non_blocking=True)
+            with ctx.autocast():
+                enhanced = gen_ddp(phone)
+                real_logits, fake_logits = disc_ddp(losses.grayscale(dslr)), disc_ddp(losses.grayscale(enhanced.detach()))
+            enhanced = enhanced.float()  # losses in float32
+            opt_d.zero_grad(set_to_none=True)
+            d_loss = losses.discriminator_loss(real_logits.float(), fake_logits.float())
+            scaler.scale(d_loss).backward()
+            scaler.step(opt_d)
 
-        opt_d.zero_grad(set_to_none=True)
-        d_loss = losses.discriminator_loss(disc(losses.grayscale(dslr)), disc(losses.grayscale(enhanced.detach())))
-        d_loss.backward()
-        opt_d.step()
+            opt_g.zero_grad(set_to_none=True)
+            with ctx.autocast():  # D itself, not its DDP wrapper: its gradients here are discarded, not all-reduced
+                texture_logits = disc(losses.grayscale(enhanced))
+            parts = {
+                "content": content_fn(enhanced, dslr) if content_fn else losses.ssim_content_loss(enhanced, dslr),
+                "color": losses.color_loss(enhanced, dslr),
+                "texture": ctx.global_sum(losses.texture_loss(texture_logits.float())),  # summed over the batch
+                "tv": losses.tv_loss(enhanced),
+            }
+            total = (cfg.w_content * parts["content"] + cfg.w_color * parts["color"]
+                     + cfg.w_texture * parts["texture"] + cfg.w_tv * parts["tv"])
+            run.check({"total": total.detach().item(), "discriminator": d_loss.detach().item()})
+            scaler.scale(total).backward()
+            scaler.step(opt_g)
+            scaler.update()
+            values = {"total": total.detach().item(), "discriminator": d_loss.detach().item(),
+                      **{k: v.detach().item() for k, v in parts.items()}, "lr": sched_g.get_last_lr()[0]}
+            sched_g.step(); sched_d.step()  # noqa: E702
+            run.advance(values)
 
-        opt_g.zero_grad(set_to_none=True)
-        parts = {
-            "content": content_fn(enhanced, dslr) if content_fn else losses.ssim_content_loss(enhanced, dslr),
-            "color": losses.color_loss(enhanced, dslr),
-            "texture": losses.texture_loss(disc(losses.grayscale(enhanced))),
-            "tv": losses.tv_loss(enhanced),
-        }
-        total = (cfg.w_content * parts["content"] + cfg.w_color * parts["color"]
-                 + cfg.w_texture * parts["texture"] + cfg.w_tv * parts["tv"])
-        values = {"total": total.detach().item(), "discriminator": d_loss.detach().item()}
-        run.check(values)
-        total.backward()
-        opt_g.step()
-        values.update({k: v.detach().item() for k, v in parts.items()}, lr=sched_g.get_last_lr()[0])
-        sched_g.step(); sched_d.step()  # noqa: E702
-        run.advance(values)
-
-        if run.step % cfg.val_every == 0 or run.step == cfg.steps:
-            metrics = validate(gen, val)
-            run.log_validation(metrics)
-            with torch.no_grad():
-                a, b = val[0]
-                run.tb.add_images("val/phone_enhanced_dslr", torch.cat([a, gen.eval()(a).clamp(0, 1), b]), run.step)
-                gen.train()
-            if run.improved(metrics["psnr"]):
-                save_atomic(weights_checkpoint(cfg.model, gen, run.meta(metrics)), out / "best.pt")
-        if run.step % cfg.save_every == 0 or run.step == cfg.steps:
-            run.save_last(metrics)
+            if ctx.main and (run.step % cfg.val_every == 0 or run.step == cfg.steps):
+                metrics = validate(gen, val)
+                run.log_validation(metrics)
+                with torch.no_grad():
+                    a, b = (t.to(ctx.device) for t in val[0])
+                    run.log_images("val/phone_enhanced_dslr", torch.cat([a, gen.eval()(a).clamp(0, 1), b]))
+                    gen.train()
+                if run.improved(metrics["psnr"]):
+                    run.save(weights_checkpoint(cfg.model, gen, run.meta(metrics)), "best.pt")
+            if run.step % cfg.save_every == 0 or run.step == cfg.steps:
+                run.save_last(metrics)
+    except DatasetError as err:
+        raise DatasetError(worker_error(err)) from None  # a worker's error arrives wrapped in its traceback
     return run.close({"content_loss": content_name, "validation": metrics, "best_val_psnr": run.best,
-                      "last": str(out / "last.pt"), "best": str(out / "best.pt")})
+                      "last": str(out / "last.pt"), "best": str(out / "best.pt"), "data_workers": workers})

@@ -26,7 +26,8 @@ import models
 from models import create_model, keep_freed_memory
 
 from . import losses
-from .checkpoint import save_atomic
+from .data import item_rngs
+from .distributed import Context, amp_field, device_field, started
 from .intrinsic_data import (IntrinsicFolder, intrinsic_folder, labelled_batch, photo_batch, unlabeled_photos,
                              validation_triples)
 from .loop import Run, check_options, run_folder, weights_checkpoint
@@ -65,7 +66,10 @@ class IntrinsicTrainConfig:
     seed: int = field(default=0, metadata={"help": "seed for weights, data and sampling"})
     out: str | None = field(default=None, metadata={"help": "run folder (default runs/<model>, numbered if taken)"})
     resume: bool = field(default=False, metadata={"help": "continue the run in --out from its last.pt"})
-    threads: int | None = field(default=None, metadata={"help": "CPU threads for PyTorch (default: all cores)"})
+    threads: int | None = field(default=None, metadata={"help": "CPU threads for PyTorch (default: all cores, "
+                                                                "shared between torchrun's processes)"})
+    device: str = device_field()
+    amp: bool = amp_field()
 
     def __post_init__(self) -> None:
         check_options(self, min_patch=32)
@@ -97,10 +101,11 @@ def evaluate_intrinsic(decomposer: torch.nn.Module, composer: torch.nn.Module | 
     was = decomposer.training, composer.training
     decomposer.eval(), composer.eval()
     rows = []
+    device = next(decomposer.parameters()).device
     for image, albedo, shading in triples:
         i, a_true, s_true = _t(image), _t(albedo), _t(shading)
-        a, s = decomposer(i)
-        rec = composer(torch.cat([a, s], 1))
+        a, s = (t.cpu() for t in decomposer(i.to(device)))
+        rec = composer(torch.cat([a, s], 1).to(device)).cpu()
         retinex = _t(np.repeat(retinex_shading(image)[..., None], 3, axis=2))
         rows.append([psnr_ssim(a, a_true)[0], psnr_ssim(s, s_true)[0], psnr_ssim(rec, i)[0],
                      _corr(s.mean(1), s_true.mean(1)), psnr_ssim(i, a_true)[0],
@@ -129,57 +134,75 @@ class _Product(torch.nn.Module):
 
 def train_intrinsic(cfg: IntrinsicTrainConfig, progress: bool = True) -> dict:
     """Train F and F'; writes ``<run>/decomposer.pt`` and ``<run>/composer.pt`` (the best validation of the
-    self-supervised phase, or of the run without one) and last.pt."""
+    self-supervised phase, or of the run without one) and last.pt. Runs on ``cfg.device``; under torchrun, as one
+    process of a data-parallel run (train.distributed)."""
     models.check_model_name(cfg.model)
-    out = run_folder(cfg)
+    with started(cfg.device, cfg.amp, cfg.threads) as ctx:
+        return _train(cfg, progress, ctx)
+
+
+def _train(cfg: IntrinsicTrainConfig, progress: bool, ctx: Context) -> dict:
+    items = ctx.shard(cfg.batch)
+    out = ctx.from_main(lambda: run_folder(cfg))
     keep_freed_memory()
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     folder: IntrinsicFolder | None = intrinsic_folder(cfg.data) if cfg.data else None
     photos = unlabeled_photos(cfg.photos)
     val = validation_triples()
     composer_name = COMPOSER_OF[cfg.model]
-    dec = create_model(cfg.model, **cfg.model_overrides()).train()
-    comp = create_model(composer_name, **cfg.model_overrides()).train()
+    dec = ctx.prepare(create_model(cfg.model, **cfg.model_overrides()).train())
+    comp = ctx.prepare(create_model(composer_name, **cfg.model_overrides()).train())
     opt = torch.optim.Adam([*dec.parameters(), *comp.parameters()], lr=cfg.lr)
     sched = torch.optim.lr_scheduler.StepLR(opt, cfg.lr_decay_every, gamma=0.5)
     run = Run(out, cfg, cfg.model, dec, {"composer": comp, "decomposer": dec, "opt": opt, "sched": sched},
-              cfg.steps, progress)
+              cfg.steps, progress, ctx=ctx)
+    dec_ddp, comp_ddp = ctx.wrap(dec), ctx.wrap(comp)
+    scaler = ctx.scaler()
+    on = lambda *ts: [t.to(ctx.device, non_blocking=True) for t in ts]  # noqa: E731
 
     def save_best(metrics: dict) -> None:
         meta = run.meta(metrics)
-        save_atomic(weights_checkpoint(cfg.model, dec, meta, cfg.store_fp16), out / "decomposer.pt")
-        save_atomic(weights_checkpoint(composer_name, comp, meta, cfg.store_fp16), out / "composer.pt")
+        run.save(weights_checkpoint(cfg.model, dec, meta, cfg.store_fp16), "decomposer.pt")
+        run.save(weights_checkpoint(composer_name, comp, meta, cfg.store_fp16), "composer.pt")
+
+    def compose(albedo: torch.Tensor, shading: torch.Tensor) -> torch.Tensor:
+        with ctx.autocast():
+            return comp_ddp(torch.cat([albedo, shading], 1)).float()
+
+    def decompose(image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        with ctx.autocast():
+            a, s = dec_ddp(image)
+        return a.float(), s.float()
 
     metrics: dict | None = None
     phase_start = cfg.pretrain_steps if cfg.pretrain_steps < cfg.steps else 0
     while run.step < cfg.steps:
-        rng = np.random.default_rng([cfg.seed, run.step])
-        image, albedo, shading = labelled_batch(folder, cfg.batch, cfg.patch, rng)
-        a, s = dec(image)
+        # item i of step s: default_rng([seed, s, 0, i]) for the labelled batch, [seed, s, 1, i] for the photos
+        image, albedo, shading = on(*labelled_batch(folder, cfg.patch, item_rngs((cfg.seed, run.step, 0), items)))
+        a, s = decompose(image)
         parts = {"albedo": torch.nn.functional.l1_loss(a, albedo),
                  "shading": torch.nn.functional.l1_loss(s, shading),
-                 "rec": losses.reconstruction_loss(comp(torch.cat([a, s], 1)), image),
-                 "rec_true": losses.reconstruction_loss(comp(torch.cat([albedo, shading], 1)), image)}
+                 "rec": losses.reconstruction_loss(compose(a, s), image),
+                 "rec_true": losses.reconstruction_loss(compose(albedo, shading), image)}
         supervised = cfg.w_albedo * parts["albedo"] + cfg.w_shading * parts["shading"] \
             + cfg.w_rec * (parts["rec"] + parts["rec_true"])
         if run.step < cfg.pretrain_steps:
             total = supervised
         else:
-            real = photo_batch(photos, cfg.batch, cfg.patch, rng)
-            a_u, s_u = dec(real)
-            parts["rec_photos"] = losses.reconstruction_loss(comp(torch.cat([a_u, s_u], 1)), real)
+            real, = on(photo_batch(photos, cfg.patch, item_rngs((cfg.seed, run.step, 1), items)))
+            a_u, s_u = decompose(real)
+            parts["rec_photos"] = losses.reconstruction_loss(compose(a_u, s_u), real)
             parts["smooth"] = losses.smoothness_loss(s_u)
             total = cfg.w_anchor * supervised + cfg.w_rec * parts["rec_photos"] + cfg.w_smooth * parts["smooth"]
         values = {k: v.detach().item() for k, v in parts.items()}
         run.check({"total": total.detach().item()})
         opt.zero_grad(set_to_none=True)
-        total.backward()
-        opt.step()
+        scaler.scale(total).backward()
+        scaler.step(opt)
+        scaler.update()
         sched.step()
         run.advance(values)
-        if run.step % cfg.val_every == 0 or run.step == cfg.steps:
+        if ctx.main and (run.step % cfg.val_every == 0 or run.step == cfg.steps):
             metrics = evaluate_intrinsic(dec, comp, val)
             run.log_validation(metrics)
             # the shipped pair is the best validation of the last phase: self-supervised, when there is one

@@ -132,18 +132,22 @@ def _to_batch(items: list[np.ndarray]) -> torch.Tensor:
     return torch.from_numpy(np.stack(items)).permute(0, 3, 1, 2).contiguous()
 
 
-def labelled_batch(folder: IntrinsicFolder | None, batch: int, size: int, rng: np.random.Generator
+def labelled_batch(folder: IntrinsicFolder | None, size: int, rngs: list[np.random.Generator]
                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(image, albedo, shading) batches (N, 3, size, size): synthetic when ``folder`` is None."""
+    """(image, albedo, shading) batches (N, 3, size, size), one triple per generator (``train.data.item_rngs``):
+    synthetic when ``folder`` is None."""
     triples = []
     sources = albedo_sources("train")
-    while len(triples) < batch:
+    for rng in rngs:
         if folder is None:
             triples.append(synthetic_triple(sources, size, rng))
             continue
-        got = folder.triple(int(rng.integers(len(folder.images))))
-        if got is None:
-            continue
+        for _ in range(100):
+            got = folder.triple(int(rng.integers(len(folder.images))))
+            if got is not None:
+                break
+        else:
+            raise DatasetError(f"Too many unreadable triples in {folder.images[0].parent}")
         h, w = got[0].shape[:2]
         y, x = int(rng.integers(max(1, h - size + 1))), int(rng.integers(max(1, w - size + 1)))
         triples.append(tuple(_pad_crop(g, y, x, size) for g in got))
@@ -181,9 +185,10 @@ def unlabeled_photos(folder: str | Path | None) -> list[np.ndarray]:
     return photos
 
 
-def photo_batch(photos: list[np.ndarray], batch: int, size: int, rng: np.random.Generator) -> torch.Tensor:
+def photo_batch(photos: list[np.ndarray], size: int, rngs: list[np.random.Generator]) -> torch.Tensor:
+    """Random rotated crops of the unlabeled photos, one per generator."""
     crops = []
-    for _ in range(batch):
+    for rng in rngs:
         img = photos[int(rng.integers(len(photos)))]
         h, w = img.shape[:2]
         y, x = int(rng.integers(max(1, h - size + 1))), int(rng.integers(max(1, w - size + 1)))

@@ -22,6 +22,7 @@ from tqdm import tqdm
 from models import model_config
 
 from .checkpoint import save_atomic
+from .distributed import Context, check_device
 
 PREVIOUS = "last.prev.pt"  # the checkpoint before last.pt, kept until the next one is complete
 
@@ -32,7 +33,7 @@ class TrainingDiverged(RuntimeError):
 
 POSITIVE_INTS = ("steps", "batch", "patch", "save_every", "val_every", "val_count", "val_crop", "threads", "width",
                  "generator_width", "blocks")
-NON_NEGATIVE_INTS = ("pretrain_steps", "seed")
+NON_NEGATIVE_INTS = ("pretrain_steps", "seed", "workers")
 ARCHITECTURE = ("model", "width", "head", "out_layer", "generator_width", "blocks")  # must match the run being resumed
 
 
@@ -49,6 +50,8 @@ def check_options(cfg: Any, min_patch: int = 1) -> None:
             raise ValueError(f"{flag} must be 0 or more, got {value}")
         if f.name.startswith("lr") and not value > 0:
             raise ValueError(f"{flag} must be > 0, got {value}")
+    if hasattr(cfg, "device"):
+        check_device(cfg.device)
     if getattr(cfg, "patch", min_patch) < min_patch:
         raise ValueError(f"--patch must be at least {min_patch} pixels, got {cfg.patch}")
 
@@ -128,12 +131,15 @@ def load_last(out: Path) -> dict:
 
 
 class Run:
-    """One training run in ``out``: resume, log, checkpoint."""
+    """One training run in ``out``: resume, log, checkpoint. Every process of a distributed run has one; only
+    rank 0 (``ctx.main``) writes anything."""
 
     def __init__(self, out: Path, cfg: Any, name: str, model: torch.nn.Module, states: dict[str, Any],
-                 steps: int, progress: bool, meta: dict | None = None):
+                 steps: int, progress: bool, meta: dict | None = None, ctx: Context | None = None):
         self.out, self.cfg, self.name, self.model, self.states = out, cfg, name, model, states
-        self.extra_meta = meta or {}  # recorded in every checkpoint's meta (e.g. which content loss was used)
+        self.ctx = ctx or Context(torch.device("cpu"))
+        # recorded in every checkpoint's meta (e.g. which content loss was used, where the run ran)
+        self.extra_meta = {**(meta or {}), **self.ctx.record()}
         self.step, self.best, self.best_step, self.elapsed = 0, -math.inf, 0, 0.0
         if getattr(cfg, "resume", False):
             ts = load_last(out)["train_state"]
@@ -141,15 +147,18 @@ class Run:
                 obj.load_state_dict(ts[key])
             self.step, self.best, self.elapsed = ts["step"], ts["best"], ts["elapsed_s"]
             self.best_step = ts.get("best_step", 0)
-        out.mkdir(parents=True, exist_ok=True)
-        for stale in out.glob(".*.tmp"):  # a checkpoint write cut short by a kill
-            stale.unlink(missing_ok=True)
-        (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
-        from torch.utils.tensorboard import SummaryWriter  # heavy import, only when training
-        self.tb = SummaryWriter(str(out / "tb"))
-        self.bar = tqdm(total=steps, initial=self.step, desc=f"train {name}", disable=not progress,
+        self.tb = None
+        if self.ctx.main:
+            out.mkdir(parents=True, exist_ok=True)
+            for stale in out.glob(".*.tmp"):  # a checkpoint write cut short by a kill
+                stale.unlink(missing_ok=True)
+            (out / "config.json").write_text(json.dumps({**asdict(cfg), "run": self.ctx.record()}, indent=2))
+            from torch.utils.tensorboard import SummaryWriter  # heavy import, only when training
+            self.tb = SummaryWriter(str(out / "tb"))
+        self.bar = tqdm(total=steps, initial=self.step, desc=f"train {name}", disable=not (progress and self.ctx.main),
                         dynamic_ncols=True)
         self._t0 = time.perf_counter() - self.elapsed
+        self._start_step, self._start_time = self.step, time.perf_counter()
 
     def meta(self, metrics: dict | None) -> dict:
         return {"step": self.step, **self.extra_meta, "train_config": asdict(self.cfg), "validation": metrics or {},
@@ -162,38 +171,63 @@ class Run:
             return True
         return False
 
-    def check(self, losses: dict[str, float]) -> None:
+    def check(self, losses: dict[str, float]) -> dict[str, float]:
+        """Stop (TrainingDiverged) when a loss, averaged over the processes, is NaN/inf or exploded; returns the
+        averaged losses."""
+        losses = self.ctx.mean(losses)
         bad = {k: v for k, v in losses.items() if not math.isfinite(v) or abs(v) > 1e8}
         if bad:
             self.bar.close()
             raise TrainingDiverged(
                 f"training diverged at step {self.step + 1}: {', '.join(f'{k} {v:.4g}' for k, v in bad.items())}. "
                 f"Last good checkpoint kept: {self.out / 'last.pt'}. Try a lower --lr or check the data.")
+        return losses
 
     def advance(self, losses: dict[str, float]) -> None:
+        """One step done: ``losses`` (averaged over the processes) go to TensorBoard and the progress bar."""
+        losses = self.ctx.mean(losses)
         self.step += 1
         self.elapsed = time.perf_counter() - self._t0
-        if self.step % 10 == 0:
+        if self.tb is not None and self.step % 10 == 0:
             for k, v in losses.items():
                 self.tb.add_scalar(f"loss/{k}", v, self.step)
         self.bar.set_postfix({k: f"{v:.3g}" for k, v in losses.items()}, refresh=False)
         self.bar.update(1)
 
     def log_validation(self, metrics: dict[str, float]) -> None:
-        for k, v in metrics.items():
-            self.tb.add_scalar(f"val/{k}", v, self.step)
+        if self.tb is not None:
+            for k, v in metrics.items():
+                self.tb.add_scalar(f"val/{k}", v, self.step)
+
+    def log_images(self, tag: str, images: torch.Tensor) -> None:
+        if self.tb is not None:
+            self.tb.add_images(tag, images.float().cpu(), self.step)
+
+    def save(self, ckpt: dict, name: str) -> None:
+        """A weights checkpoint (e.g. best.pt) written atomically into the run folder, by rank 0 only."""
+        if self.ctx.main:
+            save_atomic(ckpt, self.out / name)
 
     def save_last(self, metrics: dict | None) -> None:
+        if not self.ctx.main:
+            return
         ckpt = weights_checkpoint(self.name, self.model, self.meta(metrics))
         ckpt["train_state"] = {**{k: obj.state_dict() for k, obj in self.states.items()},
                                "step": self.step, "best": self.best, "best_step": self.best_step,
                                "elapsed_s": self.elapsed}
         save_atomic(ckpt, self.out / "last.pt", keep_previous=self.out / PREVIOUS)
 
+    def throughput(self) -> dict[str, float]:
+        """Steps and batch items (``--batch``, over all processes) per second in this process's part of the run."""
+        steps, wall = self.step - self._start_step, time.perf_counter() - self._start_time
+        per_s = steps / wall if wall > 0 else 0.0
+        return {"steps_per_s": round(per_s, 4), "items_per_s": round(per_s * getattr(self.cfg, "batch", 1), 3)}
+
     def close(self, summary: dict) -> dict:
         self.bar.close()
-        self.tb.close()
         summary = {"run": str(self.out), "model": self.name, "steps": self.step, "wall_s": round(self.elapsed, 1),
-                   **summary}
-        (self.out / "summary.json").write_text(json.dumps(summary, indent=2))
+                   **self.throughput(), **self.ctx.record(), **summary}
+        if self.tb is not None:
+            self.tb.close()
+            (self.out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
         return summary

@@ -31,10 +31,10 @@ from models import DOMAINS, MDIEDiscriminator, create_model, keep_freed_memory
 from models.registry import WEIGHTS_DIR, load_checkpoint
 
 from . import losses
-from .checkpoint import save_atomic
-from .data import center_crop, sample_batch
+from .data import center_crop, item_rngs, sample_batch
+from .distributed import Context, amp_field, device_field, started
 from .domains import domain_pairs
-from .loop import Run, check_options, run_folder, weights_checkpoint
+from .loop import Run, check_options, load_last, run_folder, weights_checkpoint
 from .metrics import psnr_ssim
 
 
@@ -67,7 +67,10 @@ class MDIETrainConfig:
     seed: int = field(default=0, metadata={"help": "seed for weights, data and sampling"})
     out: str | None = field(default=None, metadata={"help": "run folder (default runs/mdie, numbered if taken)"})
     resume: bool = field(default=False, metadata={"help": "continue the run in --out from its last.pt"})
-    threads: int | None = field(default=None, metadata={"help": "CPU threads for PyTorch (default: all cores)"})
+    threads: int | None = field(default=None, metadata={"help": "CPU threads for PyTorch (default: all cores, "
+                                                                "shared between torchrun's processes)"})
+    device: str = device_field()
+    amp: bool = amp_field()
 
     def __post_init__(self) -> None:
         check_options(self, min_patch=32)
@@ -83,7 +86,7 @@ class MDIETrainConfig:
 
 def labels(domain: int, high: torch.Tensor) -> torch.Tensor:
     """(N, 6) label vectors: dataset ``domain`` known (mask), its attribute set to ``high`` (N,) in {0, 1}."""
-    c = torch.zeros(len(high), 2 * len(DOMAINS))
+    c = torch.zeros(len(high), 2 * len(DOMAINS), device=high.device)
     c[:, domain], c[:, len(DOMAINS) + domain] = high.float(), 1.0
     return c
 
@@ -132,6 +135,7 @@ def evaluate_mdie(model: torch.nn.Module, val: dict[str, list[tuple[np.ndarray, 
     high labels, and the deployed label (all high quality)."""
     was = model.training
     model.eval()
+    device = next(model.parameters()).device
     out: dict = {}
     for domain, pairs in val.items():
         i = DOMAINS.index(domain)
@@ -140,9 +144,10 @@ def evaluate_mdie(model: torch.nn.Module, val: dict[str, list[tuple[np.ndarray, 
         for lq, hq in pairs:
             x = torch.from_numpy(np.array(lq, dtype=np.float32)).permute(2, 0, 1)[None]
             y = torch.from_numpy(np.array(hq, dtype=np.float32)).permute(2, 0, 1)[None]
+            on = lambda t: t.to(device)  # noqa: E731
             variants = {"input": x, "target": y,
-                        "low": model(x, labels(i, torch.zeros(1))), "high": model(x, labels(i, torch.ones(1))),
-                        "all_high": model(x)}
+                        "low": model(on(x), on(labels(i, torch.zeros(1)))).cpu(),
+                        "high": model(on(x), on(labels(i, torch.ones(1)))).cpu(), "all_high": model(on(x)).cpu()}
             for name, img in variants.items():
                 arr = img[0].clamp(0, 1).permute(1, 2, 0).numpy()
                 rows.setdefault(name, []).append((psnr_ssim(img, y)[0], measure(arr, hq)))
@@ -162,11 +167,16 @@ def _flat(metrics: dict) -> dict[str, float]:
 
 
 def train_mdie(cfg: MDIETrainConfig, progress: bool = True) -> dict:
-    """Train G and D (and fine-tune F, F'); writes ``<run>/best.pt`` (the mdie pipeline) and last.pt."""
-    out = run_folder(cfg)
+    """Train G and D (and fine-tune F, F'); writes ``<run>/best.pt`` (the mdie pipeline) and last.pt. Runs on
+    ``cfg.device``; under torchrun, as one process of a data-parallel run (train.distributed)."""
+    with started(cfg.device, cfg.amp, cfg.threads) as ctx:
+        return _train(cfg, progress, ctx)
+
+
+def _train(cfg: MDIETrainConfig, progress: bool, ctx: Context) -> dict:
+    items = ctx.shard(cfg.batch)
+    out = ctx.from_main(lambda: run_folder(cfg))
     keep_freed_memory()
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     folders = {"color": cfg.color, "noise": cfg.noise, "texture": cfg.texture}
     train_sets = [domain_pairs(d, folders[d], "train", cfg.seed) for d in DOMAINS]
@@ -177,7 +187,7 @@ def train_mdie(cfg: MDIETrainConfig, progress: bool = True) -> dict:
         val[d] = [tuple(center_crop(x, cfg.val_crop) for x in g) for g in got if g is not None]
 
     if cfg.resume:  # the run's own pipeline config (F and F' are in its last.pt)
-        net = create_model("mdie", **torch.load(out / "last.pt", map_location="cpu", weights_only=True)["config"])
+        net = create_model("mdie", **load_last(out)["config"])
     else:
         dec = _intrinsic_weights("intrinsic_decomposer_mobile", cfg.decomposer)
         comp = _intrinsic_weights("intrinsic_composer_mobile", cfg.composer)
@@ -188,55 +198,63 @@ def train_mdie(cfg: MDIETrainConfig, progress: bool = True) -> dict:
         except RuntimeError as err:
             raise models.CheckpointError(f"the decomposer and composer checkpoints do not fit together: "
                                          f"{str(err).splitlines()[0][:200]}") from None
-    net.train()
-    disc = MDIEDiscriminator().train()
+    net = ctx.prepare(net.train())
+    disc = ctx.prepare(MDIEDiscriminator().train())
     opt_g = torch.optim.Adam([{"params": net.generator.parameters()},
                               {"params": [*net.decomposer.parameters(), *net.composer.parameters()],
                                "lr": cfg.lr_intrinsic}], lr=cfg.lr, betas=(0.5, 0.999))
     opt_d = torch.optim.Adam(disc.parameters(), lr=cfg.lr, betas=(0.5, 0.999))
     run = Run(out, cfg, "mdie", net, {"mdie": net, "discriminator": disc, "opt_g": opt_g, "opt_d": opt_d},
-              cfg.steps, progress)
+              cfg.steps, progress, ctx=ctx)
+    decompose, generate, compose = (ctx.wrap(m) for m in (net.decomposer, net.generator, net.composer))
+    disc_ddp = ctx.wrap(disc)
+    scaler = ctx.scaler()
+    b = len(items)  # this process's pairs of the global batch
 
     metrics: dict | None = None
     while run.step < cfg.steps:
         i = run.step % len(DOMAINS)
-        rng = np.random.default_rng([cfg.seed, run.step])
-        low, high = sample_batch(train_sets[i], cfg.batch, cfg.patch, rng)
+        low, high = sample_batch(train_sets[i], cfg.patch, item_rngs((cfg.seed, run.step), items))
+        low, high = low.to(ctx.device, non_blocking=True), high.to(ctx.device, non_blocking=True)
         images = torch.cat([low, high])
-        real_label = torch.cat([torch.zeros(cfg.batch), torch.ones(cfg.batch)])
-        x = torch.cat(net.decomposer(images), 1)
-        fake = net.generator(x, labels(i, 1 - real_label))
-
-        src_real, cls_real = disc(x.detach())
-        src_fake, _ = disc(fake.detach())
-        d_parts = {"d_adv": losses.adversarial_loss(src_real, True) + losses.adversarial_loss(src_fake, False),
-                   "d_cls": losses.domain_classification_loss(cls_real, i, real_label)}
+        real_label = torch.cat([torch.zeros(b), torch.ones(b)]).to(ctx.device)
+        with ctx.autocast():
+            x = torch.cat(decompose(images), 1)
+            fake = generate(x, labels(i, 1 - real_label))
+            (src_real, cls_real), (src_fake, _) = disc_ddp(x.detach()), disc_ddp(fake.detach())
+        d_parts = {"d_adv": losses.adversarial_loss(src_real.float(), True)
+                   + losses.adversarial_loss(src_fake.float(), False),
+                   "d_cls": losses.domain_classification_loss(cls_real.float(), i, real_label)}
         d_loss = d_parts["d_adv"] + cfg.lambda_cls * d_parts["d_cls"]
         opt_d.zero_grad(set_to_none=True)
-        d_loss.backward()
-        opt_d.step()
+        scaler.scale(d_loss).backward()
+        scaler.step(opt_d)
 
-        src_fake, cls_fake = disc(fake)
-        parts = {"adv": losses.adversarial_loss(src_fake, True),
-                 "cls": losses.domain_classification_loss(cls_fake, i, 1 - real_label),
-                 "cyc": losses.cycle_loss(net.generator(fake, labels(i, real_label)), x),
-                 "rec_lq": losses.reconstruction_loss(net.composer(x[:cfg.batch]), low),
-                 "rec_hq": losses.reconstruction_loss(net.composer(fake[:cfg.batch]), high)}
+        with ctx.autocast():  # D itself, not its DDP wrapper: its gradients here are discarded, not all-reduced
+            src_fake, cls_fake = disc(fake)
+            cycled = generate(fake, labels(i, real_label))
+            rec_lq, rec_hq = compose(x[:b]), compose(fake[:b])
+        parts = {"adv": losses.adversarial_loss(src_fake.float(), True),
+                 "cls": losses.domain_classification_loss(cls_fake.float(), i, 1 - real_label),
+                 "cyc": losses.cycle_loss(cycled.float(), x.float()),
+                 "rec_lq": losses.reconstruction_loss(rec_lq.float(), low),
+                 "rec_hq": losses.reconstruction_loss(rec_hq.float(), high)}
         g_loss = parts["adv"] + cfg.lambda_cls * parts["cls"] + cfg.lambda_cyc * parts["cyc"] \
             + cfg.alpha * parts["rec_lq"] + cfg.beta * parts["rec_hq"]
         values = {**{k: v.detach().item() for k, v in parts.items()},
                   **{k: v.detach().item() for k, v in d_parts.items()}}
         run.check({"generator": g_loss.detach().item(), "discriminator": d_loss.detach().item()})
         opt_g.zero_grad(set_to_none=True)
-        g_loss.backward()
-        opt_g.step()
+        scaler.scale(g_loss).backward()
+        scaler.step(opt_g)
+        scaler.update()
         run.advance(values)
 
-        if run.step % cfg.val_every == 0 or run.step == cfg.steps:
+        if ctx.main and (run.step % cfg.val_every == 0 or run.step == cfg.steps):
             metrics = evaluate_mdie(net, val)
             run.log_validation(_flat(metrics))
             if run.improved(_score(metrics)):
-                save_atomic(weights_checkpoint("mdie", net, run.meta(metrics)), out / "best.pt")
+                run.save(weights_checkpoint("mdie", net, run.meta(metrics)), "best.pt")
         if run.step % cfg.save_every == 0 or run.step == cfg.steps:
             run.save_last(metrics)
     return run.close({"validation": metrics, "best": str(out / "best.pt"), "last": str(out / "last.pt")})

@@ -7,11 +7,13 @@ therefore also recorded, and long operations call ``check_interrupted`` between 
 """
 from __future__ import annotations
 
+import os
 import signal
 import sys
 from typing import Callable
 
 INTERRUPTED = 130
+BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a pipe closed early
 _stopped = False
 
 
@@ -42,6 +44,9 @@ def run_main(main: Callable[[list[str] | None], int], argv: list[str] | None = N
     except KeyboardInterrupt:
         print("interrupted: no partial output was left under a final name", file=sys.stderr)
         return INTERRUPTED
+    except BrokenPipeError:  # the reader of stdout went away (`| head`): stop quietly, as Unix tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return BROKEN_PIPE
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)

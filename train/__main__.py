@@ -5,11 +5,16 @@ Examples:
   python -m train dped --steps 20                        # a two-minute smoke run
   python -m train dped --model dped --data ~/datasets/dped --phone iphone
   python -m train dped --out runs/dped_mobile --resume   # continue an interrupted run
+  python -m train dped --device cuda --amp               # a GPU, bfloat16/float16 autocast
+  torchrun --nproc_per_node 4 -m train dped --batch 64   # data-parallel (DDP): 4 GPUs, or 4 CPU processes (gloo)
   python -m train evaluate --model dped_mobile           # PSNR/SSIM of input and output on validation photos
   python -m train intrinsic                              # mobile decomposer F + composer F' (synthetic + photos)
   python -m train intrinsic --data ~/sintel/training     # supervised phase on an MPI-Sintel-style folder
   python -m train mdie                                   # multi-domain enhancer on the shipped F and F'
   python -m train mdie --noise ~/dnd --color ~/fivek      # your own domain datasets
+
+Exit status: 0 done, 1 failed (data, checkpoint, divergence), 2 bad option (including --device cuda without
+CUDA), 130 interrupted (the last checkpoint is intact: --resume).
 """
 from __future__ import annotations
 
@@ -25,7 +30,7 @@ from artifacts.cli import INTERRUPTED, run_main
 from models import CheckpointError, list_models
 
 from .data import DatasetError
-from .distributed import torchrun_env
+from .distributed import check_device, torchrun_env
 from .dped import DPEDTrainConfig, train_dped
 from .loop import TrainingDiverged
 from .evaluate import evaluate_model
@@ -68,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--checkpoint", default=None, help="checkpoint file (default: shipped weights)")
     ev.add_argument("--data", default=None, help="paired folder or DPED layout (default: built-in photos)")
     ev.add_argument("--phone", default=None)
+    ev.add_argument("--device", default="auto", help="auto (CUDA if present, else CPU), cpu, cuda or mps")
     return parser
 
 
@@ -77,6 +83,12 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="warning: %(message)s")
     if args.model not in list_models():
         parser.error(f"unknown --model {args.model!r}; choose from: {', '.join(list_models())}")
+    if args.task == "evaluate":
+        try:
+            check_device(args.device)
+        except ValueError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
     if args.task in TASKS:
         cfg_cls, train = TASKS[args.task]
         fields = {f.name for f in dataclasses.fields(cfg_cls)}
@@ -89,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.task in TASKS:
             summary = train(cfg, progress=not args.no_progress)
         else:
-            summary = evaluate_model(args.model, args.checkpoint, args.data, args.phone)
+            summary = evaluate_model(args.model, args.checkpoint, args.data, args.phone, device=args.device)
     except (TrainingDiverged, CheckpointError, DatasetError, FileExistsError, FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

@@ -17,6 +17,7 @@ from photos.samples import sample_photos
 from models import CheckpointError, create_model
 
 from .data import open_pairs
+from .distributed import resolve_device
 from .metrics import psnr_ssim
 
 
@@ -35,9 +36,10 @@ def _to_t(x: np.ndarray) -> torch.Tensor:
 @torch.no_grad()
 def score_pairs(model: torch.nn.Module, pairs: list[tuple[str, np.ndarray, np.ndarray]]) -> dict:
     rows = []
+    device = next(model.parameters()).device
     for name, phone, dslr in pairs:
         a, b = _to_t(phone), _to_t(dslr)
-        (p_out, s_out), (p_in, s_in) = psnr_ssim(model(a), b), psnr_ssim(a, b)
+        (p_out, s_out), (p_in, s_in) = psnr_ssim(model(a.to(device)).cpu(), b), psnr_ssim(a, b)
         rows.append({"photo": name, "input_psnr": round(p_in, 2), "output_psnr": round(p_out, 2),
                      "input_ssim": round(s_in, 4), "output_ssim": round(s_out, 4)})
     mean = {k: round(float(np.mean([r[k] for r in rows])), 4 if "ssim" in k else 2)
@@ -47,16 +49,17 @@ def score_pairs(model: torch.nn.Module, pairs: list[tuple[str, np.ndarray, np.nd
 
 
 def evaluate_model(name: str, checkpoint: str | None = None, data: str | None = None,
-                   phone: str | None = None, limit: int = 50) -> dict:
+                   phone: str | None = None, limit: int = 50, device: str = "auto") -> dict:
     """Scores of ``name`` (shipped weights, or ``checkpoint``) on the validation data, full photos.
 
     Intrinsic decomposers: held-out synthetic images (albedo, shading, reconstruction through the matching
     shipped composer, shading correlation, the trivial split). mdie: the three domains' held-out pairs under
     each label (train.mdie.evaluate_mdie), plus the photo pairs below.
     """
+    dev = resolve_device(device)
     if name.startswith("intrinsic_decomposer"):
-        return _evaluate_intrinsic(name, checkpoint)
-    model = create_model(name, pretrained=checkpoint is None, checkpoint=checkpoint)
+        return _evaluate_intrinsic(name, checkpoint, dev)
+    model = create_model(name, pretrained=checkpoint is None, checkpoint=checkpoint).to(dev)
     val = open_pairs(data, phone, "val")
     pairs = []
     for i in range(min(len(val), limit)):
@@ -79,7 +82,7 @@ def evaluate_model(name: str, checkpoint: str | None = None, data: str | None = 
     return result
 
 
-def _evaluate_intrinsic(name: str, checkpoint: str | None) -> dict:
+def _evaluate_intrinsic(name: str, checkpoint: str | None, device: torch.device) -> dict:
     from .intrinsic import COMPOSER_OF, evaluate_intrinsic
     from .intrinsic_data import validation_triples
 
@@ -92,10 +95,13 @@ def _evaluate_intrinsic(name: str, checkpoint: str | None) -> dict:
             composer, used = create_model(COMPOSER_OF[name], pretrained=True), f"{COMPOSER_OF[name]} (shipped)"
     except CheckpointError:  # not every composer ships: reconstruct with the image formation model A * S
         composer, used = None, "none shipped: reconstruction = albedo x shading"
+    decomposer.to(device)
+    if composer is not None:
+        composer.to(device)
     real = []
     with torch.no_grad():
         for photo in sample_photos("val").values():
-            x = _to_t(photo[:photo.shape[0] // 32 * 32, :photo.shape[1] // 32 * 32])
+            x = _to_t(photo[:photo.shape[0] // 32 * 32, :photo.shape[1] // 32 * 32]).to(device)
             albedo, shading = decomposer(x)
             rec = composer(torch.cat([albedo, shading], 1)) if composer is not None else albedo * shading
             real.append([psnr_ssim(rec, x)[0], float(shading.mean()), float(shading.mean(1).std())])

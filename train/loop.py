@@ -159,6 +159,7 @@ class Run:
                         dynamic_ncols=True)
         self._t0 = time.perf_counter() - self.elapsed
         self._start_step, self._start_time = self.step, time.perf_counter()
+        self._last_step_time = self._start_time
 
     def meta(self, metrics: dict | None) -> dict:
         return {"step": self.step, **self.extra_meta, "train_config": asdict(self.cfg), "validation": metrics or {},
@@ -187,7 +188,8 @@ class Run:
         """One step done: ``losses`` (averaged over the processes) go to TensorBoard and the progress bar."""
         losses = self.ctx.mean(losses)
         self.step += 1
-        self.elapsed = time.perf_counter() - self._t0
+        self._last_step_time = time.perf_counter()
+        self.elapsed = self._last_step_time - self._t0
         if self.tb is not None and self.step % 10 == 0:
             for k, v in losses.items():
                 self.tb.add_scalar(f"loss/{k}", v, self.step)
@@ -218,8 +220,9 @@ class Run:
         save_atomic(ckpt, self.out / "last.pt", keep_previous=self.out / PREVIOUS)
 
     def throughput(self) -> dict[str, float]:
-        """Steps and batch items (``--batch``, over all processes) per second in this process's part of the run."""
-        steps, wall = self.step - self._start_step, time.perf_counter() - self._start_time
+        """Steps and batch items (``--batch``, over all processes) per second in this process's part of the run,
+        up to the end of its last step (the final validation and checkpoint not counted)."""
+        steps, wall = self.step - self._start_step, self._last_step_time - self._start_time
         per_s = steps / wall if wall > 0 else 0.0
         return {"steps_per_s": round(per_s, 4), "items_per_s": round(per_s * getattr(self.cfg, "batch", 1), 3)}
 

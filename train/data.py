@@ -230,9 +230,12 @@ def patch_loader(pairs: PairSet, patch: int, seed: int, start: int, stop: int, i
                  pin_memory: bool = False) -> torch.utils.data.DataLoader:
     """Batches of steps ``start`` .. ``stop - 1`` (this process's ``items`` of each), decoded on ``workers``
     processes (0: in this one)."""
-    return torch.utils.data.DataLoader(PatchDataset(pairs, patch, seed), batch_sampler=StepBatches(start, stop, items),
-                                       num_workers=workers, pin_memory=pin_memory,
-                                       persistent_workers=False, prefetch_factor=4 if workers else None)
+    # forkserver, not fork: forking a process whose other threads hold locks (oneDNN, JAX when litert is loaded)
+    # can deadlock the worker; the one-time cost is the workers' import of this module
+    return torch.utils.data.DataLoader(PatchDataset(pairs, patch, seed),
+                                       batch_sampler=StepBatches(start, stop, items), num_workers=workers,
+                                       pin_memory=pin_memory, prefetch_factor=4 if workers else None,
+                                       multiprocessing_context="forkserver" if workers else None)
 
 
 def worker_error(err: Exception) -> str:

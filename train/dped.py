@@ -158,7 +158,8 @@ def _train(cfg: DPEDTrainConfig, progress: bool, ctx: Context) -> dict:
             dslr = dslr.to(ctx.device, non_blocking=True)
             with ctx.autocast():
                 enhanced = gen_ddp(phone)
-                real_logits, fake_logits = disc_ddp(losses.grayscale(dslr)), disc_ddp(losses.grayscale(enhanced.detach()))
+                real_logits = disc_ddp(losses.grayscale(dslr))
+                fake_logits = disc_ddp(losses.grayscale(enhanced.detach()))
             enhanced = enhanced.float()  # losses in float32
             opt_d.zero_grad(set_to_none=True)
             d_loss = losses.discriminator_loss(real_logits.float(), fake_logits.float())

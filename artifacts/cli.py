@@ -50,3 +50,14 @@ def run_main(main: Callable[[list[str] | None], int], argv: list[str] | None = N
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """'720x1280' -> (720, 1280) as (H, W)."""
+    try:
+        h, w = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise ValueError(f"--size must look like HxW (e.g. 512x512), got {text!r}") from None
+    if h < 8 or w < 8:
+        raise ValueError(f"--size must be at least 8x8, got {text!r}")
+    return h, w

@@ -1,4 +1,5 @@
-"""The artifacts' I/O rule, shared by the exporters and the runtime loaders (imports numpy only).
+"""The artifacts' I/O rule, shared by the exporters and the runtime loaders (imports numpy only), and the atomic
+file write every command uses for its outputs.
 
 A model with several outputs (the intrinsic decomposer: albedo, shading) is compared, scored and tiled as one
 array: its outputs concatenated on the channel axis in name order, which is also the order the model's contract
@@ -6,6 +7,9 @@ lists them in. A single output is returned as it is.
 """
 from __future__ import annotations
 
+import os
+import tempfile
+from pathlib import Path
 from typing import Mapping
 
 import numpy as np
@@ -34,3 +38,19 @@ def dequantize_output(y: np.ndarray, detail: dict) -> np.ndarray:
         return y.astype(np.float32, copy=False)
     scale, zero_point = detail["quantization"]
     return ((y.astype(np.float32) - zero_point) * scale).astype(np.float32)
+
+
+def write_atomic(path: str | Path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` through a temporary file in the same folder, renamed when complete: a reader
+    never sees a half-written file, and an interrupted write leaves the old one (or none)."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path

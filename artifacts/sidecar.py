@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import platform
-import tempfile
 from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+from .io import write_atomic
 
 SCHEMA = "dslr-mobile/sidecar"
 SCHEMA_VERSION = 2
@@ -89,6 +89,8 @@ class Calibration:
     source: str                    # image folder, or 'built-in training photos'
     count: int                     # crops
     size: list[int]                # crop H, W
+    method: str = ""               # activation range method (--calibration-method); "" in files made before it
+    float_layers: list[str] = field(default_factory=list)   # conv layers kept in float (mixed precision)
 
 
 @dataclass(frozen=True)
@@ -135,17 +137,7 @@ class Sidecar:
 
     def write(self, path: str | Path) -> Path:
         """Write atomically (temporary file in the same folder, then rename)."""
-        path = Path(path)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w") as f:
-                f.write(self.to_json() + "\n")
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return path
+        return write_atomic(path, (self.to_json() + "\n").encode())
 
     @classmethod
     def from_json(cls, text: str, where: str = "sidecar") -> Sidecar:

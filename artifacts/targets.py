@@ -15,6 +15,12 @@ class Precision:
     gate_db: float            # fidelity gate: worst PSNR (dB) of the artifact's output against PyTorch fp32
     calibration: bool = False  # needs calibration images (static activation quantization)
     from_float: bool = False   # python -m quantize can make it from this target's fp32 artifact alone
+    methods: tuple[str, ...] = ()  # calibration methods (--calibration-method), the default first
+    mixed: bool = False        # chosen conv layers can stay in float (--float-layers, --fidelity-target)
+
+    @property
+    def default_method(self) -> str | None:
+        return self.methods[0] if self.methods else None
 
 
 @dataclass(frozen=True)
@@ -52,10 +58,12 @@ TARGETS: dict[str, Target] = {t.name: t for t in (
     Target("tflite", ".tflite", "litert", "NHWC", "pip install litert-torch ai-edge-litert",
            ("litert-torch", "ai-edge-litert", "ai-edge-quantizer"),
            _precisions(FP32, Precision("fp16", 45.0, from_float=True),
-                       Precision("dynamic-int8", 35.0, from_float=True), Precision("int8", 35.0, calibration=True))),
+                       Precision("dynamic-int8", 35.0, from_float=True),
+                       Precision("int8", 35.0, calibration=True, methods=("histogram", "minmax")))),
     Target("onnx", ".onnx", "onnxruntime", "NCHW", "pip install 'dslr-mobile[onnx]'", ("onnx", "onnxruntime"),
            _precisions(FP32, Precision("fp16", 45.0, from_float=True),
-                       Precision("int8", 35.0, calibration=True, from_float=True))),
+                       Precision("int8", 35.0, calibration=True, from_float=True,
+                                 methods=("percentile", "minmax", "entropy"), mixed=True))),
     Target("coreml", ".mlpackage", "coreml", "NCHW", "pip install 'dslr-mobile[coreml]'", ("coremltools",),
            _precisions(FP32, FP16, Precision("int8", 35.0), Precision("palettized", 35.0))),
     Target("tensorrt", ".engine", "tensorrt", "NCHW",

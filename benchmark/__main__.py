@@ -23,7 +23,7 @@ from pathlib import Path
 
 from artifacts import TARGETS
 from export.api import check_exportable
-from export.common import parse_size
+from artifacts.cli import parse_size
 from models import list_models
 
 from . import report

@@ -9,6 +9,8 @@ Examples:
   python -m export --target tflite --android-assets             # and into android_demo's assets
   python -m export --target tflite --model intrinsic_decomposer  # two outputs: albedo, shading
   python -m export --target all --model mdie                     # the whole MDIE pipeline
+  python -m export --target onnx --precision int8 --calibration-method entropy
+  python -m export --target onnx --model dped --precision int8 --fidelity-target 40   # mixed precision, measured
 
 Targets and precisions (gate: the worst PSNR against PyTorch fp32 an artifact must reach to be kept):
 {table}
@@ -25,7 +27,7 @@ import argparse
 import shutil
 import sys
 import time
-from artifacts.cli import run_main
+from artifacts.cli import parse_size, run_main
 from pathlib import Path
 
 from artifacts import TARGETS, resolve
@@ -34,7 +36,7 @@ from artifacts.targets import table as targets_table
 from models import CheckpointError, keep_freed_memory, list_models, load_checkpoint
 
 from .api import check_exportable, export_one, prepare_tensorrt
-from .common import DEFAULT_SIZE, ExportError, ExportSpec, MissingBackend, parse_size
+from .common import DEFAULT_SIZE, ExportError, ExportSpec, MissingBackend
 from .coreml import IO_DTYPES
 
 ANDROID_ASSETS = "android_demo/app/src/main/assets"
@@ -56,6 +58,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="calibration crops at the export size (default: 4)")
     p.add_argument("--gate-db", type=float, default=None,
                    help="fidelity gate in dB PSNR (default: the precision's gate listed above)")
+    methods = "; ".join(f"{t.name} {q.name}: {', '.join(q.methods)} (default {q.methods[0]})"
+                        for t in TARGETS.values() for q in t.precisions.values() if q.methods)
+    p.add_argument("--calibration-method", default=None, help=f"how activation ranges are calibrated; {methods}")
+    p.add_argument("--float-layers", default="",
+                   help="comma-separated conv layers kept in float in an int8 ONNX (names as python -m quantize "
+                        "sensitivity lists them)")
+    p.add_argument("--fidelity-target", type=float, default=None, metavar="DB",
+                   help="int8 ONNX: keep the most sensitive conv layers in float, measured one by one, until the "
+                        "fidelity reaches DB; the gate becomes DB")
     p.add_argument("--coreml-io", default="float32", choices=IO_DTYPES,
                    help="Core ML input/output dtype (default float32; float16 skips the casts, fp16 precisions)")
     p.add_argument("--trt-prepare", action="store_true",
@@ -65,6 +76,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"also copy the .tflite and its sidecar into the demo app's assets as model.tflite and "
                         f"model.json (default DIR: {ANDROID_ASSETS}); one tflite precision only")
     return p
+
+
+def recipe_spec(args: argparse.Namespace, target: str, precision: str, size: tuple[int, int] | None) -> ExportSpec:
+    return ExportSpec(model=args.model, checkpoint=args.checkpoint, target=target, precision=precision,
+                      out=Path(args.out), gate_db=args.gate_db, calibration=args.calibration,
+                      calibration_count=args.calibration_count, coreml_io=args.coreml_io,
+                      calibration_method=args.calibration_method,
+                      float_layers=tuple(x for x in args.float_layers.split(",") if x),
+                      fidelity_target=args.fidelity_target, **({"size": size, "fixed_size": True} if size else {}))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -83,6 +103,9 @@ def main(argv: list[str] | None = None) -> int:
                 raise ValueError(f"--out {args.out}: {parent} is a file, not a folder")
         if args.calibration and not Path(args.calibration).is_dir():
             raise ValueError(f"--calibration {args.calibration}: no such folder")
+        for target, precision in pairs:  # the quantization options must fit every pair asked for
+            if args.calibration_method or args.float_layers or args.fidelity_target is not None:
+                recipe_spec(args, target.name, precision, size).check_recipe()
         if args.android_assets and [(t.name, p) for t, p in pairs] != [("tflite", pairs[0][1])]:
             raise ValueError("--android-assets copies one .tflite into the app: use --target tflite and one "
                              "--precision")
@@ -103,10 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     keep_freed_memory()
     status, rows, start = 0, [], time.perf_counter()
     for target, precision in pairs:
-        spec = ExportSpec(model=args.model, checkpoint=args.checkpoint, target=target.name, precision=precision,
-                          out=Path(args.out), gate_db=args.gate_db, calibration=args.calibration,
-                          calibration_count=args.calibration_count, coreml_io=args.coreml_io,
-                          **({"size": size, "fixed_size": True} if size else {}))
+        spec = recipe_spec(args, target.name, precision, size)
         t0 = time.perf_counter()
         if target.name == "tensorrt" and args.trt_prepare and missing():
             try:

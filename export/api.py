@@ -5,7 +5,7 @@ import hashlib
 import importlib
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -35,6 +35,7 @@ def export_one(spec: ExportSpec) -> Written:
     ``<stem>.rejected.json``) so that nothing left in OUT looks valid; its sidecar's status is 'failed_fidelity'.
     """
     start = time.perf_counter()
+    spec.check_recipe()
     target = TARGETS[spec.target]
     backend = importlib.import_module(f"export.{target.name}")
     model = exportable_model(spec)
@@ -50,6 +51,9 @@ def export_one(spec: ExportSpec) -> Written:
     remove_artifact(tmp)  # a temporary left by a run that was killed
     try:  # whatever stops the export (a failure, Ctrl-C), nothing half-written is left behind
         calibration, images = _calibration(spec)
+        if spec.fidelity_target is not None:  # mixed precision: which layers stay in float, measured
+            spec = replace(spec, float_layers=tuple(_choose_float_layers(spec, backend, folded, images, out)))
+            calibration = replace(calibration, float_layers=list(spec.float_layers))
         try:
             backend.convert(folded, spec, tmp, images)
         except ExportError:  # MissingBackend included: the converter said what is wrong
@@ -155,7 +159,25 @@ def _calibration(spec: ExportSpec) -> tuple[Calibration | None, list | None]:
         return None, None
     images = calibration_images(spec.calibration, spec.size, spec.calibration_count)
     return Calibration(source=spec.calibration or "built-in training photos", count=len(images),
-                       size=list(spec.size)), images
+                       size=list(spec.size), method=spec.method or "", float_layers=list(spec.float_layers)), images
+
+
+def _choose_float_layers(spec: ExportSpec, backend, folded, images: list, out: Path) -> list[str]:
+    """The conv layers to keep in float so that the int8 file reaches ``spec.fidelity_target`` (measured on the
+    held-out photos at the export size against the float file; the export gate then measures the result)."""
+    from quantize.sensitivity import Trials, choose_float_layers
+
+    fp32 = out / f".{spec.stem}.float-for-mixed{TARGETS[spec.target].suffix}"
+    try:
+        backend.convert(folded, replace(spec, precision="fp32", fidelity_target=None, float_layers=()), fp32, None)
+        trials = Trials(fp32, images, fidelity_inputs(spec.size, resizable=False), method=spec.method or "minmax")
+        try:
+            layers, reached, _ = choose_float_layers(trials, spec.fidelity_target)
+        finally:
+            trials.close()
+    finally:
+        remove_artifact(fp32)
+    return layers
 
 
 def prepare_tensorrt(spec: ExportSpec) -> dict:

@@ -34,6 +34,9 @@ class ExportSpec:
     calibration: str | None = None          # image folder for int8 calibration (None: built-in photos)
     calibration_count: int = 4              # calibration crops at the export size
     coreml_io: str = "float32"              # Core ML input/output dtype: float32 (default) or float16
+    calibration_method: str | None = None   # None: the precision's default (artifacts.targets)
+    float_layers: tuple[str, ...] = ()      # conv layers (PyTorch module names) kept in float
+    fidelity_target: float | None = None    # choose float layers until the fidelity reaches it (and gate on it)
 
     @property
     def stem(self) -> str:
@@ -41,22 +44,29 @@ class ExportSpec:
 
     @property
     def gate(self) -> float:
+        if self.fidelity_target is not None:
+            return self.fidelity_target
         return self.gate_db if self.gate_db is not None else TARGETS[self.target].precision(self.precision).gate_db
+
+    @property
+    def method(self) -> str | None:
+        """The calibration method used: the one asked for, else the precision's default."""
+        return self.calibration_method or TARGETS[self.target].precision(self.precision).default_method
+
+    def check_recipe(self) -> None:
+        """Raise ValueError when the quantization options do not fit the target and precision."""
+        p = TARGETS[self.target].precision(self.precision)
+        if self.calibration_method and self.calibration_method not in p.methods:
+            raise ValueError(f"--calibration-method {self.calibration_method}: {self.target} {self.precision} "
+                             f"takes {', '.join(p.methods) or 'no calibration method'}")
+        if (self.float_layers or self.fidelity_target is not None) and not p.mixed:
+            mixed = [f"{t.name} {q.name}" for t in TARGETS.values() for q in t.precisions.values() if q.mixed]
+            raise ValueError(f"--float-layers and --fidelity-target: {self.target} {self.precision} cannot keep "
+                             f"layers in float; {', '.join(mixed)} can")
 
     @property
     def calibrated(self) -> bool:
         return TARGETS[self.target].precision(self.precision).calibration
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    """'720x1280' -> (720, 1280) as (H, W)."""
-    try:
-        h, w = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise ValueError(f"--size must look like HxW (e.g. 512x512), got {text!r}") from None
-    if h < 8 or w < 8:
-        raise ValueError(f"--size must be at least 8x8, got {text!r}")
-    return h, w
 
 
 def check_size(size: tuple[int, int], multiple: int, model: str) -> None:

@@ -3,11 +3,14 @@
 
 fp16: weights and compute in float16 with float32 I/O (onnxruntime's float16 converter, keep_io_types).
 int8: QDQ static quantization by onnxruntime.quantization, per-channel int8 weights, int8 activations
-calibrated on the calibration images (QuantizeLinear/DequantizeLinear around every convolution).
+calibrated on the calibration images (QuantizeLinear/DequantizeLinear around every convolution but those
+``spec.float_layers`` keeps in float), with ``spec.method`` calibration (percentile by default, see README).
 """
 from __future__ import annotations
 
+import io
 import warnings
+from contextlib import redirect_stdout
 from pathlib import Path
 
 import numpy as np
@@ -49,4 +52,6 @@ def convert(model: nn.Module, spec: ExportSpec, path: Path, calibration: list[np
     elif precision == "int8":
         from quantize.onnx import quantize_static_qdq
 
-        quantize_static_qdq(path, path, calibration or [])
+        with redirect_stdout(io.StringIO()):  # onnxruntime's calibrators print their progress
+            quantize_static_qdq(path, path, calibration or [], method=spec.method or "minmax",
+                                float_layers=spec.float_layers)

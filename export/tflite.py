@@ -142,7 +142,8 @@ def convert(model: nn.Module, spec: ExportSpec, path: Path, calibration: list[np
             if not calibration:
                 raise ValueError("int8 export needs calibration images")
             calib = [{INPUT: torch.from_numpy(np.array(img))[None]} for img in calibration]
-            module, config = recipes.pt2e_int8(recipes.own_input_scale(module), sample, calib)
+            module, config = recipes.pt2e_int8(recipes.own_input_scale(module), sample, calib,
+                                               method=spec.method or "histogram")
             check_interrupted()  # torch.export may swallow a Ctrl-C while it traces
             edge = litert_torch.signature(SIGNATURE, module, sample_kwargs=sample).convert(quant_config=config)
         else:

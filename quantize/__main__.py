@@ -4,6 +4,9 @@ Examples:
   python -m quantize exported/dped_mobile_fp32.tflite --precision fp16
   python -m quantize exported/dped_mobile_fp32.tflite --precision dynamic-int8
   python -m quantize exported/dped_mobile_fp32.onnx --precision int8 --calibration photos/
+  python -m quantize exported/dped_fp32.onnx --precision int8 --calibration-method entropy
+  python -m quantize exported/dped_fp32.onnx --precision int8 --float-layers stem.conv,head.conv
+  python -m quantize sensitivity exported/dped_fp32.onnx       # per-layer int8 sensitivity: table, JSON, chart
 
 What each target can make from its fp32 artifact:
 {table}
@@ -40,15 +43,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", required=True)
     p.add_argument("--calibration", default=None, help="image folder (ONNX int8; default built-in photos)")
     p.add_argument("--calibration-count", type=int, default=8)
+    p.add_argument("--calibration-method", default=None,
+                   help="activation ranges; " + "; ".join(f"{t.suffix} int8: {', '.join(q.methods)} (default "
+                                                          f"{q.methods[0]})" for t in TARGETS.values()
+                                                          for q in t.precisions.values() if q.methods and q.from_float))
+    p.add_argument("--float-layers", default="",
+                   help="comma-separated conv layers to keep in float (names as python -m quantize sensitivity "
+                        "lists them)")
     p.add_argument("--out", default=None, help="output file (default: <model>_<precision><suffix> next to the input)")
     p.add_argument("--force", action="store_true", help="overwrite an existing output file")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["sensitivity"]:
+        from .sensitivity_cli import main as sensitivity_main
+
+        return sensitivity_main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     src = Path(args.artifact)
+    float_layers = tuple(x for x in args.float_layers.split(",") if x)
     try:
         target = target_of(src)
         if args.precision not in supported(target):
@@ -60,6 +76,12 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(f"{src}: no such artifact")
         if args.calibration and not Path(args.calibration).is_dir():
             raise ValueError(f"--calibration {args.calibration}: no such folder")
+        precision = target.precision(args.precision)
+        if args.calibration_method and args.calibration_method not in precision.methods:
+            raise ValueError(f"--calibration-method {args.calibration_method}: {target.name} {args.precision} takes "
+                             f"{', '.join(precision.methods) or 'none'}")
+        if float_layers and not precision.mixed:
+            raise ValueError(f"--float-layers: {target.name} {args.precision} cannot keep layers in float")
         source = sidecar_for(src)
         out = Path(args.out) if args.out else src.with_name(f"{source.model}_{args.precision}{target.suffix}")
         check_request(src, source, out, args.force)
@@ -69,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         result = quantize_artifact(src, source, args.precision, out, args.calibration, args.calibration_count,
-                                   force=args.force)
+                                   force=args.force, method=args.calibration_method, float_layers=float_layers)
     except QuantizeError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

@@ -36,7 +36,8 @@ def check_request(src: Path, source: Sidecar, out: Path, force: bool) -> None:
 
 
 def quantize_artifact(src: Path, source: Sidecar, precision: str, out: Path, calibration: str | None = None,
-                      calibration_count: int = 8, force: bool = False) -> Written:
+                      calibration_count: int = 8, force: bool = False, method: str | None = None,
+                      float_layers: tuple[str, ...] = ()) -> Written:
     """Write ``out`` (the ``precision`` version of the fp32 artifact ``src``, described by ``source``) and its
     sidecar; the result is gated against ``src`` on the held-out photos. A result that fails its gate is renamed
     ``<out>.rejected``."""
@@ -63,8 +64,11 @@ def quantize_artifact(src: Path, source: Sidecar, precision: str, out: Path, cal
 
             size = tuple(source.input.hw)
             images = calibration_images(calibration, size, calibration_count)
-            calib = Calibration(source=calibration or "built-in training photos", count=len(images), size=list(size))
-            quantize_static_qdq(src, tmp, images)
+            method = method or target.precision(precision).default_method
+            calib = Calibration(source=calibration or "built-in training photos", count=len(images), size=list(size),
+                                method=method, float_layers=list(float_layers))
+            with quiet():  # onnxruntime's calibrators print their progress
+                quantize_static_qdq(src, tmp, images, method=method, float_layers=float_layers)
         fidelity = measure(load(tmp), load(src), fidelity_inputs(source.input.hw, False),
                            target.precision(precision).gate_db, f"the source artifact {src.name}")
         described = runtime_for(tmp).describe(tmp, *([{t.name: t.shape for t in [source.input, *source.outputs]}]

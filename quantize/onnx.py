@@ -8,14 +8,54 @@ from pathlib import Path
 import numpy as np
 
 
-def quantize_static_qdq(src: Path, dst: Path, calibration: list[np.ndarray], input_name: str = "image") -> None:
-    """Calibrate activations on (H, W, 3) float images and write a QDQ int8 model to ``dst``."""
+METHODS = {"minmax": "MinMax", "percentile": "Percentile", "entropy": "Entropy"}  # onnxruntime CalibrationMethod
+
+
+def layer_of(node_name: str, op_type: str) -> str:
+    """A node's layer name: the PyTorch module a Conv came from (``/blocks/blocks.0/body/body.0/conv/Conv`` ->
+    ``blocks.0.body.0.conv``: the exporter's scope path without the containers' repeated names); other ops add
+    their node's own name (``/blocks/blocks.0/Add`` -> ``blocks.0:Add``, ``/Sub`` -> ``Sub``)."""
+    parts = node_name.strip("/").split("/")
+    scope = parts[:-1]
+    module = ".".join(p for i, p in enumerate(scope) if not (i + 1 < len(scope) and scope[i + 1].startswith(p + ".")))
+    if op_type == "Conv" and module:
+        return module
+    return f"{module}:{parts[-1]}" if module else parts[-1]
+
+
+def quantizable_layers(path: Path, op_types: bool = False) -> dict[str, str]:
+    """{layer name: node name} (with ``op_types``: {layer name: op type}) of the nodes onnxruntime's quantizer puts
+    in int8, in graph order (convs, and the activations, adds and clips between them)."""
+    import onnx
+    from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
+
+    kinds = set(QLinearOpsRegistry) | set(QDQRegistry) | {"Sub"}
+    return {layer_of(n.name, n.op_type): n.op_type if op_types else n.name
+            for n in onnx.load(str(path)).graph.node if n.op_type in kinds}
+
+
+def preprocess(src: Path, dst: Path) -> None:
+    """onnxruntime's pre-quantization pass (shape inference, graph optimisation): run once, then quantize."""
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    quant_pre_process(str(src), str(dst), skip_symbolic_shape=True)
+
+
+def quantize_static_qdq(src: Path, dst: Path, calibration: list[np.ndarray], input_name: str = "image",
+                        method: str = "minmax", float_layers: tuple[str, ...] = (),
+                        only_layers: tuple[str, ...] | None = None, preprocessed: bool = False) -> None:
+    """Calibrate activations on (H, W, 3) float images and write a QDQ int8 model to ``dst``.
+
+    ``method``: onnxruntime's MinMax, Percentile (99.999th) or Entropy calibration. ``float_layers``: layers
+    (``quantizable_layers`` names) left in float; ``only_layers``: quantize these alone. ``preprocessed``: ``src``
+    has been through ``preprocess`` already."""
     from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
                                           quantize_static)
-    from onnxruntime.quantization.shape_inference import quant_pre_process
 
     if not calibration:
         raise ValueError("int8 quantization needs calibration images")
+    if method not in METHODS:
+        raise ValueError(f"unknown calibration method {method!r} for ONNX; choose from {', '.join(METHODS)}")
 
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
@@ -26,11 +66,20 @@ def quantize_static_qdq(src: Path, dst: Path, calibration: list[np.ndarray], inp
             return next(self._it, None)
 
     with tempfile.TemporaryDirectory() as tmp:
-        pre = Path(tmp) / "pre.onnx"
-        quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
+        pre = src
+        if not preprocessed:
+            pre = Path(tmp) / "pre.onnx"
+            preprocess(src, pre)
+        nodes = quantizable_layers(pre)
+        unknown = sorted((set(float_layers) | set(only_layers or ())) - set(nodes))
+        if unknown:
+            raise ValueError(f"no layer named {', '.join(unknown)}; layers: {', '.join(nodes)}")
         quantize_static(str(pre), str(dst), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
                         activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-                        calibrate_method=CalibrationMethod.MinMax)
+                        calibrate_method=getattr(CalibrationMethod, METHODS[method]),
+                        nodes_to_exclude=[nodes[layer] for layer in float_layers],
+                        nodes_to_quantize=None if only_layers is None else [nodes[layer] for layer in only_layers],
+                        extra_options={"CalibMovingAverage": False})
 
 
 def to_float16(src: Path, dst: Path) -> None:

@@ -14,15 +14,29 @@ import torch
 from torch import nn
 
 
-def pt2e_int8(module: nn.Module, example: dict[str, torch.Tensor], calibration: list[dict[str, torch.Tensor]],
-              per_channel: bool = True):
-    """Quantize ``module`` (keyword inputs) with PT2E; returns (quantized module, litert-torch QuantConfig)."""
-    from litert_torch.quantize import pt2e_quantizer, quant_config
-    from torchao.quantization.pt2e import quantize_pt2e
+METHODS = ("histogram", "minmax")  # PT2E activation observers: HistogramObserver (L2-optimal range), MinMaxObserver
 
+
+def pt2e_int8(module: nn.Module, example: dict[str, torch.Tensor], calibration: list[dict[str, torch.Tensor]],
+              per_channel: bool = True, method: str = "histogram"):
+    """Quantize ``module`` (keyword inputs) with PT2E; returns (quantized module, litert-torch QuantConfig).
+
+    ``method``: the activation observer: ``histogram`` (litert-torch's default: the range that minimises the L2
+    quantization error of a histogram) or ``minmax`` (the observed extremes)."""
+    import dataclasses
+
+    from litert_torch.quantize import pt2e_quantizer, quant_config
+    from torchao.quantization.pt2e import MinMaxObserver, quantize_pt2e
+
+    if method not in METHODS:
+        raise ValueError(f"unknown calibration method {method!r} for TFLite; choose from {', '.join(METHODS)}")
+    config = pt2e_quantizer.get_symmetric_quantization_config(is_per_channel=per_channel)
+    if method == "minmax":
+        act = dataclasses.replace(config.input_activation,
+                                  observer_or_fake_quant_ctr=MinMaxObserver.with_args(eps=2 ** -12))
+        config = dataclasses.replace(config, input_activation=act, output_activation=act)
     graph = torch.export.export(module.eval(), (), example).module()
-    quantizer = pt2e_quantizer.PT2EQuantizer().set_global(
-        pt2e_quantizer.get_symmetric_quantization_config(is_per_channel=per_channel))
+    quantizer = pt2e_quantizer.PT2EQuantizer().set_global(config)
     graph = quantize_pt2e.prepare_pt2e(graph, quantizer)
     with torch.no_grad():
         for kwargs in calibration:

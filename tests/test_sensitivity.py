@@ -1,0 +1,83 @@
+"""Per-layer int8 sensitivity, calibration methods and mixed precision (ONNX through onnxruntime.quantization)."""
+import json
+
+import onnx
+import pytest
+
+from artifacts import TARGETS, Sidecar
+from quantize.onnx import layer_of
+from quantize.sensitivity_cli import main as sensitivity_main
+
+
+def float_convs(path) -> set[str]:
+    """Names of the Conv nodes of an ONNX file that run in float: their weights are not an int8 tensor behind a
+    DequantizeLinear."""
+    graph = onnx.load(str(path)).graph
+    producer = {o: n.op_type for n in graph.node for o in n.output}
+    return {n.name for n in graph.node if n.op_type == "Conv" and producer.get(n.input[1]) != "DequantizeLinear"}
+
+
+def test_layer_names_follow_the_pytorch_modules():
+    assert layer_of("/blocks/blocks.0/body/body.0/conv/depthwise/Conv", "Conv") == "blocks.0.body.0.conv.depthwise"
+    assert layer_of("/stem/conv/Conv", "Conv") == "stem.conv"
+    assert layer_of("/blocks/blocks.0/Add", "Add") == "blocks.0:Add"
+    assert layer_of("/stem/act/LeakyRelu", "LeakyRelu") == "stem.act:LeakyRelu"
+    assert layer_of("/Sub_1", "Sub") == "Sub_1"
+
+
+def test_calibration_methods_come_from_the_target_table(capsys, exported):
+    assert TARGETS["onnx"].precision("int8").methods[0] == "percentile"
+    assert TARGETS["tflite"].precision("int8").methods == ("histogram", "minmax")
+    from export.__main__ import main as export_main
+
+    assert export_main(["--target", "tflite", "--precision", "int8", "--calibration-method", "entropy"]) == 2
+    assert "tflite int8 takes histogram, minmax" in capsys.readouterr().err
+    assert export_main(["--target", "tflite", "--precision", "int8", "--fidelity-target", "40"]) == 2
+    assert "onnx int8 can" in capsys.readouterr().err
+    written, _ = exported
+    assert written[("onnx", "int8")].sidecar.calibration.method == "percentile"
+    assert written[("tflite", "int8")].sidecar.calibration.method == "histogram"
+
+
+@pytest.mark.slow
+def test_sensitivity_report_and_mixed_precision_the_runtime_confirms(tmp_path, exported, capsys):
+    written, _ = exported
+    fp32 = written[("onnx", "fp32")].artifact
+    out = tmp_path / "report"
+    assert sensitivity_main([str(fp32), "--out", str(out), "--calibration-count", "2", "--threads", "1",
+                             "--calibration-method", "minmax"]) == 0
+    report = json.loads((out / "sensitivity.json").read_text())
+    assert (out / "sensitivity.md").read_text().count("\n| `") == len(report["layers"])
+    assert (out / "sensitivity.png").read_bytes()[:4] == b"\x89PNG"
+    layers = report["layers"]
+    names = {r["layer"] for r in layers}
+    assert {"stem.conv", "out.conv"} <= names and any(":" in n for n in names)  # convs and the ops between them
+    only = [float("inf") if r["only_int8_db"] is None else r["only_int8_db"] for r in layers]  # null: exact
+    assert only == sorted(only)  # most sensitive first
+    assert report["trials"] == 1 + 2 * len(layers)
+    convs = [r for r in layers if r["op"] == "Conv"]
+    assert all(r["channel_absmax_max"] >= r["channel_absmax_min"] > 0 for r in convs)
+    assert all(r["output_max"] >= r["output_min"] for r in layers if "output_max" in r)
+
+    # The same quantizer, the same numbers: python -m quantize with the same method measures what the trials did.
+    from quantize.__main__ import main as quantize_main
+
+    full = tmp_path / "full.onnx"
+    assert quantize_main([str(fp32), "--precision", "int8", "--calibration-method", "minmax", "--calibration-count",
+                          "2", "--out", str(full)]) == 0
+    measured = Sidecar.read(TARGETS["onnx"].sidecar_path(full)).fidelity.psnr_db_min
+    assert measured == pytest.approx(report["all_int8_db"], abs=0.1)
+
+    # Mixed precision: the two most sensitive convs in float; the sidecar names them and the file holds them in
+    # float while every other conv stays int8.
+    keep = [r["layer"] for r in convs[:2]]
+    mixed = tmp_path / "mixed.onnx"
+    assert quantize_main([str(fp32), "--precision", "int8", "--float-layers", ",".join(keep), "--calibration-count",
+                          "2", "--out", str(mixed)]) == 0
+    sidecar = Sidecar.read(TARGETS["onnx"].sidecar_path(mixed))
+    assert sidecar.calibration.float_layers == keep and sidecar.calibration.method == "percentile"
+    from quantize.onnx import quantizable_layers
+
+    nodes = quantizable_layers(fp32)
+    assert float_convs(mixed) == {nodes[k] for k in keep}
+    assert float_convs(full) == set()

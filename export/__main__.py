@@ -9,7 +9,7 @@ Examples:
   python -m export --target tflite --android-assets             # and into android_demo's assets
   python -m export --target tflite --model intrinsic_decomposer  # two outputs: albedo, shading
   python -m export --target all --model mdie                     # the whole MDIE pipeline
-  python -m export --target onnx --precision int8 --calibration-method entropy
+  python -m export --target onnx --precision int8 --calibration-method minmax
   python -m export --target onnx --model dped --precision int8 --fidelity-target 40   # mixed precision, measured
 
 Targets and precisions (gate: the worst PSNR against PyTorch fp32 an artifact must reach to be kept):

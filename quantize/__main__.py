@@ -4,7 +4,7 @@ Examples:
   python -m quantize exported/dped_mobile_fp32.tflite --precision fp16
   python -m quantize exported/dped_mobile_fp32.tflite --precision dynamic-int8
   python -m quantize exported/dped_mobile_fp32.onnx --precision int8 --calibration photos/
-  python -m quantize exported/dped_fp32.onnx --precision int8 --calibration-method entropy
+  python -m quantize exported/dped_fp32.onnx --precision int8 --calibration-method minmax
   python -m quantize exported/dped_fp32.onnx --precision int8 --float-layers stem.conv,head.conv
   python -m quantize sensitivity exported/dped_fp32.onnx       # per-layer int8 sensitivity: table, JSON, chart
 

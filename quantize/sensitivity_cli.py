@@ -40,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                 "artifact's export size)")
     p.add_argument("--calibration", default=None, help="image folder (default: built-in training photos)")
     p.add_argument("--calibration-count", type=int, default=4)
-    p.add_argument("--calibration-method", default="percentile", choices=("percentile", "minmax", "entropy"))
+    p.add_argument("--calibration-method", default="percentile", choices=("percentile", "minmax"))
     p.add_argument("--fidelity-target", type=float, default=None,
                    help="also choose the layers to keep in float to reach this fidelity (dB)")
     p.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads (default: all cores)")

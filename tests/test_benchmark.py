@@ -26,6 +26,9 @@ def test_benchmark_on_a_dped_test_patch_layout(dped_layout, tmp_path, capsys):
     tiled = by_runtime["litert-tiled"]
     assert tiled["input_hw"] == "300x400" and tiled["latency_ms_median"] > 0 and tiled["peak_rss_mb"] > 0
     assert by_runtime["pytorch"]["psnr_drop_db"] == 0.0
+    classical = {r["model"]: r for r in rows if r["target"] == "classical"}  # beside the model, same photos
+    assert set(classical) == {"levels", "gray_world", "clahe"}
+    assert all(r["psnr_db"] > 0 and r["ssim"] > 0 and r["latency_ms_median"] > 0 for r in classical.values())
     for rt in ("litert", "onnxruntime"):
         r = by_runtime[rt]
         assert r["status"] == "ok" and r["latency_ms_median"] > 0 and r["peak_rss_mb"] > 0

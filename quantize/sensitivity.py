@@ -202,16 +202,23 @@ def write_report(report: dict, out: Path) -> list[Path]:
     rows = report["layers"]
     head = ("| layer | only it int8 (dB) | all but it int8 (dB) | gain in float (dB) | input range | output range "
             "| weight channel max|w| min / max (ratio) |\n|---|---:|---:|---:|---|---|---|")
-    fmt = lambda r, s: f"[{r.get(s + '_min', float('nan')):.3g}, {r.get(s + '_max', float('nan')):.3g}]"  # noqa: E731
+    def span(r: dict, side: str) -> str:
+        return f"[{r[side + '_min']:.3g}, {r[side + '_max']:.3g}]" if side + "_min" in r else "–"
+
     lines = [f"# Quantization sensitivity: {Path(report['artifact']).name}", "",
              f"onnxruntime QDQ int8, {report['method']} calibration on {report['calibration_crops']} crops; "
              f"fidelity = worst PSNR against the float file on {', '.join(report['inputs'])}. All layers int8: "
              f"**{report['all_int8_db']} dB**. Most sensitive first.", "", head]
     for r in rows:
-        ratio = r.get("channel_ratio", float("nan"))
+        weights = (f"{r['channel_absmax_min']:.3g} / {r['channel_absmax_max']:.3g} ({r['channel_ratio']:.0f}x)"
+                   if "channel_ratio" in r else "–")
         lines.append(f"| `{r['layer']}` | {r['only_int8_db']} | {r['all_but_it_int8_db']} | {r['gain_in_float_db']} "
-                     f"| {fmt(r, 'input')} | {fmt(r, 'output')} | {r.get('channel_absmax_min', float('nan')):.3g} / "
-                     f"{r.get('channel_absmax_max', float('nan')):.3g} ({ratio:.0f}x) |")
+                     f"| {span(r, 'input')} | {span(r, 'output')} | {weights} |")
+    if "mixed_precision" in report:
+        mp = report["mixed_precision"]
+        lines += ["", f"Mixed precision for {mp['target_db']:g} dB: " + ", ".join(
+            f"{'+ `' + step['float_layers'][-1] + '`' if step['float_layers'] else 'all int8'} "
+            f"{step['fidelity_db']} dB" for step in mp["steps"])]
     paths = [out / "sensitivity.json", out / "sensitivity.md", out / "sensitivity.png"]
     write_atomic(paths[0], json.dumps(_finite(report), indent=2, allow_nan=False).encode())
     write_atomic(paths[1], ("\n".join(lines) + "\n").encode())

@@ -1,7 +1,9 @@
 """python -m benchmark: size, latency, memory and quality of every artifact on every runtime this machine has.
 
 Examples:
-  python -m benchmark                                     # all four models, all targets, fp32/fp16/int8, 1 and 2 threads
+  python -m benchmark                  # dped_mobile vs dped, fp32 and int8, 720x1280, the runtimes this machine has
+  python -m benchmark --models dped_mobile,dped,mdie,intrinsic_decomposer_mobile --targets tflite,onnx,coreml,tensorrt \
+      --precisions fp32,fp16,int8 --threads 1,2 --size 512x512      # the whole matrix
   python -m benchmark --models mdie,intrinsic_decomposer_mobile --targets tflite,onnx
   python -m benchmark --models dped_mobile --targets tflite --precisions all --threads 4
   python -m benchmark --data ~/datasets/dped --phone iphone --size 720x1280 --runs 10
@@ -38,11 +40,14 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmark", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", default=",".join(BenchConfig().models))
-    p.add_argument("--targets", default=",".join(TARGETS))
-    p.add_argument("--precisions", default="fp32,fp16,int8", help="comma list, or 'all'")
-    p.add_argument("--size", default="512x512", help="latency input HxW (default 512x512)")
-    p.add_argument("--threads", default="1,2")
-    p.add_argument("--runs", type=int, default=5)
+    defaults = BenchConfig()
+    p.add_argument("--targets", default=",".join(defaults.targets),
+                   help=f"comma list of {', '.join(TARGETS)} (default: those whose runtime runs here)")
+    p.add_argument("--precisions", default=",".join(defaults.precisions), help="comma list, or 'all'")
+    p.add_argument("--size", default="x".join(map(str, defaults.size)),
+                   help="latency input HxW (default 720x1280, the HD size of DPED and PIRM)")
+    p.add_argument("--threads", default=",".join(map(str, defaults.threads)))
+    p.add_argument("--runs", type=int, default=defaults.runs)
     p.add_argument("--data", default=None, help="paired folder or DPED layout (default: built-in validation photos)")
     p.add_argument("--phone", default=None, help="phone of the DPED layout")
     p.add_argument("--full-res", default="3000x4000",
@@ -131,10 +136,17 @@ def _positive_ints(text: str, flag: str) -> list[int]:
     return values
 
 
+# DPED+'s speed targets on LiteRT (what the mobile network is for), printed beside the measured ratios
+LITERT_TARGETS = {"int8 vs fp32": 2.0, "fp32 vs dped fp32": 2.3, "int8 vs dped fp32": 6.0}
+
+
 def _ratios(rows: list[dict]) -> list[str]:
     def ms(model, target, precision, threads):
         return next((r["latency_ms_median"] for r in rows if (r["model"], r["target"], r["precision"],
                      r["threads"]) == (model, target, precision, threads) and r["latency_ms_median"]), None)
+
+    def goal(target: str, key: str) -> str:
+        return f" (target {LITERT_TARGETS[key]:g}x)" if target == "tflite" and key in LITERT_TARGETS else ""
 
     rows = [r for r in rows if r["runtime"] != "litert-tiled"]  # the full-resolution row has another input size
     lines = []
@@ -143,13 +155,20 @@ def _ratios(rows: list[dict]) -> list[str]:
             fp32 = ms(r["model"], "tflite", "fp32", r["threads"])
             if fp32:
                 lines.append(f"LiteRT int8 vs fp32 ({r['model']}, {r['threads']} thr): "
-                             f"{fp32 / r['latency_ms_median']:.2f}x faster")
+                             f"{fp32 / r['latency_ms_median']:.2f}x faster"
+                             f"{goal('tflite', 'int8 vs fp32') if r['model'] == 'dped_mobile' else ''}")
     for r in rows:
         if r["model"] == "dped_mobile" and r["latency_ms_median"]:
-            full = ms("dped", r["target"], r["precision"], r["threads"])
-            if full:
+            same = ms("dped", r["target"], r["precision"], r["threads"])
+            if same:
+                key = f"{r['precision']} vs dped {r['precision']}"
                 lines.append(f"dped_mobile vs dped ({r['target']} {r['precision']}, {r['threads']} thr): "
-                             f"{full / r['latency_ms_median']:.2f}x faster")
+                             f"{same / r['latency_ms_median']:.2f}x faster{goal(r['target'], key)}")
+            dped_fp32 = ms("dped", r["target"], "fp32", r["threads"])
+            if r["precision"] != "fp32" and dped_fp32:
+                lines.append(f"dped_mobile {r['precision']} vs dped fp32 ({r['target']}, {r['threads']} thr): "
+                             f"{dped_fp32 / r['latency_ms_median']:.2f}x faster"
+                             f"{goal(r['target'], r['precision'] + ' vs dped fp32')}")
     return lines
 
 

@@ -97,3 +97,16 @@ def test_torchrun_two_processes_equal_one_process_resume_and_export(tmp_path):
     last = torch.load(tmp_path / "ddp" / "last.pt", weights_only=True)
     assert last["train_state"]["step"] == 4 and last["train_state"]["sched_g"]["last_epoch"] == 4
     assert {int(s["step"]) for s in last["train_state"]["opt_g"]["state"].values()} == {4}
+
+
+@pytest.mark.slow
+def test_torchrun_trains_the_intrinsic_and_mdie_networks(tmp_path):
+    for task, extra in (("intrinsic", ["--pretrain-steps", "1", "--patch", "32"]),
+                        ("mdie", ["--patch", "32", "--val-crop", "64"])):
+        done = torchrun([task, "--steps", "2", "--batch", "2", "--threads", "1", "--no-progress",
+                         "--out", str(tmp_path / task), *extra], tmp_path)
+        assert done.returncode == 0, done.stderr[-3000:]
+        summary = json.loads(done.stdout)
+        assert summary["steps"] == 2 and summary["world_size"] == 2, task
+        last = torch.load(tmp_path / task / "last.pt", weights_only=True)
+        assert last["meta"]["world_size"] == 2 and last["train_state"]["step"] == 2

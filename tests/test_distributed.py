@@ -37,12 +37,15 @@ def test_cuda_without_cuda_is_one_line_exit_2(capsys):
     assert "--device must be one of auto, cpu, cuda, mps" in capsys.readouterr().err
 
 
-def test_shards_split_the_global_batch():
+def test_shards_split_the_global_batch(monkeypatch, capsys):
     ranks = [Context(torch.device("cpu"), rank=r, world_size=3) for r in range(3)]
     assert [list(c.shard(6)) for c in ranks] == [[0, 1], [2, 3], [4, 5]]
     with pytest.raises(ValueError, match="--batch 5 does not split evenly across 3"):
         ranks[0].shard(5)
     assert Context(torch.device("cpu")).shard(5) == range(5)
+    monkeypatch.setenv("WORLD_SIZE", "2")  # as torchrun sets it: checked before any work, exit 2
+    assert train_main(["dped", "--batch", "5"]) == 2
+    assert "--batch 5 does not split evenly across 2 processes" in capsys.readouterr().err
 
 
 def test_amp_trains_in_bfloat16_and_records_it(tmp_path):

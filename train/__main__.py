@@ -26,11 +26,13 @@ import sys
 import types
 import typing
 
+import torch
+
 from artifacts.cli import INTERRUPTED, run_main
 from models import CheckpointError, list_models
 
 from .data import DatasetError
-from .distributed import check_device, torchrun_env
+from .distributed import Context, check_device, torchrun_env
 from .dped import DPEDTrainConfig, train_dped
 from .loop import TrainingDiverged
 from .evaluate import evaluate_model
@@ -94,8 +96,10 @@ def main(argv: list[str] | None = None) -> int:
         fields = {f.name for f in dataclasses.fields(cfg_cls)}
         try:  # every option checked before any work
             cfg = cfg_cls(**{k: v for k, v in vars(args).items() if k in fields})
-        except ValueError as err:  # one line naming the option
-            print(f"error: {err}", file=sys.stderr)
+            Context(torch.device("cpu"), world_size=torchrun_env()[1]).shard(cfg.batch)  # splits across torchrun?
+        except ValueError as err:  # one line naming the option (under torchrun, from rank 0)
+            if torchrun_env()[0] == 0:
+                print(f"error: {err}", file=sys.stderr)
             return 2
     try:
         if args.task in TASKS:

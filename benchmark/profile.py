@@ -169,8 +169,10 @@ def onnx_profile(name: str, model: nn.Module, size: tuple[int, int], threads: in
     for (node, op), durations in per_node.items():
         ms = float(np.median(durations[1:] if len(durations) > 1 else durations))  # the first run warms up
         layer = by_order.get((node, op)) or _module_path(node)
-        layers.append(LayerTime(layer if layer in shapes else node,
-                                shapes[layer]["op"] if layer in shapes else op, ms))
+        if "Conv" not in op or layer not in shapes:  # a quantize/dequantize or other op named after a conv's scope
+            layers.append(LayerTime(node, op, ms))  # keeps its own name: the conv's MACs are not its
+            continue
+        layers.append(LayerTime(layer, shapes[layer]["op"], ms))
     layers, peak = _finish(layers, shapes, peak)
     return Profile(name, "onnxruntime", "runtime profiler", size, threads, round(whole, 2), peak, layers)
 

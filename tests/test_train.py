@@ -97,3 +97,15 @@ def test_dped_layout_trains_on_its_own_pairs(dped_layout, tmp_path):
     before = torch.load(out / "last.pt", weights_only=True)
     assert before["meta"]["train_config"]["data"] == str(dped_layout) and before["meta"]["step"] == 4
     assert set(before["train_state"]) >= {"generator", "discriminator", "opt_g", "opt_d", "step"}
+
+
+def test_distillation_trains_on_the_teacher_and_refuses_bad_teachers(tmp_path, capsys):
+    summary = train_dped(DPEDTrainConfig(steps=2, out=str(tmp_path / "r"), teacher="dped_mobile", **TINY),
+                         progress=False)
+    last = torch.load(tmp_path / "r" / "last.pt", weights_only=True)
+    assert summary["teacher"] == last["meta"]["teacher"] == "dped_mobile" and summary["steps"] == 2
+    assert train_main(["dped", "--teacher", "nosuch"]) == 2
+    assert "--teacher nosuch: neither a model" in capsys.readouterr().err
+    assert train_main(["dped", "--teacher", "intrinsic_decomposer_mobile", "--out", str(tmp_path / "x")]) == 1
+    assert capsys.readouterr().err.strip().endswith("a teacher must enhance photos (3 channels in, 'enhanced' out)")
+    assert not (tmp_path / "x").exists()  # refused before the run folder was made

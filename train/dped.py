@@ -2,6 +2,7 @@
 
     python -m train dped                              # DPED+ (dped_mobile) on the built-in sample photos
     python -m train dped --model dped --data ~/dped --phone iphone --steps 20000
+    python -m train dped --teacher dped_mobile --width 32     # distil the shipped DPED+ into a narrower one
 """
 from __future__ import annotations
 
@@ -41,6 +42,10 @@ class DPEDTrainConfig:
     w_tv: float = field(default=2000.0, metadata={"help": "total variation loss weight"})
     vgg_weights: str | None = field(default=None, metadata={"help": "torchvision VGG-19 state dict for the "
                                                                      "content loss (default: SSIM substitute)"})
+    teacher: str | None = field(default=None, metadata={"help": "distillation: a model name (its shipped weights) "
+                                                                "or a checkpoint; its outputs replace the DSLR side "
+                                                                "as the training target (validation still scores "
+                                                                "against the DSLR side)"})
     width: int | None = field(default=None, metadata={"help": "override the generator width"})
     head: str | None = field(default=None, metadata={"help": "override the output head: tanh or residual"})
     out_layer: str | None = field(default=None, metadata={"help": "override DPED+'s last 9x9 layer: separable, "
@@ -63,6 +68,9 @@ class DPEDTrainConfig:
 
     def __post_init__(self) -> None:
         check_options(self, min_patch=MIN_PATCH)
+        if self.teacher and self.teacher not in models.list_models() and not Path(self.teacher).is_file():
+            raise ValueError(f"--teacher {self.teacher}: neither a model ({', '.join(models.list_models())}) nor "
+                             f"a checkpoint file")
 
     def model_overrides(self) -> dict:
         return {k: v for k, v in (("width", self.width), ("head", self.head), ("out_layer", self.out_layer))
@@ -97,6 +105,24 @@ def validate(gen: torch.nn.Module, val: list[tuple[torch.Tensor, torch.Tensor]])
     gen.train(was_training)
     psnr, ssim, in_psnr, in_ssim = (float(v) for v in scores.mean(axis=0))
     return {"psnr": psnr, "ssim": ssim, "input_psnr": in_psnr, "input_ssim": in_ssim}
+
+
+def load_teacher(spec: str) -> torch.nn.Module:
+    """The network to distil from: a registered model name (shipped weights) or a checkpoint of a photo enhancer,
+    in eval mode; raises ValueError (unknown name, or not a 3-channel enhancer) or CheckpointError."""
+    from models import list_models
+    from models.registry import load_checkpoint
+
+    if spec in list_models():
+        teacher = create_model(spec, pretrained=True)
+    elif Path(spec).suffix in (".pt", ".pth") or Path(spec).exists():
+        teacher = create_model(load_checkpoint(spec)["model"], checkpoint=spec)
+    else:
+        raise ValueError(f"--teacher {spec!r} is neither a model ({', '.join(list_models())}) nor a checkpoint file")
+    contract = teacher.contract
+    if contract.output_names != ("enhanced",) or contract.channels != 3:
+        raise ValueError(f"--teacher {spec}: a teacher must enhance photos (3 channels in, 'enhanced' out)")
+    return teacher.eval().requires_grad_(False)
 
 
 def default_workers(cfg: DPEDTrainConfig, ctx: Context) -> int:
@@ -140,9 +166,10 @@ def _train(cfg: DPEDTrainConfig, progress: bool, ctx: Context) -> dict:
     content_fn, content_name = _content_loss(cfg)
     if content_fn is not None:
         content_fn.to(ctx.device)
+    teacher = load_teacher(cfg.teacher).to(ctx.device) if cfg.teacher else None
     run = Run(out, cfg, cfg.model, gen, {"generator": gen, "discriminator": disc, "opt_g": opt_g, "opt_d": opt_d,
                                          "sched_g": sched_g, "sched_d": sched_d},
-              cfg.steps, progress, meta={"content_loss": content_name}, ctx=ctx)
+              cfg.steps, progress, meta={"content_loss": content_name, "teacher": cfg.teacher}, ctx=ctx)
     gen_ddp, disc_ddp = ctx.wrap(gen), ctx.wrap(disc)
     scaler = ctx.scaler()
     workers = default_workers(cfg, ctx)
@@ -156,6 +183,9 @@ def _train(cfg: DPEDTrainConfig, progress: bool, ctx: Context) -> dict:
         for phone, dslr in loader:
             phone = phone.to(ctx.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
             dslr = dslr.to(ctx.device, non_blocking=True)
+            if teacher is not None:  # distillation: the teacher's enhancement is the target
+                with torch.no_grad(), ctx.autocast():
+                    dslr = teacher(phone).float().clamp(0, 1).contiguous()
             with ctx.autocast():
                 enhanced = gen_ddp(phone)
                 real_logits = disc_ddp(losses.grayscale(dslr))
@@ -200,4 +230,5 @@ def _train(cfg: DPEDTrainConfig, progress: bool, ctx: Context) -> dict:
     except DatasetError as err:
         raise DatasetError(worker_error(err)) from None  # a worker's error arrives wrapped in its traceback
     return run.close({"content_loss": content_name, "validation": metrics, "best_val_psnr": run.best,
-                      "last": str(out / "last.pt"), "best": str(out / "best.pt"), "data_workers": workers})
+                      "last": str(out / "last.pt"), "best": str(out / "best.pt"), "data_workers": workers,
+                      "teacher": cfg.teacher})

@@ -156,17 +156,17 @@ def _ratios(rows: list[dict]) -> list[str]:
             if fp32:
                 lines.append(f"LiteRT int8 vs fp32 ({r['model']}, {r['threads']} thr): "
                              f"{fp32 / r['latency_ms_median']:.2f}x faster"
-                             f"{goal('tflite', 'int8 vs fp32') if r['model'] == 'dped_mobile' else ''}")
-    for r in rows:
-        if r["model"] == "dped_mobile" and r["latency_ms_median"]:
+                             f"{goal('tflite', 'int8 vs fp32') if r['model'].startswith('dped_mobile') else ''}")
+    for r in rows:  # every DPED+ variant (dped_mobile, dped_mobile_s) against DPED
+        if r["model"].startswith("dped_mobile") and r["latency_ms_median"]:
             same = ms("dped", r["target"], r["precision"], r["threads"])
             if same:
                 key = f"{r['precision']} vs dped {r['precision']}"
-                lines.append(f"dped_mobile vs dped ({r['target']} {r['precision']}, {r['threads']} thr): "
+                lines.append(f"{r['model']} vs dped ({r['target']} {r['precision']}, {r['threads']} thr): "
                              f"{same / r['latency_ms_median']:.2f}x faster{goal(r['target'], key)}")
             dped_fp32 = ms("dped", r["target"], "fp32", r["threads"])
             if r["precision"] != "fp32" and dped_fp32:
-                lines.append(f"dped_mobile {r['precision']} vs dped fp32 ({r['target']}, {r['threads']} thr): "
+                lines.append(f"{r['model']} {r['precision']} vs dped fp32 ({r['target']}, {r['threads']} thr): "
                              f"{dped_fp32 / r['latency_ms_median']:.2f}x faster"
                              f"{goal(r['target'], r['precision'] + ' vs dped fp32')}")
     return lines

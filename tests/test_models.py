@@ -64,8 +64,8 @@ def test_fold_batchnorm_keeps_the_function(tmp_path):
     assert torch.allclose(model(x), folded(x), atol=1e-5)
 
 
-@pytest.mark.parametrize("name", ["dped", "dped_mobile", "intrinsic_decomposer", "intrinsic_decomposer_mobile",
-                                  "intrinsic_composer_mobile", "mdie"])
+@pytest.mark.parametrize("name", ["dped", "dped_mobile", "dped_mobile_s", "intrinsic_decomposer",
+                                  "intrinsic_decomposer_mobile", "intrinsic_composer_mobile", "mdie"])
 def test_shipped_weights_load_offline(name):
     assert name in pretrained_models()
     model = create_model(name, pretrained=True)
@@ -106,3 +106,12 @@ def test_stated_receptive_field_is_the_real_one(blocks):
         changed = (model(bumped) - model(x)).abs().sum(dim=(0, 1)) > 0
     rows = changed.any(dim=1).nonzero().flatten()
     assert int(rows.max() - rows.min()) + 1 == model.contract.receptive_field
+
+
+def test_the_small_dped_mobile_is_half_width_and_records_its_teacher():
+    model = create_model("dped_mobile_s", pretrained=True)
+    assert model.config.width == 32 and model.config.out_layer == "full"
+    assert conv_macs_per_pixel(model) * 2 < conv_macs_per_pixel(create_model("dped_mobile"))
+    from models.registry import WEIGHTS_DIR, load_checkpoint
+
+    assert load_checkpoint(WEIGHTS_DIR / "dped_mobile_s.pt")["meta"]["teacher"] == "dped_mobile"

@@ -294,9 +294,11 @@ def phone_rows(rows: list[dict], cfg: BenchConfig, serial: str, binary: str, del
 def run_profiles(cfg: BenchConfig, log=print) -> list[Path]:
     """Per-layer profiles of each model: ONNX Runtime (its profiler, on each requested ONNX precision's artifact)
     and LiteRT (each conv alone, fp32), at ``cfg.size`` and the largest thread count."""
-    from .profile import litert_profile, onnx_profile, write_profiles
+    from .profile import litert_profile, memory_bandwidth_gb_s, onnx_profile, roofline, write_profiles
 
     threads, profiles = max(cfg.threads), []
+    bandwidth = memory_bandwidth_gb_s(threads)
+    log(f"  memory bandwidth (copy, {threads} threads): {bandwidth:.1f} GB/s")
     for model in cfg.models:
         net = fold_batchnorm(create_model(model, pretrained=True))
         if "onnx" in cfg.targets:
@@ -320,4 +322,4 @@ def run_profiles(cfg: BenchConfig, log=print) -> list[Path]:
                 whole = median_ms(run, np.random.default_rng(0).random((*cfg.size, 3), dtype=np.float32), cfg.runs)
             log(f"  profiling {model} litert fp32 x{threads} (each conv alone) ...")
             profiles.append(litert_profile(f"{model} fp32", net, cfg.size, threads, cfg.runs, whole))
-    return write_profiles(profiles, cfg.out)
+    return write_profiles([roofline(p, bandwidth) for p in profiles], cfg.out)

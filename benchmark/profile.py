@@ -8,8 +8,12 @@
   thread count, or the fastest layer of the model if that was faster (dense 9x9 stems often are); each layer's
   GMAC/s is also given as a share of it.
 
-Each row: layer (PyTorch module path), op, ms, share of the summed layer time, MACs, GMAC/s, % of peak, and MB of
-activations read and written (fp32).
+- Memory bandwidth: a 256 MB tensor copy in PyTorch at the same thread count (bytes read + written per second).
+- Roofline floor of a layer: the longer of its MACs at the peak and its activation traffic at that bandwidth; the
+  model's floor is the sum over its layers. "% of floor" is floor / measured time: 100% would be the limit.
+
+Each row: layer (PyTorch module path), op, ms, share of the summed layer time, MACs, GMAC/s, % of peak, MB of
+activations read and written (fp32), the layer's roofline floor and the share of it the layer reaches.
 """
 from __future__ import annotations
 
@@ -37,6 +41,7 @@ class LayerTime:
     gmacs_per_s: float | None = None
     peak_share: float | None = None
     activation_mb: float = 0.0
+    floor_ms: float | None = None      # max(MACs / peak, activation bytes / bandwidth)
 
 
 @dataclass
@@ -49,6 +54,10 @@ class Profile:
     whole_ms: float        # the whole artifact, median
     peak_gmacs_per_s: float
     layers: list[LayerTime]
+    bandwidth_gb_s: float | None = None     # measured copy bandwidth
+    macs: int = 0                           # all convs of the model
+    achieved_gmacs_per_s: float | None = None   # the whole artifact's MACs over its measured time
+    floor_ms: float | None = None           # sum of the layers' roofline floors
 
 
 def conv_shapes(model: nn.Module, size: tuple[int, int]) -> dict[str, dict]:
@@ -81,6 +90,36 @@ def _conv_kind(mod: nn.Module) -> str:
     if mod.groups == mod.in_channels and mod.groups > 1:
         return f"depthwise {k} on {mod.in_channels}"
     return f"conv {k} {mod.in_channels}->{mod.out_channels}"
+
+
+def memory_bandwidth_gb_s(threads: int, megabytes: int = 256, runs: int = 3) -> float:
+    """Bytes read and written per second by a large tensor copy in PyTorch with ``threads`` threads (GB/s)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        src = torch.ones(megabytes * 2 ** 20 // 4)
+        dst = torch.empty_like(src)
+        ms = median_ms(lambda _: dst.copy_(src), None, runs)
+    finally:
+        torch.set_num_threads(previous)
+    return round(2 * src.numel() * 4 / (ms / 1000) / 1e9, 2)
+
+
+def roofline(profile: Profile, bandwidth: float) -> Profile:
+    """Fill each layer's floor and the model's achieved GMAC/s and floor, for a measured ``bandwidth`` (GB/s)."""
+    peak = profile.peak_gmacs_per_s
+    for r in profile.layers:
+        if r.macs or r.activation_mb:
+            r.floor_ms = round(max(r.macs / (peak * 1e9) if peak else 0.0,
+                                   r.activation_mb * 1e6 / (bandwidth * 1e9)) * 1000, 3)
+    profile.bandwidth_gb_s = bandwidth
+    # each conv once (the ONNX profiler may list a layer's nodes separately; MACs sit on the conv node only)
+    seen: dict[str, LayerTime] = {r.layer: r for r in profile.layers if r.macs}
+    profile.macs = sum(r.macs for r in seen.values())
+    profile.floor_ms = round(sum(r.floor_ms or 0.0 for r in seen.values()), 2)
+    if profile.whole_ms:
+        profile.achieved_gmacs_per_s = round(profile.macs / (profile.whole_ms / 1000) / 1e9, 2)
+    return profile
 
 
 def median_ms(fn, x, runs: int) -> float:
@@ -251,13 +290,24 @@ def write_profiles(profiles: list[Profile], out: Path) -> list[Path]:
     for p in profiles:
         total = sum(r.ms for r in p.layers)
         lines += [f"## {p.model}, {p.runtime}, {p.size[0]}x{p.size[1]}, {p.threads} threads ({p.method})", "",
-                  f"Whole artifact {p.whole_ms:.1f} ms; layers timed {total:.1f} ms; peak {p.peak_gmacs_per_s:.1f} GMAC/s "
-                  f"(the faster of a 1x1 conv 64->64 and the best layer).", "",
-                  "| layer | op | ms | share | M MACs | GMAC/s | % of peak | activations MB |",
-                  "|---|---|---:|---:|---:|---:|---:|---:|"]
+                  f"Whole artifact {p.whole_ms:.1f} ms; layers timed {total:.1f} ms; peak {p.peak_gmacs_per_s:.1f} "
+                  f"GMAC/s (the faster of a 1x1 conv 64->64 and the best layer).", ""]
+        if p.bandwidth_gb_s:
+            achieved = f"{p.achieved_gmacs_per_s:.1f} GMAC/s" if p.achieved_gmacs_per_s else "-"
+            share = f"{100 * p.achieved_gmacs_per_s / p.peak_gmacs_per_s:.0f}%" \
+                if p.achieved_gmacs_per_s and p.peak_gmacs_per_s else "-"
+            floor = f"{100 * p.floor_ms / p.whole_ms:.0f}%" if p.floor_ms and p.whole_ms else "-"
+            lines += [f"Roofline: {p.macs / 1e9:.2f} G MACs in {p.whole_ms:.1f} ms = {achieved} ({share} of peak); "
+                      f"memory bandwidth {p.bandwidth_gb_s:.1f} GB/s (copy); floor {p.floor_ms:.1f} ms "
+                      f"(each layer at the peak or at the bandwidth, whichever is slower): the artifact reaches "
+                      f"{floor} of it.", ""]
+        lines += ["| layer | op | ms | share | M MACs | GMAC/s | % of peak | activations MB | floor ms | % of floor |",
+                  "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
         lines += [f"| {r.layer} | {r.op} | {r.ms:.2f} | {100 * r.share:.1f}% | {r.macs / 1e6:.1f} | "
                   f"{'-' if r.gmacs_per_s is None else f'{r.gmacs_per_s:.1f}'} | "
-                  f"{'-' if r.peak_share is None else f'{100 * r.peak_share:.0f}%'} | {r.activation_mb:.1f} |"
+                  f"{'-' if r.peak_share is None else f'{100 * r.peak_share:.0f}%'} | {r.activation_mb:.1f} | "
+                  f"{'-' if r.floor_ms is None else f'{r.floor_ms:.2f}'} | "
+                  f"{'-' if r.floor_ms is None or not r.ms else f'{100 * r.floor_ms / r.ms:.0f}%'} |"
                   for r in p.layers]
         lines.append("")
     (out / "profile.md").write_text("\n".join(lines))

@@ -66,7 +66,7 @@ def test_table_formats_missing_values():
 def test_profiles_rank_a_deliberately_slow_layer_first(tmp_path):
     from torch import nn
 
-    from benchmark.profile import litert_profile, onnx_profile, write_profiles
+    from benchmark.profile import litert_profile, memory_bandwidth_gb_s, onnx_profile, roofline, write_profiles
 
     class Net(nn.Module):
         def __init__(self):
@@ -83,6 +83,14 @@ def test_profiles_rank_a_deliberately_slow_layer_first(tmp_path):
     for p in profiles:
         assert p.layers[0].layer == "slow" and p.layers[0].share > 0.5, p.layers
         assert p.layers[0].macs == 16 * 16 * 15 * 15 * 64 * 64 and p.peak_gmacs_per_s > 0
+    bandwidth = memory_bandwidth_gb_s(1, megabytes=64)
+    assert bandwidth > 0.1
+    for p in map(lambda p: roofline(p, bandwidth), profiles):
+        slow = p.layers[0]
+        assert slow.floor_ms >= slow.macs / (p.peak_gmacs_per_s * 1e9) * 1000 - 1e-3  # at least the compute floor
+        assert slow.floor_ms <= slow.ms + 1e-3  # the peak is at least this layer's rate: compute-bound floor
+        assert p.macs == sum(r.macs for r in p.layers) and 0 < p.floor_ms
     paths = write_profiles(profiles, tmp_path)
-    assert "| slow | conv 15x15 16->16 |" in (tmp_path / "profile.md").read_text()
+    text = (tmp_path / "profile.md").read_text()
+    assert "| slow | conv 15x15 16->16 |" in text and "memory bandwidth" in text
     assert all(p.stat().st_size > 0 for p in paths)

@@ -90,7 +90,7 @@ class Calibration:
     count: int                     # crops
     size: list[int]                # crop H, W
     method: str = ""               # activation range method (--calibration-method); "" in files made before it
-    float_layers: list[str] = field(default_factory=list)   # conv layers kept in float (mixed precision)
+    float_layers: list[str] = field(default_factory=list)   # layers kept in float (mixed precision)
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ class Precision:
     calibration: bool = False  # needs calibration images (static activation quantization)
     from_float: bool = False   # python -m quantize can make it from this target's fp32 artifact alone
     methods: tuple[str, ...] = ()  # calibration methods (--calibration-method), the default first
-    mixed: bool = False        # chosen conv layers can stay in float (--float-layers, --fidelity-target)
+    mixed: bool = False        # chosen layers can stay in float (--float-layers, --fidelity-target)
 
     @property
     def default_method(self) -> str | None:
@@ -125,3 +125,16 @@ def remove_artifact(path: str | Path) -> None:
         shutil.rmtree(path)
     else:
         path.unlink(missing_ok=True)
+
+
+def check_recipe(target: Target, precision: str, method: str | None, float_layers: bool) -> None:
+    """Raise ValueError (naming the option) when a calibration method or layers kept in float do not fit this
+    target and precision; ``python -m export`` and ``python -m quantize`` check the same way."""
+    p = target.precision(precision)
+    if method and method not in p.methods:
+        raise ValueError(f"--calibration-method {method}: {target.name} {precision} takes "
+                         f"{', '.join(p.methods) or 'no calibration method'}")
+    if float_layers and not p.mixed:
+        mixed = [f"{t.name} {q.name}" for t in TARGETS.values() for q in t.precisions.values() if q.mixed]
+        raise ValueError(f"--float-layers and --fidelity-target: {target.name} {precision} cannot keep layers in "
+                         f"float; {', '.join(mixed)} can")

@@ -20,12 +20,11 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from artifacts.cli import run_main
 from pathlib import Path
 
 from artifacts import TARGETS
+from artifacts.cli import parse_size, run_main
 from export.api import check_exportable
-from artifacts.cli import parse_size
 from models import list_models
 
 from . import report
@@ -39,8 +38,8 @@ def _list(text: str) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmark", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--models", default=",".join(BenchConfig().models))
     defaults = BenchConfig()
+    p.add_argument("--models", default=",".join(defaults.models))
     p.add_argument("--targets", default=",".join(defaults.targets),
                    help=f"comma list of {', '.join(TARGETS)} (default: those whose runtime runs here)")
     p.add_argument("--precisions", default=",".join(defaults.precisions), help="comma list, or 'all'")

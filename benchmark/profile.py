@@ -28,7 +28,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from artifacts.io import png_bytes, write_atomic
 from artifacts.quiet import quiet
+from quantize.onnx import layer_of
 
 
 @dataclass
@@ -172,13 +174,6 @@ def _ort_session(path: Path, threads: int, profile_to: Path | None = None):
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
 
-def _module_path(node_name: str) -> str:
-    """'/blocks/blocks.0/body/body.0/conv/depthwise/Conv' -> 'blocks.0.body.0.conv.depthwise'."""
-    parts = [p for p in node_name.strip("/").split("/")[:-1]]
-    keep = [p for i, p in enumerate(parts) if not (i + 1 < len(parts) and parts[i + 1].startswith(p + "."))]
-    return ".".join(keep) if keep else node_name
-
-
 def onnx_profile(name: str, model: nn.Module, size: tuple[int, int], threads: int, runs: int = 3,
                  artifact: Path | None = None) -> Profile:
     """ONNX Runtime's own per-node times for ``artifact`` (default: ``model`` exported to fp32 ONNX here)."""
@@ -207,7 +202,7 @@ def onnx_profile(name: str, model: nn.Module, size: tuple[int, int], threads: in
     layers = []
     for (node, op), durations in per_node.items():
         ms = float(np.median(durations[1:] if len(durations) > 1 else durations))  # the first run warms up
-        layer = by_order.get((node, op)) or _module_path(node)
+        layer = by_order.get((node, op)) or layer_of(node, "Conv")
         if "Conv" not in op or layer not in shapes:  # a quantize/dequantize or other op named after a conv's scope
             layers.append(LayerTime(node, op, ms))  # keeps its own name: the conv's MACs are not its
             continue
@@ -285,7 +280,7 @@ def litert_profile(name: str, model: nn.Module, size: tuple[int, int], threads: 
 
 def write_profiles(profiles: list[Profile], out: Path) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
-    (out / "profile.json").write_text(json.dumps([asdict(p) for p in profiles], indent=2))
+    write_atomic(out / "profile.json", json.dumps([asdict(p) for p in profiles], indent=2).encode())
     lines = ["# Per-layer profiles", ""]
     for p in profiles:
         total = sum(r.ms for r in p.layers)
@@ -310,7 +305,7 @@ def write_profiles(profiles: list[Profile], out: Path) -> list[Path]:
                   f"{'-' if r.floor_ms is None or not r.ms else f'{100 * r.floor_ms / r.ms:.0f}%'} |"
                   for r in p.layers]
         lines.append("")
-    (out / "profile.md").write_text("\n".join(lines))
+    write_atomic(out / "profile.md", "\n".join(lines).encode())
     paths = [out / "profile.json", out / "profile.md"]
     chart = _chart(profiles, out / "profile.png")
     return paths + [chart]
@@ -331,6 +326,5 @@ def _chart(profiles: list[Profile], path: Path) -> Path:
         ax.set_title(f"{p.model}, {p.runtime}, {p.size[0]}x{p.size[1]}, {p.threads} threads", fontsize=9)
         ax.tick_params(axis="y", labelsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    write_atomic(path, png_bytes(fig, dpi=110))
     return path

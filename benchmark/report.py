@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
-import os
 from pathlib import Path
+
+from artifacts.io import png_bytes, write_atomic
 
 COLUMNS = [("model", "model"), ("target", "target"), ("precision", "prec"), ("runtime", "runtime"),
            ("threads", "thr"), ("status", "status"), ("size_mb", "MB"), ("latency_ms_median", "ms med"),
@@ -32,32 +34,19 @@ def table(rows: list[dict]) -> str:
 def write(rows: list[dict], out: Path, extra: dict) -> list[Path]:
     """results.json, .csv, .md and the plot, each written whole to a temporary name and then renamed."""
     out.mkdir(parents=True, exist_ok=True)
-    _atomic(out / "results.json", lambda f: f.write(json.dumps(rows, indent=2)))
-    keys = list(dict.fromkeys(k for r in rows for k in r))
-
-    def csv_rows(f) -> None:
-        writer = csv.DictWriter(f, fieldnames=keys)
-        writer.writeheader()
-        writer.writerows(rows)
-
-    _atomic(out / "results.csv", csv_rows)
+    write_atomic(out / "results.json", json.dumps(rows, indent=2).encode())
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=list(dict.fromkeys(k for r in rows for k in r)))
+    writer.writeheader()
+    writer.writerows(rows)
+    write_atomic(out / "results.csv", text.getvalue().encode())
     md = ["| " + " | ".join(h for _, h in COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     md += ["| " + " | ".join(_fmt(r.get(k)) for k, _ in COLUMNS) + " |" for r in rows]
     notes = [f"- {k}: {v}" for k, v in extra.items()]
-    _atomic(out / "results.md", lambda f: f.write("\n".join(["# Benchmark", "", *md, "", *notes, ""])))
+    write_atomic(out / "results.md", "\n".join(["# Benchmark", "", *md, "", *notes, ""]).encode())
     paths = [out / "results.json", out / "results.csv", out / "results.md"]
     plot = _plot(rows, out / "latency_vs_psnr.png")
     return paths + ([plot] if plot else [])
-
-
-def _atomic(path: Path, write) -> None:
-    tmp = path.with_name(f".{path.name}.partial")
-    try:
-        with open(tmp, "w", newline="") as f:
-            write(f)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _plot(rows: list[dict], path: Path) -> Path | None:
@@ -80,11 +69,6 @@ def _plot(rows: list[dict], path: Path) -> Path | None:
     ax.set_title("dslr-mobile: speed vs quality per artifact and runtime")
     ax.grid(True, alpha=0.3)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.partial.png")
-    try:
-        fig.savefig(tmp, dpi=120)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-        plt.close(fig)
+    write_atomic(path, png_bytes(fig, dpi=120))
     return path
+

@@ -27,9 +27,9 @@ import argparse
 import shutil
 import sys
 import time
-from artifacts.cli import parse_size, run_main
 from pathlib import Path
 
+from artifacts.cli import parse_size, run_main
 from artifacts import TARGETS, resolve
 from artifacts.runtimes.tensorrt import missing
 from artifacts.targets import table as targets_table
@@ -62,10 +62,10 @@ def build_parser() -> argparse.ArgumentParser:
                         for t in TARGETS.values() for q in t.precisions.values() if q.methods)
     p.add_argument("--calibration-method", default=None, help=f"how activation ranges are calibrated; {methods}")
     p.add_argument("--float-layers", default="",
-                   help="comma-separated conv layers kept in float in an int8 ONNX (names as python -m quantize "
+                   help="comma-separated layers kept in float in an int8 ONNX (names as python -m quantize "
                         "sensitivity lists them)")
     p.add_argument("--fidelity-target", type=float, default=None, metavar="DB",
-                   help="int8 ONNX: keep the most sensitive conv layers in float, measured one by one, until the "
+                   help="int8 ONNX: keep the most sensitive layers in float, measured one by one, until the "
                         "fidelity reaches DB; the gate becomes DB")
     p.add_argument("--coreml-io", default="float32", choices=IO_DTYPES,
                    help="Core ML input/output dtype (default float32; float16 skips the casts, fp16 precisions)")

@@ -163,16 +163,16 @@ def _calibration(spec: ExportSpec) -> tuple[Calibration | None, list | None]:
 
 
 def _choose_float_layers(spec: ExportSpec, backend, folded, images: list, out: Path) -> list[str]:
-    """The conv layers to keep in float so that the int8 file reaches ``spec.fidelity_target`` (measured on the
+    """The layers to keep in float so that the int8 file reaches ``spec.fidelity_target`` (measured on the
     held-out photos at the export size against the float file; the export gate then measures the result)."""
     from quantize.sensitivity import Trials, choose_float_layers
 
     fp32 = out / f".{spec.stem}.float-for-mixed{TARGETS[spec.target].suffix}"
     try:
         backend.convert(folded, replace(spec, precision="fp32", fidelity_target=None, float_layers=()), fp32, None)
-        trials = Trials(fp32, images, fidelity_inputs(spec.size, resizable=False), method=spec.method or "minmax")
+        trials = Trials(fp32, images, fidelity_inputs(spec.size, resizable=False), method=spec.method)
         try:
-            layers, reached, _ = choose_float_layers(trials, spec.fidelity_target)
+            layers, _, _ = choose_float_layers(trials, spec.fidelity_target)
         finally:
             trials.close()
     finally:

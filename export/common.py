@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from artifacts import TARGETS
+from artifacts.targets import check_recipe
 from artifacts.io import join_outputs
 
 DEFAULT_SIZE = (512, 512)
@@ -35,7 +36,7 @@ class ExportSpec:
     calibration_count: int = 4              # calibration crops at the export size
     coreml_io: str = "float32"              # Core ML input/output dtype: float32 (default) or float16
     calibration_method: str | None = None   # None: the precision's default (artifacts.targets)
-    float_layers: tuple[str, ...] = ()      # conv layers (PyTorch module names) kept in float
+    float_layers: tuple[str, ...] = ()      # layers kept in float (quantize.onnx.quantizable_layers names)
     fidelity_target: float | None = None    # choose float layers until the fidelity reaches it (and gate on it)
 
     @property
@@ -55,14 +56,8 @@ class ExportSpec:
 
     def check_recipe(self) -> None:
         """Raise ValueError when the quantization options do not fit the target and precision."""
-        p = TARGETS[self.target].precision(self.precision)
-        if self.calibration_method and self.calibration_method not in p.methods:
-            raise ValueError(f"--calibration-method {self.calibration_method}: {self.target} {self.precision} "
-                             f"takes {', '.join(p.methods) or 'no calibration method'}")
-        if (self.float_layers or self.fidelity_target is not None) and not p.mixed:
-            mixed = [f"{t.name} {q.name}" for t in TARGETS.values() for q in t.precisions.values() if q.mixed]
-            raise ValueError(f"--float-layers and --fidelity-target: {self.target} {self.precision} cannot keep "
-                             f"layers in float; {', '.join(mixed)} can")
+        check_recipe(TARGETS[self.target], self.precision, self.calibration_method,
+                     bool(self.float_layers) or self.fidelity_target is not None)
 
     @property
     def calibrated(self) -> bool:

@@ -8,9 +8,7 @@ calibrated on the calibration images (QuantizeLinear/DequantizeLinear around eve
 """
 from __future__ import annotations
 
-import io
 import warnings
-from contextlib import redirect_stdout
 from pathlib import Path
 
 import numpy as np
@@ -52,6 +50,4 @@ def convert(model: nn.Module, spec: ExportSpec, path: Path, calibration: list[np
     elif precision == "int8":
         from quantize.onnx import quantize_static_qdq
 
-        with redirect_stdout(io.StringIO()):  # onnxruntime's calibrators print their progress
-            quantize_static_qdq(path, path, calibration or [], method=spec.method or "minmax",
-                                float_layers=spec.float_layers)
+        quantize_static_qdq(path, path, calibration or [], method=spec.method, float_layers=spec.float_layers)

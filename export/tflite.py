@@ -143,7 +143,7 @@ def convert(model: nn.Module, spec: ExportSpec, path: Path, calibration: list[np
                 raise ValueError("int8 export needs calibration images")
             calib = [{INPUT: torch.from_numpy(np.array(img))[None]} for img in calibration]
             module, config = recipes.pt2e_int8(recipes.own_input_scale(module), sample, calib,
-                                               method=spec.method or "histogram")
+                                               method=spec.method)
             check_interrupted()  # torch.export may swallow a Ctrl-C while it traces
             edge = litert_torch.signature(SIGNATURE, module, sample_kwargs=sample).convert(quant_config=config)
         else:

@@ -22,11 +22,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-from artifacts.cli import run_main
 from pathlib import Path
 
+from artifacts.cli import run_main
 from artifacts import TARGETS, SidecarError, Target, target_of
 from artifacts.sidecar import sidecar_for
+from artifacts.targets import check_recipe
 
 from .api import QuantizeError, check_request, quantize_artifact
 
@@ -48,8 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                           f"{q.methods[0]})" for t in TARGETS.values()
                                                           for q in t.precisions.values() if q.methods and q.from_float))
     p.add_argument("--float-layers", default="",
-                   help="comma-separated conv layers to keep in float (names as python -m quantize sensitivity "
-                        "lists them)")
+                   help="comma-separated layers to keep in float (names as python -m quantize sensitivity lists "
+                        "them)")
     p.add_argument("--out", default=None, help="output file (default: <model>_<precision><suffix> next to the input)")
     p.add_argument("--force", action="store_true", help="overwrite an existing output file")
     return p
@@ -76,12 +77,7 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(f"{src}: no such artifact")
         if args.calibration and not Path(args.calibration).is_dir():
             raise ValueError(f"--calibration {args.calibration}: no such folder")
-        precision = target.precision(args.precision)
-        if args.calibration_method and args.calibration_method not in precision.methods:
-            raise ValueError(f"--calibration-method {args.calibration_method}: {target.name} {args.precision} takes "
-                             f"{', '.join(precision.methods) or 'none'}")
-        if float_layers and not precision.mixed:
-            raise ValueError(f"--float-layers: {target.name} {args.precision} cannot keep layers in float")
+        check_recipe(target, args.precision, args.calibration_method, bool(float_layers))
         source = sidecar_for(src)
         out = Path(args.out) if args.out else src.with_name(f"{source.model}_{args.precision}{target.suffix}")
         check_request(src, source, out, args.force)

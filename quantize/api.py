@@ -67,8 +67,7 @@ def quantize_artifact(src: Path, source: Sidecar, precision: str, out: Path, cal
             method = method or target.precision(precision).default_method
             calib = Calibration(source=calibration or "built-in training photos", count=len(images), size=list(size),
                                 method=method, float_layers=list(float_layers))
-            with quiet():  # onnxruntime's calibrators print their progress
-                quantize_static_qdq(src, tmp, images, method=method, float_layers=float_layers)
+            quantize_static_qdq(src, tmp, images, method=method, float_layers=float_layers)
         fidelity = measure(load(tmp), load(src), fidelity_inputs(source.input.hw, False),
                            target.precision(precision).gate_db, f"the source artifact {src.name}")
         described = runtime_for(tmp).describe(tmp, *([{t.name: t.shape for t in [source.input, *source.outputs]}]

@@ -2,6 +2,8 @@
 float16 with float32 I/O."""
 from __future__ import annotations
 
+import contextlib
+import io
 import tempfile
 from pathlib import Path
 
@@ -76,12 +78,13 @@ def quantize_static_qdq(src: Path, dst: Path, calibration: list[np.ndarray], inp
         unknown = sorted((set(float_layers) | set(only_layers or ())) - set(nodes))
         if unknown:
             raise ValueError(f"no layer named {', '.join(unknown)}; layers: {', '.join(nodes)}")
-        quantize_static(str(pre), str(dst), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                        activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-                        calibrate_method=getattr(CalibrationMethod, METHODS[method]),
-                        nodes_to_exclude=[nodes[layer] for layer in float_layers],
-                        nodes_to_quantize=None if only_layers is None else [nodes[layer] for layer in only_layers],
-                        extra_options={"CalibMovingAverage": False})
+        with contextlib.redirect_stdout(io.StringIO()):  # the histogram calibrators print their progress
+            quantize_static(str(pre), str(dst), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                            activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                            calibrate_method=getattr(CalibrationMethod, METHODS[method]),
+                            nodes_to_exclude=[nodes[layer] for layer in float_layers],
+                            nodes_to_quantize=None if only_layers is None else [nodes[layer] for layer in only_layers],
+                            extra_options={"CalibMovingAverage": False})
 
 
 def to_float16(src: Path, dst: Path) -> None:

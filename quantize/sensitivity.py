@@ -31,29 +31,10 @@ from typing import Callable
 import numpy as np
 
 from artifacts.fidelity import psnr
+from artifacts.runtimes import onnxruntime
+from artifacts.io import png_bytes, write_atomic
 
 from .onnx import preprocess, quantizable_layers, quantize_static_qdq
-
-
-@contextlib.contextmanager
-def _silent():
-    """onnxruntime's calibrators print their progress to stdout."""
-    with contextlib.redirect_stdout(io.StringIO()):
-        yield
-
-
-def _session(path: Path, threads: int | None = None):
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    if threads:
-        options.intra_op_num_threads = threads
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-
-def _run(session, image: np.ndarray) -> list[np.ndarray]:
-    name = session.get_inputs()[0].name
-    return [np.clip(o, 0, 1) for o in session.run(None, {name: np.ascontiguousarray(image.transpose(2, 0, 1)[None])})]
 
 
 @dataclass
@@ -69,22 +50,22 @@ class Trials:
     count: int = field(init=False, default=0)
 
     def __post_init__(self) -> None:
-        reference = _session(self.fp32, self.threads)
-        self._reference = [_run(reference, image) for _, image in self.inputs]
+        reference = onnxruntime.load(self.fp32, self.threads)
+        self._reference = [reference(image) for _, image in self.inputs]
         self._work = tempfile.TemporaryDirectory(prefix="sensitivity-")
         self.pre = Path(self._work.name) / "pre.onnx"
         preprocess(self.fp32, self.pre)
         self.layers = list(quantizable_layers(self.pre))
 
     def fidelity(self, float_layers: tuple[str, ...] | list[str] = (), only: tuple[str, ...] | None = None) -> float:
+        """The worst PSNR of the trial's outputs against the float file's, as the export gate measures it (the
+        runtime loader, outputs joined by name)."""
         path = Path(self._work.name) / "trial.onnx"
-        with _silent():
-            quantize_static_qdq(self.pre, path, self.calibration, method=self.method,
-                                float_layers=tuple(float_layers), only_layers=only, preprocessed=True)
-        session = _session(path, self.threads)
+        quantize_static_qdq(self.pre, path, self.calibration, method=self.method, float_layers=tuple(float_layers),
+                            only_layers=only, preprocessed=True)
+        run = onnxruntime.load(path, self.threads)
         self.count += 1
-        return min(psnr(out, ref) for (_, image), refs in zip(self.inputs, self._reference)
-                   for out, ref in zip(_run(session, image), refs))
+        return min(psnr(run(image), ref) for (_, image), ref in zip(self.inputs, self._reference))
 
     def close(self) -> None:
         self._work.cleanup()
@@ -129,7 +110,7 @@ def activation_ranges(path: Path, calibration: list[np.ndarray]) -> dict[str, di
         def get_next(self):
             return next(self._it, None)
 
-    with tempfile.TemporaryDirectory() as tmp, _silent():
+    with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stdout(io.StringIO()):  # its progress lines
         calibrator = create_calibrator(str(path), augmented_model_path=str(Path(tmp) / "augmented.onnx"))
         calibrator.collect_data(Reader())
         ranges = calibrator.compute_data()
@@ -155,8 +136,9 @@ def analyze(trials: Trials, progress: Callable[[str], None] | None = None) -> di
     for i, layer in enumerate(trials.layers, 1):
         only, without = trials.fidelity(only=(layer,)), trials.fidelity(float_layers=(layer,))
         say(f"[{i}/{len(trials.layers)}] {layer}: only {only:.2f} dB, all but it {without:.2f} dB")
-        rows.append({"layer": layer, "op": ops[layer], "only_int8_db": round(only, 2), "all_but_it_int8_db": round(without, 2),
-                     "gain_in_float_db": round(without - full, 2), **acts.get(layer, {}), **weights.get(layer, {})})
+        rows.append({"layer": layer, "op": ops[layer], "only_int8_db": round(only, 2),
+                     "all_but_it_int8_db": round(without, 2), "gain_in_float_db": round(without - full, 2),
+                     **acts.get(layer, {}), **weights.get(layer, {})})
     rows.sort(key=lambda r: (r["only_int8_db"], -r["gain_in_float_db"]))
     return {"artifact": str(trials.fp32), "method": trials.method, "calibration_crops": len(trials.calibration),
             "inputs": [name for name, _ in trials.inputs], "all_int8_db": round(full, 2), "trials": trials.count,
@@ -196,8 +178,6 @@ def choose_float_layers(trials: Trials, target_db: float, report: dict | None = 
 def write_report(report: dict, out: Path) -> list[Path]:
     """``sensitivity.json``, ``sensitivity.md`` and ``sensitivity.png`` in ``out`` (each written whole, then
     renamed)."""
-    from artifacts.io import write_atomic
-
     out.mkdir(parents=True, exist_ok=True)
     rows = report["layers"]
     head = ("| layer | only it int8 (dB) | all but it int8 (dB) | gain in float (dB) | input range | output range "
@@ -256,7 +236,4 @@ def _chart(report: dict) -> bytes:
     ax.set_title(f"{Path(report['artifact']).name}: most sensitive layer at the top")
     ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    return buf.getvalue()
+    return png_bytes(fig, dpi=110)

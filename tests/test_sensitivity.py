@@ -66,7 +66,7 @@ def test_sensitivity_report_and_mixed_precision_the_runtime_confirms(tmp_path, e
     assert quantize_main([str(fp32), "--precision", "int8", "--calibration-method", "minmax", "--calibration-count",
                           "2", "--out", str(full)]) == 0
     measured = Sidecar.read(TARGETS["onnx"].sidecar_path(full)).fidelity.psnr_db_min
-    assert measured == pytest.approx(report["all_int8_db"], abs=0.1)
+    assert measured == pytest.approx(report["all_int8_db"], abs=0.011)  # the gate's own measure
 
     # Mixed precision: the two most sensitive convs in float; the sidecar names them and the file holds them in
     # float while every other conv stays int8.

@@ -169,10 +169,6 @@ class Context:
             raise value
         return value
 
-    def barrier(self) -> None:
-        if self.distributed:
-            dist.barrier(device_ids=[self.device.index] if self.device.type == "cuda" else None)
-
     @property
     def _comm_device(self) -> torch.device:
         return self.device if self.device.type == "cuda" else torch.device("cpu")

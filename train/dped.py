@@ -207,12 +207,11 @@ def _train(cfg: DPEDTrainConfig, progress: bool, ctx: Context) -> dict:
             }
             total = (cfg.w_content * parts["content"] + cfg.w_color * parts["color"]
                      + cfg.w_texture * parts["texture"] + cfg.w_tv * parts["tv"])
-            run.check({"total": total.detach().item(), "discriminator": d_loss.detach().item()})
+            values = run.check({"total": total.detach().item(), "discriminator": d_loss.detach().item(),
+                                **{k: v.detach().item() for k, v in parts.items()}, "lr": sched_g.get_last_lr()[0]})
             scaler.scale(total).backward()
             scaler.step(opt_g)
             scaler.update()
-            values = {"total": total.detach().item(), "discriminator": d_loss.detach().item(),
-                      **{k: v.detach().item() for k, v in parts.items()}, "lr": sched_g.get_last_lr()[0]}
             sched_g.step(); sched_d.step()  # noqa: E702
             run.advance(values)
 

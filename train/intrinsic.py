@@ -194,8 +194,7 @@ def _train(cfg: IntrinsicTrainConfig, progress: bool, ctx: Context) -> dict:
             parts["rec_photos"] = losses.reconstruction_loss(compose(a_u, s_u), real)
             parts["smooth"] = losses.smoothness_loss(s_u)
             total = cfg.w_anchor * supervised + cfg.w_rec * parts["rec_photos"] + cfg.w_smooth * parts["smooth"]
-        values = {k: v.detach().item() for k, v in parts.items()}
-        run.check({"total": total.detach().item()})
+        values = run.check({**{k: v.detach().item() for k, v in parts.items()}, "total": total.detach().item()})
         opt.zero_grad(set_to_none=True)
         scaler.scale(total).backward()
         scaler.step(opt)

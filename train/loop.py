@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from artifacts.io import write_atomic
 from models import model_config
 
 from .checkpoint import save_atomic
@@ -152,7 +153,7 @@ class Run:
             out.mkdir(parents=True, exist_ok=True)
             for stale in out.glob(".*.tmp"):  # a checkpoint write cut short by a kill
                 stale.unlink(missing_ok=True)
-            (out / "config.json").write_text(json.dumps({**asdict(cfg), "run": self.ctx.record()}, indent=2))
+            write_atomic(out / "config.json", json.dumps({**asdict(cfg), "run": self.ctx.record()}, indent=2).encode())
             from torch.utils.tensorboard import SummaryWriter  # heavy import, only when training
             self.tb = SummaryWriter(str(out / "tb"))
         self.bar = tqdm(total=steps, initial=self.step, desc=f"train {name}", disable=not (progress and self.ctx.main),
@@ -173,8 +174,8 @@ class Run:
         return False
 
     def check(self, losses: dict[str, float]) -> dict[str, float]:
-        """Stop (TrainingDiverged) when a loss, averaged over the processes, is NaN/inf or exploded; returns the
-        averaged losses."""
+        """The step's logged values averaged over the processes (one all-reduce); stops (TrainingDiverged) when one
+        is NaN/inf or exploded, on every process at the same step. Pass the result to ``advance``."""
         losses = self.ctx.mean(losses)
         bad = {k: v for k, v in losses.items() if not math.isfinite(v) or abs(v) > 1e8}
         if bad:
@@ -185,8 +186,7 @@ class Run:
         return losses
 
     def advance(self, losses: dict[str, float]) -> None:
-        """One step done: ``losses`` (averaged over the processes) go to TensorBoard and the progress bar."""
-        losses = self.ctx.mean(losses)
+        """One step done: ``losses`` (as ``check`` returned them) go to TensorBoard and the progress bar."""
         self.step += 1
         self._last_step_time = time.perf_counter()
         self.elapsed = self._last_step_time - self._t0
@@ -232,5 +232,5 @@ class Run:
                    **self.throughput(), **self.ctx.record(), **summary}
         if self.tb is not None:
             self.tb.close()
-            (self.out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+            write_atomic(self.out / "summary.json", json.dumps(summary, indent=2, default=str).encode())
         return summary

@@ -241,9 +241,9 @@ def _train(cfg: MDIETrainConfig, progress: bool, ctx: Context) -> dict:
                  "rec_hq": losses.reconstruction_loss(rec_hq.float(), high)}
         g_loss = parts["adv"] + cfg.lambda_cls * parts["cls"] + cfg.lambda_cyc * parts["cyc"] \
             + cfg.alpha * parts["rec_lq"] + cfg.beta * parts["rec_hq"]
-        values = {**{k: v.detach().item() for k, v in parts.items()},
-                  **{k: v.detach().item() for k, v in d_parts.items()}}
-        run.check({"generator": g_loss.detach().item(), "discriminator": d_loss.detach().item()})
+        values = run.check({**{k: v.detach().item() for k, v in parts.items()},
+                            **{k: v.detach().item() for k, v in d_parts.items()},
+                            "generator": g_loss.detach().item(), "discriminator": d_loss.detach().item()})
         opt_g.zero_grad(set_to_none=True)
         scaler.scale(g_loss).backward()
         scaler.step(opt_g)

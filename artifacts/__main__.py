@@ -38,10 +38,15 @@ def contract(path: Path) -> tuple[Sidecar, list[str]]:
         fields = [k for k, v in asdict(embedded).items() if asdict(beside)[k] != v]
         problems.append(f"the sidecar {next_to.name} differs from the embedded one in: {', '.join(fields)}")
     if target.name != "tensorrt" or not mod.unavailable():
-        kwargs = {"exported_shapes": {t.name: t.shape for t in [sidecar.input, *sidecar.outputs]}} \
+        inputs = [sidecar.input, *([sidecar.thumbnail] if sidecar.thumbnail else [])]
+        kwargs = {"exported_shapes": {t.name: t.shape for t in [*inputs, *sidecar.outputs]}} \
             if target.name == "onnx" else {}
         found = mod.describe(path, **kwargs)
-        for stated, reported in zip([sidecar.input, *sidecar.outputs], [*found["inputs"], *found["outputs"]]):
+        if len(found["inputs"]) != len(inputs):
+            problems.append(f"the contract states inputs {', '.join(t.name for t in inputs)}; {mod.NAME} reports "
+                            f"{', '.join(t['name'] for t in found['inputs'])}")
+        for stated, reported in zip([*sorted(inputs, key=lambda t: t.name), *sidecar.outputs],
+                                    [*found["inputs"], *found["outputs"]]):
             said = asdict(stated)
             for key, value in reported.items():
                 if value is not None and said[key] != value:
@@ -69,12 +74,15 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print(f"{path.name}: {sidecar.model} {sidecar.target} {sidecar.precision} (run by {sidecar.runtime}), "
               f"status {sidecar.status}, fidelity {sidecar.fidelity.psnr_db_min if sidecar.fidelity else '-'} dB")
-        for role, t in [("input", sidecar.input), *(("output", o) for o in sidecar.outputs)]:
+        thumb = [("input", sidecar.thumbnail)] if sidecar.thumbnail else []
+        for role, t in [("input", sidecar.input), *thumb, *(("output", o) for o in sidecar.outputs)]:
             quant = f" scale {t.quantization.scale:.6g} zero point {t.quantization.zero_point}" if t.quantization else ""
             print(f"  {role:<6} {t.name:<9} {t.layout} {t.shape} dynamic {t.dynamic_dims} {t.dtype}{quant} "
                   f"range {t.range}")
         print(f"  tiles of {sidecar.tile} px, halo {sidecar.halo} ({'exact' if sidecar.halo_exact else 'approximate'}),"
               f" H and W multiples of {sidecar.size_multiple}")
+        if sidecar.thumbnail:
+            print(f"  thumbnail: {sidecar.thumbnail_method}")
     for line in problems:
         print(f"error: {line}", file=sys.stderr)
     return 1 if problems else 0

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .io import THUMBNAIL
 from .sidecar import METADATA_KEY
 from .targets import target_of
 
@@ -28,7 +29,7 @@ def embed(path: str | Path, sidecar_json: str) -> None:
 
 def rewrite_tflite(path: Path, metadata: dict[str, str] | None = None, dynamic_hw: bool = False) -> None:
     """Edit a .tflite flatbuffer in place: add or replace metadata entries; mark H and W of the graph's inputs and
-    outputs dynamic (-1 in ``shape_signature``, NHWC).
+    outputs dynamic (-1 in ``shape_signature``, NHWC), but for the fixed-size thumbnail of image-adaptive models.
 
     ai-edge-quantizer may store weights after the flatbuffer (buffers with an offset); they are brought inline
     first, since re-packing the flatbuffer would drop them.
@@ -43,8 +44,10 @@ def rewrite_tflite(path: Path, metadata: dict[str, str] | None = None, dynamic_h
             buf.data = np.frombuffer(raw[buf.offset:buf.offset + buf.size], dtype=np.uint8)
             buf.offset, buf.size = 0, 0
     if dynamic_hw:
+        fixed = {t.tensorIndex for sig in model.signatureDefs or [] for t in sig.inputs or []
+                 if t.name.decode() == THUMBNAIL}
         for graph in model.subgraphs:
-            for index in [*graph.inputs, *graph.outputs]:
+            for index in [i for i in [*graph.inputs, *graph.outputs] if i not in fixed]:
                 tensor = graph.tensors[index]
                 shape = tensor.shapeSignature if tensor.shapeSignature is not None else tensor.shape
                 signature = np.array(shape, dtype=np.int32)

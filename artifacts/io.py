@@ -15,6 +15,20 @@ from typing import Mapping
 import numpy as np
 
 
+IMAGE, THUMBNAIL = "image", "thumbnail"   # input names: the photo (or tile), and an image-adaptive model's thumbnail
+
+
+def thumbnail_input(image: np.ndarray, size: int, given: np.ndarray | None) -> np.ndarray:
+    """The thumbnail an artifact takes with ``image``: ``given`` (a tile's: that of the whole photo), else the
+    image's own (the image is the whole photo), float32 (size, size, 3)."""
+    from .thumbnail import thumbnail
+
+    t = given if given is not None else thumbnail(image, size)
+    if t.shape != (size, size, 3):
+        raise ValueError(f"the thumbnail must be {size}x{size}x3, got {'x'.join(map(str, t.shape))}")
+    return np.asarray(t, dtype=np.float32)
+
+
 def join_outputs(outputs: Mapping[str, np.ndarray], axis: int = -1) -> np.ndarray:
     if len(outputs) == 1:
         return next(iter(outputs.values()))

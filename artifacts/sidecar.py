@@ -118,6 +118,8 @@ class Sidecar:
     status: str                    # 'ok' or 'failed_fidelity'
     versions: dict[str, str]
     export_seconds: float
+    thumbnail: TensorSpec | None = None   # image-adaptive models: the second input, the whole photo's thumbnail
+    thumbnail_method: str = ""            # how to make it (the same for every tile of a photo)
     date: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
     schema: str = SCHEMA
     schema_version: int = SCHEMA_VERSION
@@ -239,7 +241,7 @@ def _check_tensor(t: TensorSpec, where: str) -> None:
 # Field annotations are strings (postponed evaluation); the readers above need only these few kinds.
 _NESTED = {"Quantization": Quantization, "Fidelity": Fidelity, "Calibration": Calibration,
            "TensorSpec": TensorSpec}
-_OPTIONAL = {"Quantization | None": "Quantization", "Fidelity | None": "Fidelity",
+_OPTIONAL = {"TensorSpec | None": "TensorSpec", "Quantization | None": "Quantization", "Fidelity | None": "Fidelity",
              "Calibration | None": "Calibration", "str | None": "str"}
 _KINDS = {"str": "str", "bool": "bool", "int": "int", "float": "float", "list[int]": "list[int]",
           "list[float]": "list[float]", "list[str]": "list[str]", "dict[str, str]": "dict[str,str]",

@@ -5,7 +5,8 @@ window of exactly tile x tile pixels (fewer only where the image itself is small
 pushed back inside the image at the borders. A core pixel is therefore either at least ``halo`` pixels from its
 window's edge or on the image's own edge, where the window and the whole image see the same zero padding. With
 halo >= the receptive radius of a BatchNorm-folded fully convolutional model, the stitched result equals the
-whole-image result (no blending needed, so no seams).
+whole-image result (no blending needed, so no seams). An image-adaptive model takes the whole photo's thumbnail
+with every tile (``thumbnail`` > 0): made once per photo, it keeps the stitched result equal as well.
 
 The Android app (android_demo/) implements the same plan; tests/fixtures/tiling.json pins both to it.
 """
@@ -55,13 +56,21 @@ def iter_windows(image: np.ndarray, plan: list[Tile]) -> Iterator[tuple[Tile, np
         yield t, image[t.wy:t.wy + t.wh, t.wx:t.wx + t.ww]
 
 
-def enhance_tiled(image: np.ndarray, fn: Callable[[np.ndarray], np.ndarray], tile: int, halo: int,
-                  out: np.ndarray | None = None, progress: Callable[[int, int], None] | None = None) -> np.ndarray:
+def enhance_tiled(image: np.ndarray, fn: Callable[..., np.ndarray], tile: int, halo: int,
+                  out: np.ndarray | None = None, progress: Callable[[int, int], None] | None = None,
+                  thumbnail: int = 0) -> np.ndarray:
     """Run ``fn`` (float32 (h, w, 3) in [0, 1] -> same) tile by tile over ``image`` (H, W, 3).
 
     ``image`` may be uint8 (converted per window) or float; the result is written into ``out`` (default: a new
     uint8 array when the input is uint8, else float32), so peak memory is the image, the output and one tile.
+    ``thumbnail`` > 0: ``fn`` also takes ``thumbnail=`` the whole image's (artifacts.thumbnail), the same for
+    every tile.
     """
+    if thumbnail:
+        from .thumbnail import thumbnail as make
+
+        whole, inner = make(image, thumbnail), fn
+        fn = lambda window: inner(window, thumbnail=whole)  # noqa: E731
     plan = plan_tiles(image.shape[0], image.shape[1], tile, halo)
     if out is None:
         out = np.empty(image.shape, dtype=np.uint8 if image.dtype == np.uint8 else np.float32)
@@ -76,19 +85,19 @@ def enhance_tiled(image: np.ndarray, fn: Callable[[np.ndarray], np.ndarray], til
     return out
 
 
-def padded(fn: Callable[[np.ndarray], np.ndarray], multiple: int = 1,
-           size: tuple[int, int] | None = None) -> Callable[[np.ndarray], np.ndarray]:
+def padded(fn: Callable[..., np.ndarray], multiple: int = 1,
+           size: tuple[int, int] | None = None) -> Callable[..., np.ndarray]:
     """``fn`` for windows of any size: each window is edge-padded at the bottom and right to ``size`` (a graph
     exported at a fixed size) or up to multiples of ``multiple`` (stride-32 encoders), and the output cropped
     back. Windows that already fit pass through untouched."""
-    def run(window: np.ndarray) -> np.ndarray:
+    def run(window: np.ndarray, **kwargs) -> np.ndarray:  # kwargs: the thumbnail of an image-adaptive model
         h, w = window.shape[:2]
         th, tw = size if size else (-(-h // multiple) * multiple, -(-w // multiple) * multiple)
         if (th, tw) == (h, w):
-            return fn(window)
+            return fn(window, **kwargs)
         if th < h or tw < w:
             raise ValueError(f"window {h}x{w} is larger than the model's fixed size {th}x{tw}")
-        return fn(np.pad(window, ((0, th - h), (0, tw - w), (0, 0)), mode="edge"))[:h, :w]
+        return fn(np.pad(window, ((0, th - h), (0, tw - w), (0, 0)), mode="edge"), **kwargs)[:h, :w]
 
     return run
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from artifacts.sidecar import sidecar_for
 from artifacts import TARGETS, SidecarError, runtime
 from artifacts.fidelity import psnr
 from artifacts.sidecar import Sidecar
@@ -222,8 +223,10 @@ def _full_res_row(cfg: BenchConfig, base, log) -> dict:
     if path is None:
         return row
     log(f"  dped_mobile tflite fp32 tiled {h}x{w} ...")
+    sidecar = sidecar_for(path)
     res = measure_in_child(Job("dped_mobile", "tflite", "fp32", "litert", max(cfg.threads), str(path), (h, w), 1, 0,
-                               [], full_res=(h, w)))
+                               [], full_res=(h, w), tile=sidecar.tile, halo=sidecar.halo,
+                               thumbnail=sidecar.thumbnail.hw[0] if sidecar.thumbnail else 0))
     if "error" in res:
         row["status"] = f"failed: {res['error']}"
         return row

@@ -37,8 +37,9 @@ from .postprocess import STEPS, postprocess
 
 
 def load_enhancer(model: str, checkpoint: str | None, artifact: str | None,
-                  threads: int | None) -> tuple[Callable[[np.ndarray], np.ndarray], int, int | None]:
-    """(function on float32 (h, w, 3) tiles, halo, fixed tile size or None)."""
+                  threads: int | None) -> tuple[Callable[..., np.ndarray], int, int | None, int]:
+    """(function on float32 (h, w, 3) tiles, halo, fixed tile size or None, thumbnail size: 0 unless the model
+    is image-adaptive, when the function also takes ``thumbnail=`` the whole photo's)."""
     if artifact:
         path = Path(artifact)
         target_of(path)  # ValueError naming the known suffixes
@@ -54,7 +55,8 @@ def load_enhancer(model: str, checkpoint: str | None, artifact: str | None,
             raise ValueError(str(err)) from None
         fixed = None if sidecar.resizable else sidecar.input.hw
         fn = padded(run, sidecar.size_multiple, fixed)
-        return fn, sidecar.halo, (min(fixed) if fixed else None)
+        thumb = sidecar.thumbnail.hw[0] if sidecar.thumbnail else 0
+        return fn, sidecar.halo, (min(fixed) if fixed else None), thumb
     import torch
 
     from models import create_model, fold_batchnorm, keep_freed_memory
@@ -67,11 +69,15 @@ def load_enhancer(model: str, checkpoint: str | None, artifact: str | None,
         enhancers = [m for m in _model_names() if _is_enhancer(create_model(m))]
         raise ValueError(f"{model} is not a photo enhancer; choose from: {', '.join(enhancers)}")
 
-    @torch.no_grad()
-    def run(tile: np.ndarray) -> np.ndarray:
-        return net(torch.from_numpy(tile).permute(2, 0, 1)[None])[0].permute(1, 2, 0).numpy()
+    def nchw(x: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(x).permute(2, 0, 1)[None]
 
-    return run, net.contract.halo, None
+    @torch.no_grad()
+    def run(tile: np.ndarray, thumbnail: np.ndarray | None = None) -> np.ndarray:
+        extra = [nchw(thumbnail)] if thumbnail is not None else []
+        return net(nchw(tile), *extra)[0].permute(1, 2, 0).numpy()
+
+    return run, net.contract.halo, None, net.contract.thumbnail or 0
 
 
 def _is_enhancer(net) -> bool:
@@ -177,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     try:
-        fn, halo, fixed = load_enhancer(args.model, args.checkpoint, args.artifact, args.threads)
+        fn, halo, fixed, thumbnail = load_enhancer(args.model, args.checkpoint, args.artifact, args.threads)
         tile = fixed or args.tile
         if tile <= 2 * halo:
             raise ValueError(f"--tile {tile} must be larger than twice the halo ({halo})")
@@ -193,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {err}", file=sys.stderr)
             status = 1
             continue
-        result = enhance_tiled(image, fn, tile, halo)
+        result = enhance_tiled(image, fn, tile, halo, thumbnail=thumbnail)
         if steps:
             result = np.round(postprocess(result.astype(np.float32) / 255, steps) * 255).astype(np.uint8)
         write_photo(result, dst)

@@ -17,6 +17,7 @@ from artifacts.embed import embed
 from artifacts.fidelity import fidelity_inputs, measure
 from artifacts.runtimes.tensorrt import missing
 from artifacts.sidecar import Written, package_versions as versions
+from artifacts.thumbnail import METHOD as THUMBNAIL_METHOD
 from artifacts.targets import artifact_size, remove_artifact
 from models import conv_macs_per_pixel, count_parameters, create_model, fold_batchnorm, list_models
 from models.registry import WEIGHTS_DIR
@@ -73,7 +74,8 @@ def export_one(spec: ExportSpec) -> Written:
                               f"{str(err).strip().splitlines()[0][:300]}") from err
 
         contract = model.contract
-        image = described["inputs"][0]
+        inputs = {t["name"]: t for t in described["inputs"]}
+        image, thumb = inputs[contract.input_name], inputs.get(contract.thumbnail_name)
         channels = dict(contract.outputs)
 
         def tensor(t: dict) -> TensorSpec:
@@ -99,7 +101,9 @@ def export_one(spec: ExportSpec) -> Written:
             source=spec.checkpoint or f"shipped weights (models/weights/{spec.model}.pt)",
             weights_sha256=weights_digest(spec), fidelity=fidelity, calibration=calibration,
             status="ok" if fidelity.passed else "failed_fidelity", versions=versions(*target.versions),
-            export_seconds=round(time.perf_counter() - start, 1))
+            export_seconds=round(time.perf_counter() - start, 1),
+            thumbnail=tensor(thumb) if thumb else None,
+            thumbnail_method=THUMBNAIL_METHOD.format(size=contract.thumbnail) if thumb else "")
         embed(tmp, sidecar.to_json())
         check_interrupted()
         dest, dest_sidecar = (final, sidecar_path) if fidelity.passed else (rejected, rejected_sidecar)

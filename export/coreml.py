@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from artifacts.io import THUMBNAIL
 from artifacts.quiet import quiet
 
 from .common import ExportSpec, MissingBackend, torch_reference
@@ -48,7 +49,9 @@ def convert(model: nn.Module, spec: ExportSpec, path: Path, calibration: list[np
     h, w = spec.size
     with warnings.catch_warnings():  # shape arithmetic (padding to a size multiple) is constant at any legal size
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
-        traced = torch.jit.trace(model.eval(), torch.rand(1, 3, h, w), check_trace=False)
+        size = getattr(getattr(model, "contract", None), "thumbnail", None)
+        args = (torch.rand(1, 3, h, w), *((torch.rand(1, 3, size, size),) if size else ()))
+        traced = torch.jit.trace(model.eval(), args, check_trace=False)
     dims = (h, w) if spec.fixed_size else tuple(ct.RangeDim(16, 8192, default=d) for d in (h, w))
     precision = ct.precision.FLOAT32 if spec.precision == "fp32" else ct.precision.FLOAT16
     if spec.coreml_io not in IO_DTYPES:
@@ -56,13 +59,19 @@ def convert(model: nn.Module, spec: ExportSpec, path: Path, calibration: list[np
     io = np.float32 if spec.coreml_io == "float32" or spec.precision == "fp32" else np.float16
     with quiet():  # coremltools prints progress bars for every pass
         names = model.contract.output_names if hasattr(model, "contract") else (OUTPUT,)
-        ml = ct.convert(traced, inputs=[ct.TensorType(name=INPUT, shape=ct.Shape(shape=(1, 3, *dims)), dtype=io)],
+        inputs = [ct.TensorType(name=INPUT, shape=ct.Shape(shape=(1, 3, *dims)), dtype=io)]
+        if size:  # image-adaptive: the whole photo's thumbnail, fixed size
+            inputs.append(ct.TensorType(name=THUMBNAIL, shape=(1, 3, size, size), dtype=io))
+        ml = ct.convert(traced, inputs=inputs,
                         outputs=[ct.TensorType(name=n, dtype=io) for n in names], convert_to="mlprogram",
                         compute_precision=precision,
                         minimum_deployment_target=ct.target.iOS16)
         ml = _compress(ml, spec.precision)
     ml.short_description = "dslr-mobile photo enhancer: RGB [0, 1] NCHW in, enhanced RGB [0, 1] out"
     ml.input_description[INPUT] = f"RGB photo, {np.dtype(io).name} NCHW, values in [0, 1], any H x W"
+    if size:
+        ml.input_description[THUMBNAIL] = (f"thumbnail of the whole photo ({size}x{size} cell means, "
+                                           f"artifacts/thumbnail.py), {np.dtype(io).name} NCHW, values in [0, 1]")
     for name in names:
         ml.output_description[name] = f"{name}: RGB, {np.dtype(io).name}, same height, width and range as the input"
     ml.save(str(path))

@@ -1,5 +1,5 @@
 """ONNX: NCHW float32 input ``image`` with dynamic height and width, output ``enhanced`` (the decomposer:
-``albedo`` and ``shading``); opset 17.
+``albedo`` and ``shading``); opset 17. Image-adaptive models also take ``thumbnail`` (1, 3, S, S), fixed size.
 
 fp16: weights and compute in float16 with float32 I/O (onnxruntime's float16 converter, keep_io_types).
 int8: QDQ static quantization by onnxruntime.quantization, per-channel int8 weights, int8 activations
@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
+
+from artifacts.io import THUMBNAIL
 
 from .common import ExportSpec
 
@@ -36,12 +38,14 @@ def convert(model: nn.Module, spec: ExportSpec, path: Path, calibration: list[np
     _require("onnx")
     _require("onnxruntime")
     precision = spec.precision
-    sample = torch.rand(1, 3, *spec.size)
+    size = getattr(getattr(model, "contract", None), "thumbnail", None)
+    args = (torch.rand(1, 3, *spec.size), *((torch.rand(1, 3, size, size),) if size else ()))
+    inputs = [INPUT, THUMBNAIL] if size else [INPUT]
     outputs = list(model.contract.output_names) if hasattr(model, "contract") else [OUTPUT]
     axes = None if spec.fixed_size else {name: {2: "height", 3: "width"} for name in [INPUT, *outputs]}
     with warnings.catch_warnings():  # shape arithmetic (padding to a size multiple) is constant at any legal size
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
-        torch.onnx.export(model.eval(), (sample,), str(path), input_names=[INPUT], output_names=outputs,
+        torch.onnx.export(model.eval(), args, str(path), input_names=inputs, output_names=outputs,
                           opset_version=OPSET, dynamic_axes=axes, dynamo=False)
     if precision == "fp16":
         from quantize.onnx import to_float16

@@ -1,7 +1,8 @@
 """TFLite through litert-torch (no TensorFlow): NHWC I/O, one named signature, the sidecar embedded.
 
 The artifact has one signature ``enhance`` with input ``image`` (1, H, W, 3) RGB in [0, 1] and output ``enhanced``
-of the same shape (the intrinsic decomposer: outputs ``albedo`` and ``shading``). Unless exported with a fixed
+of the same shape (the intrinsic decomposer: outputs ``albedo`` and ``shading``); an image-adaptive model also
+takes ``thumbnail`` (1, S, S, 3), the whole photo's (artifacts.thumbnail), whose size never changes. Unless exported with a fixed
 --size, H and W are marked dynamic (-1 in ``shape_signature``) on the inputs and outputs, so that strict resizing
 (LiteRT's CompiledModel default, ``resize_tensor_input(..., strict=True)``, the Android app) takes any size; the
 export's fidelity gate runs the file at a second size to prove it.
@@ -17,6 +18,8 @@ from torch import nn
 
 from artifacts.cli import check_interrupted
 from artifacts.embed import rewrite_tflite
+from artifacts.io import THUMBNAIL
+from artifacts.thumbnail import thumbnail
 
 from artifacts.quiet import quiet as _quiet
 
@@ -34,8 +37,9 @@ class NHWCEnhancer(nn.Module):
         self.model = model
         self.names = model.contract.output_names if hasattr(model, "contract") else (OUTPUT,)
 
-    def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
-        y = self.model(image.permute(0, 3, 1, 2))
+    def forward(self, image: torch.Tensor, thumbnail: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        extra = (thumbnail.permute(0, 3, 1, 2),) if thumbnail is not None else ()
+        y = self.model(image.permute(0, 3, 1, 2), *extra)
         ys = y if isinstance(y, tuple) else (y,)
         return {name: t.permute(0, 2, 3, 1) for name, t in zip(self.names, ys)}
 
@@ -136,12 +140,15 @@ def convert(model: nn.Module, spec: ExportSpec, path: Path, calibration: list[np
     litert_torch = _require_litert_torch()
     module = NHWCEnhancer(same_pads_as_wider_kernels(shuffles_as_transposed_convs(model))).eval()
     precision, (h, w) = spec.precision, spec.size
-    sample = {INPUT: torch.rand(1, h, w, 3)}
+    size = getattr(getattr(model, "contract", None), "thumbnail", None)
+    sample = {INPUT: torch.rand(1, h, w, 3), **({THUMBNAIL: torch.rand(1, size, size, 3)} if size else {})}
     with _quiet():
         if precision == "int8":
             if not calibration:
                 raise ValueError("int8 export needs calibration images")
-            calib = [{INPUT: torch.from_numpy(np.array(img))[None]} for img in calibration]
+            calib = [{INPUT: torch.from_numpy(np.array(img))[None],
+                      **({THUMBNAIL: torch.from_numpy(thumbnail(img, size))[None]} if size else {})}
+                     for img in calibration]
             module, config = recipes.pt2e_int8(recipes.own_input_scale(module), sample, calib,
                                                method=spec.method)
             check_interrupted()  # torch.export may swallow a Ctrl-C while it traces

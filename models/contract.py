@@ -16,6 +16,9 @@ class DeploymentContract:
     channels: int = 3
     outputs: tuple[tuple[str, int], ...] = (("enhanced", 3),)   # (name, channels) of each output, in order
     size_multiple: int = 1            # H and W of an exported graph must be multiples of this (stride-32 encoders)
+    thumbnail: int | None = None      # image-adaptive models: side of the whole-photo thumbnail, a second input
+                                      # named thumbnail_name (artifacts.thumbnail makes it; tiles share it)
+    thumbnail_name: str = "thumbnail"
     tile_halo: int | None = None      # halo for tiling when the receptive field spans the whole tile (encoders):
                                       # tiles then approximate the whole-image result (measured, not exact)
     notes: str = field(default="")

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from .contract import DeploymentContract
+from .globe import THUMBNAIL, GlobalBranch, thumbnail_of, tone_curve
 from .layers import ConvBNAct, clip_unit, last_conv, make_activation
 from .registry import register_model
 
@@ -39,6 +40,9 @@ class DPEDConfig:
     out_layer: str = "separable"     # the last 9x9 layer w->3 of a separable net: 'separable' (depthwise 9x9 on
                                      # w channels, then 1x1), 'full' (one 9x9 conv), 'pointwise_first' (1x1 w->3,
                                      # then depthwise 9x9 on 3 channels); a full-conv net always uses 'full'
+    global_branch: bool = False      # image-adaptive: a thumbnail encoder sets per-image curves and feature
+                                     # scale/shift (models.globe); False keeps the paper's networks
+    thumbnail: int = THUMBNAIL       # thumbnail side for the global branch
 
     def __post_init__(self) -> None:
         if self.head not in HEADS:
@@ -95,15 +99,26 @@ class DPEDGenerator(nn.Module):
         )
         self.out = _out_layer(w, cfg.out_layer if sep else "full")
         # 9x9 stem, two 3x3 per block, two 3x3 in the tail, 9x9 out: each k x k conv widens the field by k-1.
+        self.globe = GlobalBranch(w) if cfg.global_branch else None
         self.contract = DeploymentContract(receptive_field=1 + 8 + 2 * 2 * cfg.blocks + 2 * 2 + 8,
+                                           thumbnail=cfg.thumbnail if cfg.global_branch else None,
                                            notes="sRGB photo in, enhanced sRGB photo out")
         if cfg.head == "residual":
             nn.init.zeros_(last_conv(self.out.conv).bias)
             nn.init.normal_(last_conv(self.out.conv).weight, std=1e-3)  # start near identity
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x: (N, 3, H, W) float32 RGB in [0, 1] -> (N, 3, H, W) enhanced."""
-        y = self.out(self.tail(self.blocks(self.stem(x))))
+    def forward(self, x: torch.Tensor, thumbnail: torch.Tensor | None = None) -> torch.Tensor:
+        """x: (N, 3, H, W) float32 RGB in [0, 1] -> (N, 3, H, W) enhanced.
+
+        With the global branch, ``thumbnail`` (N, 3, S, S) is that of the whole photo when x is a tile of it;
+        None: x is the whole photo and its own thumbnail is taken."""
+        if self.globe is not None:
+            curves, scale, shift = self.globe(thumbnail if thumbnail is not None
+                                              else thumbnail_of(x, self.config.thumbnail))
+            x = tone_curve(x, curves)
+            y = self.out(self.tail(self.blocks(self.stem(x) * (1.0 + scale) + shift)))
+        else:
+            y = self.out(self.tail(self.blocks(self.stem(x))))
         if self.config.head == "tanh":
             return torch.tanh(y) * 0.58 + 0.5
         return clip_unit(x + y)

@@ -70,12 +70,15 @@ def quantize_artifact(src: Path, source: Sidecar, precision: str, out: Path, cal
             quantize_static_qdq(src, tmp, images, method=method, float_layers=float_layers)
         fidelity = measure(load(tmp), load(src), fidelity_inputs(source.input.hw, False),
                            target.precision(precision).gate_db, f"the source artifact {src.name}")
-        described = runtime_for(tmp).describe(tmp, *([{t.name: t.shape for t in [source.input, *source.outputs]}]
+        inputs = [source.input, *([source.thumbnail] if source.thumbnail else [])]
+        described = runtime_for(tmp).describe(tmp, *([{t.name: t.shape for t in [*inputs, *source.outputs]}]
                                                       if target.name == "onnx" else []))
         check_interrupted()  # a converter may have swallowed a Ctrl-C
         outputs = {t["name"]: t for t in described["outputs"]}
+        found = {t["name"]: t for t in described["inputs"]}
         sidecar = source.replace(
-            precision=precision, input=_tensor(source.input, described["inputs"][0]),
+            precision=precision, input=_tensor(source.input, found[source.input.name]),
+            thumbnail=_tensor(source.thumbnail, found[source.thumbnail.name]) if source.thumbnail else None,
             outputs=[_tensor(t, outputs[t.name]) for t in source.outputs], fidelity=fidelity, calibration=calib,
             status="ok" if fidelity.passed else "failed_fidelity",
             source=f"{src.name} (fp32, {source.source}) compressed by python -m quantize",

@@ -9,6 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
+from artifacts.io import THUMBNAIL
+from artifacts.thumbnail import thumbnail
+
 
 # onnxruntime CalibrationMethod. Not Entropy: quantize_static cannot set its histogram sizes, and with its fixed
 # 128 bins for 128 quantized bins the search has one candidate, the full range (measured: identical to MinMax).
@@ -38,6 +41,20 @@ def quantizable_layers(path: Path, op_types: bool = False) -> dict[str, str]:
             for n in onnx.load(str(path)).graph.node if n.op_type in kinds}
 
 
+def _nchw(img: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(img.transpose(2, 0, 1)[None], dtype=np.float32)
+
+
+def thumbnail_size(path: Path) -> int:
+    """The side of the model's ``thumbnail`` input (an image-adaptive model), 0 when it has none."""
+    import onnx
+
+    for inp in onnx.load(str(path), load_external_data=False).graph.input:
+        if inp.name == THUMBNAIL:
+            return int(inp.type.tensor_type.shape.dim[2].dim_value)
+    return 0
+
+
 def preprocess(src: Path, dst: Path) -> None:
     """onnxruntime's pre-quantization pass (shape inference, graph optimisation): run once, then quantize."""
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -61,10 +78,15 @@ def quantize_static_qdq(src: Path, dst: Path, calibration: list[np.ndarray], inp
     if method not in METHODS:
         raise ValueError(f"unknown calibration method {method!r} for ONNX; choose from {', '.join(METHODS)}")
 
+    feeds = [{input_name: _nchw(img)} for img in calibration]
+    size = thumbnail_size(src)
+    if size:  # an image-adaptive model: each calibration image with its own thumbnail
+        for feed, img in zip(feeds, calibration):
+            feed[THUMBNAIL] = _nchw(thumbnail(img, size))
+
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
-            self._it = iter([{input_name: np.ascontiguousarray(img.transpose(2, 0, 1)[None], dtype=np.float32)}
-                             for img in calibration])
+            self._it = iter(feeds)
 
         def get_next(self):
             return next(self._it, None)

@@ -16,9 +16,10 @@ import numpy as np
 import torch
 
 from photos.io import ImageError, list_images, load_image
+from artifacts.thumbnail import thumbnail
 from photos.samples import SPLITS, sample_photo
 
-from .degrade import DegradationConfig, degrade
+from .degrade import DEGRADATIONS, DegradationConfig, degrade
 
 log = logging.getLogger("train")
 
@@ -36,6 +37,14 @@ class PairSet:
     def pair(self, i: int) -> tuple[np.ndarray, np.ndarray] | None:
         """(phone, dslr) of pair ``i``, cropped to their common size; None when a file is unreadable."""
         raise NotImplementedError
+
+    def draw(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """A random readable pair; raises DatasetError when 100 draws in a row find none."""
+        for _ in range(100):
+            got = self.pair(int(rng.integers(len(self))))
+            if got is not None:
+                return got
+        raise DatasetError("Too many unreadable images: no usable pairs left")
 
 
 @dataclass
@@ -94,6 +103,36 @@ def builtin_pairs(split: str = "train", variants: int = 4, seed: int = 0,
             phone[-1].setflags(write=False)  # cached and shared: read-only
             dslr.append(np.asarray(photo))
     return MemoryPairs(names, phone, dslr)
+
+
+@dataclass
+class FreshDegradations(PairSet):
+    """Built-in photos degraded afresh for every draw: a random crop (``crop`` pixels per side, the 'photo' a
+    global branch sees whole) of a random photo, through a degradation drawn from ``cfg``. Training only: every
+    patch has its own exposure, white balance, tone, noise and blur, so image-adaptive models see the range."""
+    names: list[str]
+    photos: list[np.ndarray]
+    cfg: DegradationConfig
+    crop: tuple[int, int] = (128, 320)
+
+    def pair(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        return self.draw(np.random.default_rng([i]))
+
+    def draw(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        photo = self.photos[int(rng.integers(len(self.photos)))]
+        h, w = photo.shape[:2]
+        ch = min(h, int(rng.integers(self.crop[0], self.crop[1] + 1)))
+        cw = min(w, int(rng.integers(self.crop[0], self.crop[1] + 1)))
+        y, x = int(rng.integers(h - ch + 1)), int(rng.integers(w - cw + 1))
+        dslr = np.ascontiguousarray(photo[y:y + ch, x:x + cw])
+        return degrade(dslr, rng, self.cfg), dslr
+
+
+def fresh_degradations(degradation: str = "wide", split: str = "train+") -> FreshDegradations:
+    """The built-in training photos (``split``) under the named degradation (train.degrade.DEGRADATIONS)."""
+    if degradation not in DEGRADATIONS:
+        raise ValueError(f"Unknown degradation {degradation!r}. Known: {', '.join(DEGRADATIONS)}")
+    return FreshDegradations(list(SPLITS[split]), [sample_photo(n) for n in SPLITS[split]], DEGRADATIONS[degradation])
 
 
 def _matched(phone_dir: Path, dslr_dir: Path) -> FilePairs:
@@ -166,50 +205,48 @@ def item_rngs(key: Sequence[int], items: Iterable[int]) -> list[np.random.Genera
     return [np.random.default_rng([*key, i]) for i in items]
 
 
-def draw_patch(pairs: PairSet, patch: int, rng: np.random.Generator,
-               augment: bool = True) -> tuple[np.ndarray, np.ndarray]:
+def draw_patch(pairs: PairSet, patch: int, rng: np.random.Generator, augment: bool = True,
+               thumb: int = 0) -> tuple[np.ndarray, ...]:
     """One random aligned ``patch`` x ``patch`` crop (phone, dslr) of a random readable pair, rotated and flipped
-    when ``augment``; raises DatasetError when 100 draws in a row find no readable pair."""
-    for _ in range(100):
-        got = pairs.pair(int(rng.integers(len(pairs))))
-        if got is not None:
-            break
-    else:
-        raise DatasetError("Too many unreadable images: no usable pairs left")
-    a, b = got
+    when ``augment``; with ``thumb`` > 0 also the thumbnail of the whole phone image, turned the same way (what a
+    global branch sees of the photo the patch is part of). Raises DatasetError when no pair is readable."""
+    a, b = pairs.draw(rng)
+    t = [thumbnail(a, thumb)] if thumb else []
     h, w = a.shape[:2]
     y, x = int(rng.integers(max(1, h - patch + 1))), int(rng.integers(max(1, w - patch + 1)))
-    a, b = _crop(a, y, x, patch), _crop(b, y, x, patch)
+    out = [_crop(a, y, x, patch), _crop(b, y, x, patch), *t]
     if augment:
         k, flip = int(rng.integers(4)), bool(rng.integers(2))
-        a, b = np.rot90(a, k), np.rot90(b, k)
+        out = [np.rot90(v, k) for v in out]
         if flip:
-            a, b = a[:, ::-1], b[:, ::-1]
-    return np.ascontiguousarray(a), np.ascontiguousarray(b)
+            out = [v[:, ::-1] for v in out]
+    return tuple(np.ascontiguousarray(v) for v in out)
 
 
 def _chw(x: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(x).permute(2, 0, 1).contiguous()
 
 
-def sample_batch(pairs: PairSet, patch: int, rngs: list[np.random.Generator],
-                 augment: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-    """One patch per generator (see ``item_rngs``) -> (phone, dslr), each (N, 3, patch, patch)."""
-    drawn = [draw_patch(pairs, patch, rng, augment) for rng in rngs]
-    return (torch.stack([_chw(a) for a, _ in drawn]), torch.stack([_chw(b) for _, b in drawn]))
+def sample_batch(pairs: PairSet, patch: int, rngs: list[np.random.Generator], augment: bool = True,
+                 thumb: int = 0) -> tuple[torch.Tensor, ...]:
+    """One patch per generator (see ``item_rngs``) -> (phone, dslr), each (N, 3, patch, patch), and with
+    ``thumb`` the thumbnails (N, 3, thumb, thumb)."""
+    drawn = [draw_patch(pairs, patch, rng, augment, thumb) for rng in rngs]
+    return tuple(torch.stack([_chw(d[j]) for d in drawn]) for j in range(len(drawn[0])))
 
 
 class PatchDataset(torch.utils.data.Dataset):
     """Training patches keyed by (step, i): item i of step's global batch, drawn from ``default_rng([seed, step,
     i])``. Decoding, cropping and flips run in the DataLoader's workers; the batch order stays (seed, step)."""
 
-    def __init__(self, pairs: PairSet, patch: int, seed: int, augment: bool = True):
-        self.pairs, self.patch, self.seed, self.augment = pairs, patch, seed, augment
+    def __init__(self, pairs: PairSet, patch: int, seed: int, augment: bool = True, thumb: int = 0):
+        self.pairs, self.patch, self.seed, self.augment, self.thumb = pairs, patch, seed, augment, thumb
 
-    def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, ...]:
         step, i = key
-        a, b = draw_patch(self.pairs, self.patch, np.random.default_rng([self.seed, step, i]), self.augment)
-        return _chw(a), _chw(b)
+        drawn = draw_patch(self.pairs, self.patch, np.random.default_rng([self.seed, step, i]), self.augment,
+                           self.thumb)
+        return tuple(_chw(v) for v in drawn)
 
 
 class StepBatches(torch.utils.data.Sampler):
@@ -227,12 +264,12 @@ class StepBatches(torch.utils.data.Sampler):
 
 
 def patch_loader(pairs: PairSet, patch: int, seed: int, start: int, stop: int, items: range, workers: int,
-                 pin_memory: bool = False) -> torch.utils.data.DataLoader:
+                 pin_memory: bool = False, thumb: int = 0) -> torch.utils.data.DataLoader:
     """Batches of steps ``start`` .. ``stop - 1`` (this process's ``items`` of each), decoded on ``workers``
-    processes (0: in this one)."""
+    processes (0: in this one); (phone, dslr) or with ``thumb`` (phone, dslr, thumbnail)."""
     # forkserver, not fork: forking a process whose other threads hold locks (oneDNN, JAX when litert is loaded)
     # can deadlock the worker; the one-time cost is the workers' import of this module
-    return torch.utils.data.DataLoader(PatchDataset(pairs, patch, seed),
+    return torch.utils.data.DataLoader(PatchDataset(pairs, patch, seed, thumb=thumb),
                                        batch_sampler=StepBatches(start, stop, items), num_workers=workers,
                                        pin_memory=pin_memory, prefetch_factor=4 if workers else None,
                                        multiprocessing_context="forkserver" if workers else None)

@@ -5,11 +5,17 @@ Applied in this order, each step with parameters drawn from the ranges of ``Degr
 1. misalignment: the phone view is shifted by up to ``max_shift`` whole pixels (edge-replicated); real
    phone/DSLR pairs never align exactly, which is why DPED compares colours only after a blur;
 2. optics and sensor size: Gaussian blur, then down- and up-sampling by ``resample`` (lost detail);
-3. low light: exposure scaled in linear light (sRGB decoded with gamma 2.2);
+3. low light: exposure scaled in linear light (sRGB decoded with gamma 2.2), as a gain or in EV;
 4. sensor noise: signal-dependent Poisson-Gaussian noise in linear light, variance = a * signal + b;
-5. colour cast: per-channel white-balance gains;
-6. flat tone: contrast pulled toward the mean, saturation pulled toward gray;
+5. colour cast: per-channel white-balance gains; optionally a colour temperature error (red and blue gains
+   2^t and 2^-t) and a green-magenta tint;
+6. tone: optionally a tone curve (a power of the encoded value) and lifted blacks (flare, a black-level error);
+   contrast pulled toward the mean, saturation pulled toward gray;
 7. JPEG compression at ``jpeg_quality``.
+
+Optional steps (``None``) draw nothing, so the default config ("camera", the one the shipped DPED+ of the
+paper's networks trained on) gives the same pairs as before they existed. ``WIDE`` spans what phones produce
+(README, "Wider degradations").
 
 Deterministic for a seed: ``degrade(img, np.random.default_rng(seed))`` always returns the same pair.
 """
@@ -38,6 +44,23 @@ class DegradationConfig:
     contrast: Range = (0.7, 0.9)                 # 1 keeps contrast
     saturation: Range = (0.6, 0.85)              # 1 keeps saturation
     jpeg_quality: tuple[int, int] = (60, 85)
+    exposure_ev: Range | None = None             # replaces ``exposure``: gain 2^ev, ev drawn uniformly
+    temperature: Range | None = None             # t: red gain 2^t, blue gain 2^-t (auto white balance error)
+    tint: float | None = None                    # green gain 1 +- tint (magenta / green)
+    gamma: Range | None = None                   # encoded value ** gamma (an ISP's tone curve, > 1: darker mid-tones)
+    black_level: Range | None = None             # added to the encoded value (flare, lifted blacks)
+
+
+# Phones, not one camera (README, "Wider degradations"): -2.5 EV (night scenes auto exposure gives up on) to +1 EV
+# (backlit scenes it overexposes); tungsten to shade light uncorrected (red/blue up to 2x either way: 2700 K seen
+# through a 5500 K white balance is about that); tints of 10 %; tone curves from flat to punchy (gamma 0.75-1.35,
+# contrast 0.6-1.15); washed-out to oversaturated colour; blacks lifted by up to 8 % (flare); shot noise from
+# bright daylight to ISO 3200-like, slight to strong optics blur and resampling, JPEG 50-95.
+WIDE = DegradationConfig(max_shift=2, blur_sigma=(0.3, 1.5), resample=(1.0, 2.0), noise_shot=(0.001, 0.02),
+                         noise_read=(1e-5, 4e-4), cast=0.05, contrast=(0.6, 1.15), saturation=(0.5, 1.25),
+                         jpeg_quality=(50, 95), exposure_ev=(-2.5, 1.0), temperature=(-1.0, 1.0), tint=0.1,
+                         gamma=(0.75, 1.35), black_level=(0.0, 0.08))
+DEGRADATIONS = {"camera": DegradationConfig(), "wide": WIDE}
 
 
 def _u(rng: np.random.Generator, r: Range) -> float:
@@ -73,11 +96,23 @@ def degrade(dslr: np.ndarray, rng: np.random.Generator, cfg: DegradationConfig =
     small = resize(x, (max(1, round(h / f)), max(1, round(w / f))), order=1, anti_aliasing=False)
     x = resize(small, (h, w), order=1, anti_aliasing=False)
 
-    linear = np.clip(x, 0, 1) ** 2.2 * _u(rng, cfg.exposure)
+    gain = 2.0 ** _u(rng, cfg.exposure_ev) if cfg.exposure_ev else _u(rng, cfg.exposure)
+    linear = np.clip(x, 0, 1) ** 2.2 * gain
     var = _u(rng, cfg.noise_shot) * linear + _u(rng, cfg.noise_read)
     linear = np.clip(linear + rng.standard_normal(linear.shape) * np.sqrt(var), 0, 1)
-    linear = np.clip(linear * (1 + rng.uniform(-cfg.cast, cfg.cast, size=3)), 0, 1)
+    gains = 1 + rng.uniform(-cfg.cast, cfg.cast, size=3)
+    if cfg.temperature:
+        t = _u(rng, cfg.temperature)
+        gains = gains * np.array([2.0 ** t, 1.0, 2.0 ** -t])
+    if cfg.tint:
+        gains[1] *= 1 + rng.uniform(-cfg.tint, cfg.tint)
+    linear = np.clip(linear * gains, 0, 1)
     x = linear ** (1 / 2.2)
+    if cfg.gamma:
+        x = x ** _u(rng, cfg.gamma)
+    if cfg.black_level:
+        b = _u(rng, cfg.black_level)
+        x = b + (1 - b) * x
 
     x = x.mean() + (x - x.mean()) * _u(rng, cfg.contrast)
     gray = x.mean(axis=2, keepdims=True)

@@ -3,6 +3,7 @@
     python -m train dped                              # DPED+ (dped_mobile) on the built-in sample photos
     python -m train dped --model dped --data ~/dped --phone iphone --steps 20000
     python -m train dped --teacher dped_mobile --width 32     # distil the shipped DPED+ into a narrower one
+    python -m train dped --global-branch --degradation wide --init dped_mobile   # image-adaptive DPED+
 """
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ import models
 from models import TextureDiscriminator, create_model, keep_freed_memory
 
 from . import losses
-from .data import DatasetError, PairSet, center_crop, open_pairs, patch_loader, worker_error
+from .data import DatasetError, PairSet, center_crop, fresh_degradations, open_pairs, patch_loader, worker_error
+from .degrade import DEGRADATIONS
 from .distributed import Context, amp_field, device_field, started
 from .loop import Run, check_options, run_folder, weights_checkpoint
 
@@ -50,6 +52,16 @@ class DPEDTrainConfig:
     head: str | None = field(default=None, metadata={"help": "override the output head: tanh or residual"})
     out_layer: str | None = field(default=None, metadata={"help": "override DPED+'s last 9x9 layer: separable, "
                                                                    "full or pointwise_first"})
+    global_branch: bool = field(default=False, metadata={"help": "add the image-adaptive global branch (a "
+                                                                  "thumbnail encoder: per-image curves and feature "
+                                                                  "scale/shift, models.globe)"})
+    degradation: str = field(default="camera", metadata={"help": "built-in photos only: 'camera' (fixed pairs of "
+                                                                 "the paper networks' training) or 'wide' (every "
+                                                                 "patch degraded afresh over the ranges phones "
+                                                                 "produce, train.degrade.WIDE)"})
+    init: str | None = field(default=None, metadata={"help": "start from these weights: a model name (its shipped "
+                                                             "weights) or a checkpoint; layers they lack (a new "
+                                                             "global branch) keep their initialisation"})
     val_every: int = field(default=200, metadata={"help": "validate every N steps (and at the end)"})
     val_crop: int = field(default=256, metadata={"help": "centre crop of each validation photo"})
     val_count: int = field(default=32, metadata={"help": "at most this many validation pairs"})
@@ -68,13 +80,35 @@ class DPEDTrainConfig:
 
     def __post_init__(self) -> None:
         check_options(self, min_patch=MIN_PATCH)
+        if self.degradation not in DEGRADATIONS:
+            raise ValueError(f"--degradation {self.degradation!r}: known: {', '.join(DEGRADATIONS)}")
+        if self.degradation != "camera" and self.data is not None:
+            raise ValueError("--degradation applies to the built-in photos; a --data folder brings its own pairs")
+        if self.init and self.init not in models.list_models() and not Path(self.init).is_file():
+            raise ValueError(f"--init {self.init}: neither a model ({', '.join(models.list_models())}) nor a "
+                             f"checkpoint file")
         if self.teacher and self.teacher not in models.list_models() and not Path(self.teacher).is_file():
             raise ValueError(f"--teacher {self.teacher}: neither a model ({', '.join(models.list_models())}) nor "
                              f"a checkpoint file")
 
     def model_overrides(self) -> dict:
-        return {k: v for k, v in (("width", self.width), ("head", self.head), ("out_layer", self.out_layer))
-                if v is not None}
+        chosen = {k: v for k, v in (("width", self.width), ("head", self.head), ("out_layer", self.out_layer))
+                  if v is not None}
+        return {**chosen, "global_branch": True} if self.global_branch else chosen
+
+
+def init_weights(model: torch.nn.Module, spec: str) -> dict:
+    """Copy the tensors of ``spec`` (a model's shipped weights or a checkpoint) whose names and shapes match;
+    returns what was copied and what kept its initialisation."""
+    from models.registry import WEIGHTS_DIR, load_checkpoint
+
+    state = load_checkpoint(WEIGHTS_DIR / f"{spec}.pt" if spec in models.list_models() else spec)["state_dict"]
+    own = model.state_dict()
+    matched = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    if not matched:
+        raise ValueError(f"--init {spec}: none of its tensors fits {type(model).__name__}")
+    model.load_state_dict(matched, strict=False)
+    return {"init": spec, "copied": len(matched), "kept_initialisation": sorted(set(own) - set(matched))}
 
 
 def _content_loss(cfg: DPEDTrainConfig) -> tuple[torch.nn.Module | None, str]:
@@ -151,13 +185,17 @@ def _train(cfg: DPEDTrainConfig, progress: bool, ctx: Context) -> dict:
     out = ctx.from_main(lambda: run_folder(cfg))
     keep_freed_memory()
     torch.manual_seed(cfg.seed)
-    train_pairs = open_pairs(cfg.data, cfg.phone, "train", cfg.seed)
+    train_pairs = fresh_degradations(cfg.degradation) if cfg.degradation != "camera" else \
+        open_pairs(cfg.data, cfg.phone, "train", cfg.seed)
     val = _val_tensors(open_pairs(cfg.data, cfg.phone, "val", cfg.seed), cfg.val_crop, cfg.val_count)
     if not val:
         raise ValueError("No readable validation pairs")
 
     # channels_last: oneDNN's fast path for depthwise convs on CPU (2-3x over NCHW here)
-    gen = ctx.prepare(create_model(cfg.model, **cfg.model_overrides()).train()).to(memory_format=torch.channels_last)
+    gen = create_model(cfg.model, **cfg.model_overrides())
+    init = init_weights(gen, cfg.init) if cfg.init else None
+    gen = ctx.prepare(gen.train()).to(memory_format=torch.channels_last)
+    thumb = gen.contract.thumbnail or 0
     disc = ctx.prepare(TextureDiscriminator().train())
     opt_g = torch.optim.Adam(gen.parameters(), lr=cfg.lr)
     opt_d = torch.optim.Adam(disc.parameters(), lr=cfg.lr)
@@ -169,25 +207,27 @@ def _train(cfg: DPEDTrainConfig, progress: bool, ctx: Context) -> dict:
     teacher = load_teacher(cfg.teacher).to(ctx.device) if cfg.teacher else None
     run = Run(out, cfg, cfg.model, gen, {"generator": gen, "discriminator": disc, "opt_g": opt_g, "opt_d": opt_d,
                                          "sched_g": sched_g, "sched_d": sched_d},
-              cfg.steps, progress, meta={"content_loss": content_name, "teacher": cfg.teacher}, ctx=ctx)
+              cfg.steps, progress, meta={"content_loss": content_name, "teacher": cfg.teacher, "init": init}, ctx=ctx)
     gen_ddp, disc_ddp = ctx.wrap(gen), ctx.wrap(disc)
     scaler = ctx.scaler()
     workers = default_workers(cfg, ctx)
     # Batches are a function of (seed, step): a resumed run sees exactly the batches it would have seen, and the
     # processes of a distributed run each draw their own items of the same global batch.
     loader = patch_loader(train_pairs, cfg.patch, cfg.seed, run.step, cfg.steps, items, workers,
-                          pin_memory=ctx.device.type == "cuda")
+                          pin_memory=ctx.device.type == "cuda", thumb=thumb)
 
     metrics: dict[str, float] | None = None
     try:
-        for phone, dslr in loader:
+        for phone, dslr, *thumbs in loader:
             phone = phone.to(ctx.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
             dslr = dslr.to(ctx.device, non_blocking=True)
+            thumbs = [t.to(ctx.device, non_blocking=True) for t in thumbs]  # the photos' thumbnails (global branch)
             if teacher is not None:  # distillation: the teacher's enhancement is the target
                 with torch.no_grad(), ctx.autocast():
-                    dslr = teacher(phone).float().clamp(0, 1).contiguous()
+                    taught = teacher(phone, *thumbs) if teacher.contract.thumbnail else teacher(phone)
+                    dslr = taught.float().clamp(0, 1).contiguous()
             with ctx.autocast():
-                enhanced = gen_ddp(phone)
+                enhanced = gen_ddp(phone, *thumbs)
                 real_logits = disc_ddp(losses.grayscale(dslr))
                 fake_logits = disc_ddp(losses.grayscale(enhanced.detach()))
             enhanced = enhanced.float()  # losses in float32

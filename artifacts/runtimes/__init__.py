@@ -4,7 +4,9 @@
     TARGET: str | None                          the export target whose artifacts it runs (None: PyTorch eager)
     unavailable() -> str | None                 why it cannot run on this machine, or None
     load(source, threads) -> Callable           the callable maps float32 (H, W, 3) in [0, 1] to the outputs
-                                                (H, W, C), several outputs joined in name order
+                                                (H, W, C), several outputs joined in name order; an image-adaptive
+                                                model's also takes ``thumbnail=`` (the whole photo's, for a tile;
+                                                default: the image's own, artifacts.thumbnail)
     describe(path) -> dict                      artifacts only: what the runtime reports about the I/O tensors
     embedded(path) -> dict[str, str]            artifacts only: the metadata stored in the file
 
@@ -36,7 +38,7 @@ def runtime_for(path: str | Path) -> ModuleType:
     return runtime(target_of(path).runtime)
 
 
-def load(path: str | Path, threads: int | None = None) -> Callable[[np.ndarray], np.ndarray]:
+def load(path: str | Path, threads: int | None = None) -> Callable[..., np.ndarray]:
     """Load an artifact in its runtime. Raises RuntimeError when that runtime cannot run on this machine."""
     mod = runtime_for(path)
     reason = mod.unavailable()

@@ -8,7 +8,7 @@ from typing import Callable
 
 import numpy as np
 
-from ..io import join_outputs
+from ..io import THUMBNAIL, join_outputs, thumbnail_input
 
 NAME, TARGET = "coreml", "coreml"
 
@@ -23,20 +23,28 @@ def unavailable() -> str | None:
     return None
 
 
-def load(path: str | Path, threads: int | None = None) -> Callable[[np.ndarray], np.ndarray]:
-    """A function mapping float32 (H, W, 3) in [0, 1] to the model's outputs (H, W, C) (macOS only)."""
+def load(path: str | Path, threads: int | None = None) -> Callable[..., np.ndarray]:
+    """A function mapping float32 (H, W, 3) in [0, 1] (and for image-adaptive models the whole photo's
+    thumbnail, default: the image's own) to the model's outputs (H, W, C) (macOS only)."""
     reason = unavailable()
     if reason:
         raise RuntimeError(reason)
     import coremltools as ct
 
     model = ct.models.MLModel(str(path), compute_units=ct.ComputeUnit.CPU_ONLY)
-    (inp,) = describe(path)["inputs"]
+    inputs = {t["name"]: t for t in describe(path)["inputs"]}
+    thumb = inputs.pop(THUMBNAIL, None)
+    (inp,) = inputs.values()
     dtype = np.dtype(inp["dtype"])
 
-    def run(image: np.ndarray) -> np.ndarray:
-        x = np.ascontiguousarray(image.transpose(2, 0, 1)[None], dtype=dtype)
-        outputs = {k: np.asarray(v, dtype=np.float32) for k, v in model.predict({inp["name"]: x}).items()}
+    def nchw(x: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(x.transpose(2, 0, 1)[None], dtype=dtype)
+
+    def run(image: np.ndarray, thumbnail: np.ndarray | None = None) -> np.ndarray:
+        feed = {inp["name"]: nchw(image)}
+        if thumb is not None:
+            feed[THUMBNAIL] = nchw(thumbnail_input(image, int(thumb["shape"][2]), thumbnail))
+        outputs = {k: np.asarray(v, dtype=np.float32) for k, v in model.predict(feed).items()}
         return join_outputs(outputs, axis=1)[0].transpose(1, 2, 0)
 
     return run
@@ -65,7 +73,7 @@ def describe(path: str | Path) -> dict:
     """The model description in the saved spec: input and output names, dtypes, shapes and flexible dims (an
     output's shape and dims are None: an ML program's spec does not state them)."""
     desc = _spec(path).description
-    return {"signature": None, "inputs": [_tensor(f) for f in desc.input],
+    return {"signature": None, "inputs": sorted((_tensor(f) for f in desc.input), key=lambda t: t["name"]),
             "outputs": sorted((_tensor(f) for f in desc.output), key=lambda t: t["name"])}
 
 

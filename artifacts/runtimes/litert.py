@@ -11,7 +11,7 @@ from typing import Callable
 
 import numpy as np
 
-from ..io import dequantize_output, join_outputs, quantize_input
+from ..io import IMAGE, THUMBNAIL, dequantize_output, join_outputs, quantize_input, thumbnail_input
 
 NAME, TARGET = "litert", "tflite"
 
@@ -30,25 +30,32 @@ def _interpreter(path: str | Path, threads: int | None = None):
     return Interpreter(model_path=str(path), num_threads=threads)
 
 
-def _signature(interp) -> tuple[str, str]:
-    """(signature key, input name) of an exported enhancer: one signature with one image input."""
+def _signature(interp) -> tuple[str, str, bool]:
+    """(signature key, image input name, whether it takes a thumbnail) of an exported enhancer: one signature with
+    one image input, and a thumbnail input for image-adaptive models."""
     signatures = interp.get_signature_list()
     if len(signatures) != 1:
         raise ValueError(f"expected one signature, found {', '.join(signatures) or 'none'}")
     key, io = next(iter(signatures.items()))
-    if len(io["inputs"]) != 1:
-        raise ValueError(f"signature {key!r} has inputs {io['inputs']}; expected one image")
-    return key, io["inputs"][0]
+    inputs = sorted(io["inputs"])
+    if len(inputs) == 1:
+        return key, inputs[0], False
+    if inputs != sorted([IMAGE, THUMBNAIL]):
+        raise ValueError(f"signature {key!r} has inputs {io['inputs']}; expected one image (and a thumbnail)")
+    return key, IMAGE, True
 
 
-def load(path: str | Path, threads: int | None = None) -> Callable[[np.ndarray], np.ndarray]:
-    """A function mapping float32 (H, W, 3) in [0, 1] to the artifact's outputs (H, W, C), joined by name."""
+def load(path: str | Path, threads: int | None = None) -> Callable[..., np.ndarray]:
+    """A function mapping float32 (H, W, 3) in [0, 1] (and for image-adaptive models the whole photo's
+    thumbnail, default: the image's own) to the artifact's outputs (H, W, C), joined by name."""
     interp = _interpreter(path, threads)
-    key, name = _signature(interp)
-    index = interp.get_signature_runner(key).get_input_details()[name]["index"]
+    key, name, adaptive = _signature(interp)
+    details = interp.get_signature_runner(key).get_input_details()
+    index = details[name]["index"]
+    size = int(details[THUMBNAIL]["shape"][1]) if adaptive else 0
     state: dict = {"shape": None}
 
-    def run(image: np.ndarray) -> np.ndarray:
+    def run(image: np.ndarray, thumbnail: np.ndarray | None = None) -> np.ndarray:
         shape = (1, image.shape[0], image.shape[1], 3)
         if state["shape"] != shape:  # resize once per new size, then reuse the allocated graph
             state.pop("runner", None)  # LiteRT refuses to resize while a runner holds its tensors
@@ -60,9 +67,12 @@ def load(path: str | Path, threads: int | None = None) -> Callable[[np.ndarray],
                                      f"are not dynamic: exported at a fixed size): {err}") from None
             interp.allocate_tensors()
             runner = interp.get_signature_runner(key)
-            state.update(shape=shape, runner=runner, input=runner.get_input_details()[name],
+            state.update(shape=shape, runner=runner, inputs=runner.get_input_details(),
                          outputs=runner.get_output_details())
-        outputs = state["runner"](**{name: quantize_input(image[None].astype(np.float32), state["input"])})
+        feed = {name: quantize_input(image[None].astype(np.float32), state["inputs"][name])}
+        if adaptive:
+            feed[THUMBNAIL] = quantize_input(thumbnail_input(image, size, thumbnail)[None], state["inputs"][THUMBNAIL])
+        outputs = state["runner"](**feed)
         return join_outputs({k: dequantize_output(v, state["outputs"][k]) for k, v in outputs.items()})[0]
 
     return run
@@ -83,10 +93,10 @@ def describe(path: str | Path) -> dict:
     """What LiteRT reports for the artifact's signature: inputs and outputs by signature name, with shape,
     dynamic dims (-1 in shape_signature), dtype and quantization; plus the signature key."""
     interp = _interpreter(path)
-    key, _ = _signature(interp)
+    key, _, _ = _signature(interp)
     runner = interp.get_signature_runner(key)
     return {"signature": key,
-            "inputs": [_tensor(k, v) for k, v in runner.get_input_details().items()],
+            "inputs": [_tensor(k, v) for k, v in sorted(runner.get_input_details().items())],
             "outputs": [_tensor(k, v) for k, v in sorted(runner.get_output_details().items())]}
 
 

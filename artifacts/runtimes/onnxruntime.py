@@ -6,7 +6,7 @@ from typing import Callable
 
 import numpy as np
 
-from ..io import join_outputs
+from ..io import THUMBNAIL, join_outputs, thumbnail_input
 
 NAME, TARGET = "onnxruntime", "onnx"
 _DTYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(int8)": "int8",
@@ -32,16 +32,25 @@ def _session(path: str | Path, threads: int | None = None):
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
 
-def load(path: str | Path, threads: int | None = None) -> Callable[[np.ndarray], np.ndarray]:
-    """A function mapping float32 (H, W, 3) in [0, 1] to the artifact's outputs (H, W, C), joined by name."""
+def _nchw(x: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    return np.ascontiguousarray(x.transpose(2, 0, 1)[None], dtype=dtype)
+
+
+def load(path: str | Path, threads: int | None = None) -> Callable[..., np.ndarray]:
+    """A function mapping float32 (H, W, 3) in [0, 1] (and for image-adaptive models the whole photo's
+    thumbnail, default: the image's own) to the artifact's outputs (H, W, C), joined by name."""
     session = _session(path, threads)
-    (inp,) = session.get_inputs()
+    inputs = {a.name: a for a in session.get_inputs()}
+    thumb = inputs.pop(THUMBNAIL, None)
+    (inp,) = inputs.values()
     dtype = np.dtype(_DTYPES[inp.type])
     names = [o.name for o in session.get_outputs()]
 
-    def run(image: np.ndarray) -> np.ndarray:
-        x = np.ascontiguousarray(image.transpose(2, 0, 1)[None], dtype=dtype)
-        outputs = session.run(names, {inp.name: x})
+    def run(image: np.ndarray, thumbnail: np.ndarray | None = None) -> np.ndarray:
+        feed = {inp.name: _nchw(image, dtype)}
+        if thumb is not None:
+            feed[THUMBNAIL] = _nchw(thumbnail_input(image, int(thumb.shape[2]), thumbnail), dtype)
+        outputs = session.run(names, feed)
         return join_outputs({k: v.astype(np.float32, copy=False) for k, v in zip(names, outputs)},
                             axis=1)[0].transpose(1, 2, 0)
 
@@ -61,7 +70,7 @@ def describe(path: str | Path, exported_shapes: dict[str, list[int]] | None = No
     session = _session(path)
     shapes = exported_shapes or {}
     return {"signature": None,
-            "inputs": [_tensor(a, shapes.get(a.name)) for a in session.get_inputs()],
+            "inputs": sorted((_tensor(a, shapes.get(a.name)) for a in session.get_inputs()), key=lambda t: t["name"]),
             "outputs": sorted((_tensor(a, shapes.get(a.name)) for a in session.get_outputs()),
                               key=lambda t: t["name"])}
 

@@ -13,7 +13,7 @@ def unavailable() -> str | None:
 
 
 def load(source: str, threads: int | None = None, checkpoint: str | None = None
-         ) -> Callable[[np.ndarray], np.ndarray]:
+         ) -> Callable[..., np.ndarray]:
     """A function mapping float32 (H, W, 3) in [0, 1] to the model's outputs (H, W, C), joined by name."""
     import torch
 
@@ -24,9 +24,14 @@ def load(source: str, threads: int | None = None, checkpoint: str | None = None
         torch.set_num_threads(threads)
     model = fold_batchnorm(create_model(source, pretrained=checkpoint is None, checkpoint=checkpoint))
 
+    def nchw(x: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.array(x, dtype=np.float32)).permute(2, 0, 1)[None]
+
     @torch.no_grad()
-    def run(image: np.ndarray) -> np.ndarray:
-        y = model(torch.from_numpy(np.array(image, dtype=np.float32)).permute(2, 0, 1)[None])
+    def run(image: np.ndarray, thumbnail: np.ndarray | None = None) -> np.ndarray:
+        """thumbnail: the whole photo's, for a tile of an image-adaptive model (default: the image's own)."""
+        extra = [nchw(thumbnail)] if thumbnail is not None and model.contract.thumbnail else []
+        y = model(nchw(image), *extra)
         return (torch.cat(y, 1) if isinstance(y, tuple) else y)[0].permute(1, 2, 0).numpy()
 
     return run

@@ -6,7 +6,7 @@ from typing import Callable
 
 import numpy as np
 
-from ..io import join_outputs
+from ..io import THUMBNAIL, join_outputs, thumbnail_input
 
 NAME, TARGET = "tensorrt", "tensorrt"
 
@@ -40,20 +40,29 @@ def _engine(path: str | Path):
     return trt, runtime.deserialize_cuda_engine(Path(path).read_bytes())
 
 
-def load(path: str | Path, threads: int | None = None) -> Callable[[np.ndarray], np.ndarray]:
-    """A function mapping float32 (H, W, 3) in [0, 1] to the engine's outputs (H, W, C), on the GPU."""
+def load(path: str | Path, threads: int | None = None) -> Callable[..., np.ndarray]:
+    """A function mapping float32 (H, W, 3) in [0, 1] (and for image-adaptive models the whole photo's
+    thumbnail, default: the image's own) to the engine's outputs (H, W, C), on the GPU."""
     import torch
 
     trt, engine = _engine(path)
     context = engine.create_execution_context()
     names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
-    (inp,) = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+    inputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+    (inp,) = [n for n in inputs if n != THUMBNAIL]
     outputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
 
-    def run(image: np.ndarray) -> np.ndarray:
-        x = torch.from_numpy(np.array(image, dtype=np.float32)).permute(2, 0, 1)[None].contiguous().cuda()
-        context.set_input_shape(inp, tuple(x.shape))
-        context.set_tensor_address(inp, x.data_ptr())
+    def cuda(x: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.array(x, dtype=np.float32)).permute(2, 0, 1)[None].contiguous().cuda()
+
+    def run(image: np.ndarray, thumbnail: np.ndarray | None = None) -> np.ndarray:
+        feed = {inp: cuda(image)}
+        if THUMBNAIL in inputs:
+            size = int(engine.get_tensor_shape(THUMBNAIL)[2])
+            feed[THUMBNAIL] = cuda(thumbnail_input(image, size, thumbnail))
+        for n, x in feed.items():
+            context.set_input_shape(n, tuple(x.shape))
+            context.set_tensor_address(n, x.data_ptr())
         ys = {n: torch.empty(tuple(context.get_tensor_shape(n)), device="cuda") for n in outputs}
         for n, y in ys.items():
             context.set_tensor_address(n, y.data_ptr())
@@ -82,6 +91,7 @@ def describe(path: str | Path) -> dict:
                             "dtype": dtypes.get(engine.get_tensor_dtype(name), str(engine.get_tensor_dtype(name))),
                             "quantization": None})
     found["outputs"].sort(key=lambda t: t["name"])
+    found["inputs"].sort(key=lambda t: t["name"])
     return {"signature": None, **found}
 
 

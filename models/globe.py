@@ -1,0 +1,67 @@
+"""An image-adaptive global branch: a small encoder of a thumbnail of the whole photo whose output conditions a
+fully convolutional enhancer (per-image tone and colour curves on its input, scale and shift of its features).
+
+The thumbnail is computed once per photo (``artifacts.thumbnail``: cell means on a fixed grid), so every tile of a
+photo sees the same vector and tiled output stays equal to whole-image output. An exported enhancer with the
+branch takes two inputs: the image (or tile) and the thumbnail.
+
+Curves per channel c, from the vector (identity at initialisation):
+    x1 = clamp(g_c x + b_c, 0, 1)              exposure, white balance, black level (what "levels" does)
+                                               (g = 1 + t (2.14 + 1.36 t), t = tanh: 0.16x .. 4.5x)
+    x2 = x1 + a_c x1 (1 - x1), twice           a tone curve through 0 and 1 (Zero-DCE's quadratic, |a| <= 1)
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from .layers import clip_unit
+
+THUMBNAIL = 128          # thumbnail side, pixels
+CURVE_PARAMS = 12        # gain, offset and two quadratic coefficients per channel
+ENCODER = (16, 32, 64, 64)
+
+
+def thumbnail_of(x: torch.Tensor, size: int = THUMBNAIL) -> torch.Tensor:
+    """(N, C, H, W) -> (N, C, size, size): the same cells as ``artifacts.thumbnail.thumbnail``."""
+    return F.adaptive_avg_pool2d(x, size)
+
+
+class GlobalBranch(nn.Module):
+    """thumbnail (N, 3, S, S) -> (curve parameters (N, 12), feature scale (N, C, 1, 1), feature shift (same))."""
+
+    def __init__(self, film_channels: int):
+        super().__init__()
+        layers, cin = [], 3
+        for cout in ENCODER:  # four stride-2 3x3 convs: 128 -> 8
+            layers += [nn.Conv2d(cin, cout, 3, 2, 1), nn.LeakyReLU(0.2)]
+            cin = cout
+        self.encoder = nn.Sequential(*layers)
+        self.fc = nn.Sequential(nn.Linear(2 * cin, 64), nn.LeakyReLU(0.2),
+                                nn.Linear(64, CURVE_PARAMS + 2 * film_channels))
+        nn.init.zeros_(self.fc[-1].weight)  # start as the identity: gain 1, offset 0, straight curves, no FiLM
+        nn.init.zeros_(self.fc[-1].bias)
+        self.film_channels = film_channels
+
+    def forward(self, thumb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        f = self.encoder(thumb)
+        # mean and max over the whole map: MEAN and MAX_POOL_2D, which XNNPACK runs in int8 (REDUCE_MAX and an
+        # int8 AVERAGE_POOL_2D it does not)
+        pooled = torch.cat([f.mean(dim=(2, 3)), F.max_pool2d(f, f.shape[-2:]).flatten(1)], dim=1)
+        v = self.fc(pooled)
+        c = self.film_channels
+        film = v[:, CURVE_PARAMS:].reshape(-1, 2 * c, 1, 1)
+        return v[:, :CURVE_PARAMS], film[:, :c], film[:, c:]
+
+
+def tone_curve(x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+    """Apply the per-image, per-channel curves (see the module doc) to x (N, 3, H, W) in [0, 1]."""
+    p = [params[:, 3 * k:3 * k + 3].reshape(-1, 3, 1, 1) for k in range(4)]  # 4-D only: XNNPACK's limit for SLICE
+    t = torch.tanh(p[0])
+    gain = 1.0 + t * (2.14 + 1.36 * t)  # 0.16x .. 4.5x (-2.6 .. +2.2 EV); no EXP, which int8 XNNPACK lacks
+    offset = 0.25 * torch.tanh(p[1])
+    y = clip_unit(x * gain + offset)
+    for a in (torch.tanh(p[2]), torch.tanh(p[3])):
+        y = y + a * y * (1.0 - y)
+    return y

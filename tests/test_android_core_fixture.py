@@ -3,7 +3,8 @@
 Writes tests/fixtures/tiling.json: tile plans for several image sizes, tile sizes and halos, and the stitched
 output of a deterministic per-tile filter, all produced by artifacts.tiling; and tests/fixtures/sidecar.json, the
 sidecar a real TFLite export writes (volatile fields removed). The JVM tests (TilingFixtureTest, SidecarTest)
-must reproduce and read them exactly. When the tiling changes, this test rewrites the fixture and fails once, so
+must reproduce and read them exactly; tests/fixtures/thumbnail.json pins the thumbnail of image-adaptive models
+(artifacts.thumbnail) for ThumbnailFixtureTest. When the tiling changes, this test rewrites the fixture and fails once, so
 that the change is seen and committed with the JVM side.
 """
 import base64
@@ -84,3 +85,15 @@ def test_sidecar_fixture_is_what_the_exporter_writes(tmp_path, tiny_checkpoint):
     for key in VOLATILE:
         record.pop(key, None)
     _write_or_compare("sidecar.json", record)
+
+
+THUMBNAIL_CASES = [(1, 1, 4), (5, 7, 8), (37, 53, 8), (64, 48, 16), (130, 17, 16)]  # height, width, size
+
+
+def test_thumbnail_fixture_for_the_android_core():
+    from artifacts.thumbnail import thumbnail
+
+    cases = [{"height": h, "width": w, "size": s,
+              "thumbnail": [float(v) for v in thumbnail(pattern_image(h, w), s).ravel()]}
+             for h, w, s in THUMBNAIL_CASES]
+    _write_or_compare("thumbnail.json", cases)

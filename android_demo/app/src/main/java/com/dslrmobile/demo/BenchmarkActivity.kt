@@ -49,6 +49,7 @@ class BenchmarkActivity : AppCompatActivity() {
                             val window = PixelConverter.argbToFloat(photo.argbPixels(), photo.width,
                                 (photo.width - w) / 2, (photo.height - h) / 2, w, h,
                                 session.sidecar.input.range[0], session.sidecar.input.range[1])
+                            session.usePhoto(photo.argbPixels(), photo.width, photo.height)
                             val fn = session.tileFunction()
                             val nanos = LongArray(BENCHMARK_RUNS)
                             for (i in 0 until BENCHMARK_RUNS + BENCHMARK_WARMUP) {

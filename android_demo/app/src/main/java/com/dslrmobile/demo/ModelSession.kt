@@ -4,6 +4,7 @@ import android.content.Context
 import com.dslrmobile.core.PixelConverter
 import com.dslrmobile.core.Sidecar
 import com.dslrmobile.core.SidecarException
+import com.dslrmobile.core.Thumbnail
 import com.dslrmobile.core.TileFunction
 import org.tensorflow.lite.Interpreter
 import org.tensorflow.lite.gpu.CompatibilityList
@@ -64,6 +65,12 @@ class ModelSession(
     private val interpreter: Interpreter
     private val input: ByteBuffer
     private val output: ByteBuffer
+    /** Image-adaptive models: the current photo's thumbnail ([usePhoto]), the same for every tile of it. */
+    private val thumbnail: ByteBuffer? = sidecar.thumbnail?.let {
+        ByteBuffer.allocateDirect(it.height() * it.width() * 3 * (if (it.isInteger) 1 else 4))
+            .order(ByteOrder.nativeOrder())
+    }
+    private var thumbnailSet = false
 
     init {
         val options = Interpreter.Options().setNumThreads(threads).setUseXNNPACK(true)
@@ -80,14 +87,29 @@ class ModelSession(
         delegate = if (gpu != null) Delegate.GPU else Delegate.CPU
         gpu?.let { options.addDelegate(it) }
         interpreter = Interpreter(mapModel(context), options)
-        if (sidecar.resizable) {
-            interpreter.resizeInput(0, intArrayOf(1, tile, tile, 3), true)  // strict: H and W are declared dynamic
+        if (sidecar.resizable) {  // the image input: H and W declared dynamic (the thumbnail's size is fixed)
+            for (i in 0 until interpreter.inputTensorCount) {
+                if (interpreter.getInputTensor(i).shapeSignature().contains(-1)) {
+                    interpreter.resizeInput(i, intArrayOf(1, tile, tile, 3), true)  // strict
+                }
+            }
         }
         interpreter.allocateTensors()
         val inBytes = if (sidecar.input.isInteger) 1 else 4
         val outBytes = if (sidecar.outputs[0].isInteger) 1 else 4
         input = ByteBuffer.allocateDirect(tile * tile * 3 * inBytes).order(ByteOrder.nativeOrder())
         output = ByteBuffer.allocateDirect(tile * tile * 3 * outBytes).order(ByteOrder.nativeOrder())
+    }
+
+    /** The photo whose tiles come next: an image-adaptive model's thumbnail of it, made once (no-op otherwise). */
+    fun usePhoto(argb: IntArray, width: Int, height: Int) {
+        val spec = sidecar.thumbnail ?: return
+        val buffer = thumbnail!!
+        val values = Thumbnail.of(argb, width, height, spec.height(), spec.range[0], spec.range[1])
+        buffer.rewind()
+        val q = spec.quantization
+        if (q == null) buffer.asFloatBuffer().put(values) else buffer.put(PixelConverter.quantizeAll(values, q))
+        thumbnailSet = true
     }
 
     /** The model on one tile x tile window (row-major RGB floats in the sidecar's range). */
@@ -98,8 +120,13 @@ class ModelSession(
         if (q == null) input.asFloatBuffer().put(hwc) else input.put(PixelConverter.quantizeAll(hwc, q))
         input.rewind()
         output.rewind()
-        interpreter.runSignature(mapOf(sidecar.input.name to input), mapOf(sidecar.outputs[0].name to output),
-            sidecar.signature)
+        val inputs = mutableMapOf<String, Any>(sidecar.input.name to input)
+        sidecar.thumbnail?.let {
+            check(thumbnailSet) { "${sidecar.model} is image-adaptive: call usePhoto(photo) before its tiles" }
+            thumbnail!!.rewind()
+            inputs[it.name] = thumbnail!!
+        }
+        interpreter.runSignature(inputs, mapOf(sidecar.outputs[0].name to output), sidecar.signature)
         output.rewind()
         val oq = sidecar.outputs[0].quantization
         return if (oq == null) {

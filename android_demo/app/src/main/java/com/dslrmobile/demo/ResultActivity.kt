@@ -42,7 +42,9 @@ class ResultActivity : AppCompatActivity() {
                         val h = photo.height
                         val tiles = TilePlan.plan(h, w, session.tile, session.sidecar.halo).size
                         val start = SystemClock.elapsedRealtimeNanos()
-                        val out = TiledEnhancer.enhance(photo.argbPixels(), w, h, session.tile, session.sidecar.halo,
+                        val pixels = photo.argbPixels()
+                        session.usePhoto(pixels, w, h)  // image-adaptive models: the photo's thumbnail, once
+                        val out = TiledEnhancer.enhance(pixels, w, h, session.tile, session.sidecar.halo,
                             session.tileFunction(), session.sidecar.input.range) { done, total ->
                             runOnUiThread {
                                 progress.max = total

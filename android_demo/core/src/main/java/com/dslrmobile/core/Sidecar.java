@@ -80,17 +80,21 @@ public final class Sidecar {
 
     public final String model, target, precision, signature;
     public final TensorSpec input;
+    /** Image-adaptive models: the second input, the whole photo's thumbnail ({@link Thumbnail}); else null. */
+    public final TensorSpec thumbnail;
     public final List<TensorSpec> outputs;
     public final int halo, sizeMultiple, tile;
     public final boolean haloExact, resizable;
 
     private Sidecar(String model, String target, String precision, String signature, TensorSpec input,
-                    List<TensorSpec> outputs, int halo, boolean haloExact, int sizeMultiple, int tile) {
+                    TensorSpec thumbnail, List<TensorSpec> outputs, int halo, boolean haloExact, int sizeMultiple,
+                    int tile) {
         this.model = model;
         this.target = target;
         this.precision = precision;
         this.signature = signature;
         this.input = input;
+        this.thumbnail = thumbnail;
         this.outputs = Collections.unmodifiableList(outputs);
         this.halo = halo;
         this.haloExact = haloExact;
@@ -112,6 +116,12 @@ public final class Sidecar {
         }
         checkSchema(root);
         TensorSpec input = tensor(object(root, "input", "input"), "input");
+        JsonElement thumb = root.get("thumbnail");
+        TensorSpec thumbnail = thumb == null || thumb.isJsonNull() ? null
+                : tensor(object(root, "thumbnail", "thumbnail"), "thumbnail");
+        if (thumbnail != null && (thumbnail.dynamicDims.length > 0 || thumbnail.height() != thumbnail.width())) {
+            throw new SidecarException("sidecar field thumbnail must be square and of fixed size");
+        }
         List<TensorSpec> outputs = new ArrayList<>();
         JsonArray arr = array(root, "outputs", "outputs");
         for (int i = 0; i < arr.size(); i++) {
@@ -137,7 +147,7 @@ public final class Sidecar {
                     + ")");
         }
         return new Sidecar(string(root, "model", "model"), string(root, "target", "target"),
-                string(root, "precision", "precision"), string(root, "signature", "signature"), input, outputs, halo,
+                string(root, "precision", "precision"), string(root, "signature", "signature"), input, thumbnail, outputs, halo,
                 bool(root, "halo_exact", "halo_exact"), multiple, tile);
     }
 

@@ -36,6 +36,23 @@ public class SidecarTest {
         assertTrue(s.haloExact);
         assertEquals(256, s.tileSize(256));
         assertEquals(s.tile, s.tileSize(0));  // 0: the sidecar's recommended tile
+        assertNull(s.thumbnail);  // the fixture's model is not image-adaptive
+    }
+
+    @Test
+    public void readsTheThumbnailInputOfAnImageAdaptiveModel() throws Exception {
+        JsonObject o = exported();
+        JsonObject thumb = o.getAsJsonObject("input").deepCopy();
+        thumb.addProperty("name", "thumbnail");
+        thumb.add("shape", JsonParser.parseString("[1, 128, 128, 3]"));
+        thumb.add("dynamic_dims", JsonParser.parseString("[]"));
+        o.add("thumbnail", thumb);
+        Sidecar s = Sidecar.parse(o.toString());
+        assertEquals("thumbnail", s.thumbnail.name);
+        assertEquals(128, s.thumbnail.height());
+        thumb.add("dynamic_dims", JsonParser.parseString("[1, 2]"));
+        SidecarException e = assertThrows(SidecarException.class, () -> Sidecar.parse(o.toString()));
+        assertTrue(e.getMessage(), e.getMessage().contains("thumbnail must be square and of fixed size"));
     }
 
     @Test

@@ -150,14 +150,21 @@ def _ratios(rows: list[dict]) -> list[str]:
     rows = [r for r in rows if r["runtime"] != "litert-tiled"]  # the full-resolution row has another input size
     lines = []
     for r in rows:
-        if r["target"] == "tflite" and r["precision"] == "int8" and r["latency_ms_median"]:
+        if r["target"] == "tflite" and r["precision"] == "int8" and r["latency_ms_median"] and "/" not in r["model"]:
             fp32 = ms(r["model"], "tflite", "fp32", r["threads"])
             if fp32:
                 lines.append(f"LiteRT int8 vs fp32 ({r['model']}, {r['threads']} thr): "
                              f"{fp32 / r['latency_ms_median']:.2f}x faster"
                              f"{goal('tflite', 'int8 vs fp32') if r['model'].startswith('dped_mobile') else ''}")
+    for r in rows:  # an image-adaptive model against its own local network alone
+        if r["model"].endswith("/no-branch") and r["latency_ms_median"]:
+            model = r["model"].split("/")[0]
+            whole = ms(model, r["target"], r["precision"], r["threads"])
+            if whole:
+                lines.append(f"{model}'s global branch ({r['target']} {r['precision']}, {r['threads']} thr): "
+                             f"+{100 * (whole / r['latency_ms_median'] - 1):.1f}% latency (target at most 5%)")
     for r in rows:  # every DPED+ variant (dped_mobile, dped_mobile_s) against DPED
-        if r["model"].startswith("dped_mobile") and r["latency_ms_median"]:
+        if r["model"].startswith("dped_mobile") and "/" not in r["model"] and r["latency_ms_median"]:
             same = ms("dped", r["target"], r["precision"], r["threads"])
             if same:
                 key = f"{r['precision']} vs dped {r['precision']}"

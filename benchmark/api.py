@@ -94,10 +94,13 @@ def quality(outputs: list[np.ndarray], dslrs: list[np.ndarray], ref: list[np.nda
     return q
 
 
-def _artifact(model: str, target: str, precision: str, cfg: BenchConfig) -> tuple[Path | None, str]:
+def _artifact(model: str, target: str, precision: str, cfg: BenchConfig, checkpoint: Path | None = None,
+              out: Path | None = None) -> tuple[Path | None, str]:
     t = TARGETS[target]
-    spec = ExportSpec(model=model, target=target, precision=precision, out=cfg.export_dir)
-    path, sidecar = cfg.export_dir / f"{model}_{precision}{t.suffix}", cfg.export_dir / t.sidecar_name(spec.stem)
+    out = out or cfg.export_dir
+    spec = ExportSpec(model=model, target=target, precision=precision, out=out,
+                      checkpoint=str(checkpoint) if checkpoint else None)
+    path, sidecar = out / f"{model}_{precision}{t.suffix}", out / t.sidecar_name(spec.stem)
     if path.exists() and sidecar.exists():  # reuse only an artifact of the shipped weights it would export now
         try:
             found = Sidecar.read(sidecar)
@@ -112,6 +115,29 @@ def _artifact(model: str, target: str, precision: str, cfg: BenchConfig) -> tupl
     except (ExportError, CheckpointError, ValueError) as err:
         return None, f"export failed: {err}"
     return (path, "ok") if result.ok else (None, "export failed its fidelity gate")
+
+
+NO_BRANCH = "{model}/no-branch"  # the row of an image-adaptive model's local network alone: what the branch costs
+
+
+def without_branch(model: str, out: Path) -> Path:
+    """A checkpoint of ``model``'s shipped weights without its global branch (the same local network), written
+    once to ``out``: the speed reference the branch's cost is measured against."""
+    import io
+
+    from artifacts.io import write_atomic
+    from models import model_config
+
+    net = create_model(model, pretrained=True)
+    buf = io.BytesIO()
+    torch.save({"model": model, "config": {**model_config(net), "global_branch": False},
+                "state_dict": {k: v for k, v in net.state_dict().items() if not k.startswith("globe.")},
+                "meta": {"from": f"models/weights/{model}.pt, global branch removed"}}, buf)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{model}.pt"
+    if not path.exists() or path.read_bytes() != buf.getvalue():
+        write_atomic(path, buf.getvalue())
+    return path
 
 
 def run_benchmark(cfg: BenchConfig, log=print) -> list[dict]:
@@ -188,9 +214,35 @@ def run_benchmark(cfg: BenchConfig, log=print) -> list[dict]:
                     timed(row, Job(model, target, precision, rt.NAME, threads, str(path), cfg.size, cfg.runs,
                                    cfg.warmup, phones), ref_q, ref_out)
                     rows.append(row)
+                if net.contract.thumbnail and target == "tflite":  # what the global branch costs on LiteRT
+                    rows.extend(_branch_cost_rows(model, precision, cfg, base, timed, phones, ref_q, ref_out))
     if cfg.full_res:
         rows.append(_full_res_row(cfg, base, log))
     _pirm(rows)
+    return rows
+
+
+def _branch_cost_rows(model: str, precision: str, cfg: BenchConfig, base, timed, phones, ref_q, ref_out
+                      ) -> list[dict]:
+    """The same weights without the global branch, on LiteRT: the latency the branch adds (its quality is the
+    local network's without its global input, not a model anyone ships)."""
+    folder = cfg.export_dir / "no-branch"
+    ckpt = without_branch(model, folder)
+    path, status = _artifact(model, "tflite", precision, cfg, checkpoint=ckpt, out=folder)
+    name = NO_BRANCH.format(model=model)
+    if path is None:
+        return [{**base(name, "tflite", precision, "litert", None), "status": status}]
+    local = create_model(model, checkpoint=ckpt)
+    rows = []
+    for threads in cfg.threads:
+        size = artifact_size(path)
+        row = {**base(name, "tflite", precision, "litert", threads), "task": "enhance",
+               "macs_per_pixel": conv_macs_per_pixel(local), "parameters": count_parameters(local),
+               "size_bytes": size, "size_mb": round(size / 1e6, 3)}
+        timed(row, Job(model, "tflite", precision, "litert", threads, str(path), cfg.size, cfg.runs, cfg.warmup,
+                       phones), ref_q, ref_out)
+        row["fidelity_psnr_db"] = None  # another network than the reference: no fidelity to speak of
+        rows.append(row)
     return rows
 
 

@@ -102,15 +102,19 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
 
 @torch.no_grad()
 def conv_macs_per_pixel(model: nn.Module, size: int = 64) -> int:
-    """Multiply-accumulates per input pixel of all convolutions, counted on a ``size`` x ``size`` input."""
+    """Multiply-accumulates per input pixel of all convolutions, counted on a ``size`` x ``size`` input; the
+    fixed cost per photo of a global branch (modules marked ``per_photo``, models.globe) is not per pixel and is
+    left out."""
     total = 0
+    fixed = {id(c) for m in model.modules() if getattr(m, "per_photo", False) for c in m.modules()}
 
     def hook(mod: nn.Conv2d, _inp, out: torch.Tensor) -> None:
         nonlocal total
         kh, kw = mod.kernel_size
         total += out.shape[2] * out.shape[3] * mod.out_channels * (mod.in_channels // mod.groups) * kh * kw
 
-    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, nn.Conv2d)]
+    handles = [m.register_forward_hook(hook) for m in model.modules()
+               if isinstance(m, nn.Conv2d) and id(m) not in fixed]
     try:
         channels = getattr(getattr(model, "contract", None), "channels", 3)
         model.eval()(torch.zeros(1, channels, size, size))

@@ -5,6 +5,7 @@ import torch
 
 from benchmark.__main__ import main as bench_main
 from benchmark.report import table
+from models import create_model
 
 pytestmark = pytest.mark.slow
 
@@ -22,7 +23,7 @@ def test_benchmark_on_a_dped_test_patch_layout(dped_layout, tmp_path, capsys):
     assert code == 0
     rows = json.loads((out / "results.json").read_text())
     assert all(FIELDS <= set(r) for r in rows)
-    by_runtime = {r["runtime"]: r for r in rows}
+    by_runtime = {r["runtime"]: r for r in rows if r["model"] == "dped_mobile"}
     tiled = by_runtime["litert-tiled"]
     assert tiled["input_hw"] == "300x400" and tiled["latency_ms_median"] > 0 and tiled["peak_rss_mb"] > 0
     assert by_runtime["pytorch"]["psnr_drop_db"] == 0.0
@@ -38,7 +39,13 @@ def test_benchmark_on_a_dped_test_patch_layout(dped_layout, tmp_path, capsys):
     assert by_runtime["coreml"]["quality_mode"] == "emulated" and by_runtime["coreml"]["psnr_db"] > 0
     for name in ("results.csv", "results.md", "latency_vs_psnr.png"):
         assert (out / name).stat().st_size > 0
-    assert "litert" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "litert" in printed
+    if create_model("dped_mobile", pretrained=True).contract.thumbnail:  # image-adaptive: what its branch costs
+        (local,) = [r for r in rows if r["model"] == "dped_mobile/no-branch"]
+        assert local["runtime"] == "litert" and local["latency_ms_median"] > 0 and local["fidelity_psnr_db"] is None
+        assert local["macs_per_pixel"] < by_runtime["litert"]["macs_per_pixel"]
+        assert "dped_mobile's global branch (tflite fp32, 1 thr): +" in printed
 
 
 def test_benchmark_usage_errors(capsys, tmp_path):

@@ -59,6 +59,10 @@ class DPEDTrainConfig:
                                                                  "the paper networks' training) or 'wide' (every "
                                                                  "patch degraded afresh over the ranges phones "
                                                                  "produce, train.degrade.WIDE)"})
+    branch_lr_scale: float = field(default=10.0, metadata={"help": "learning rate of the global branch as a "
+                                                                   "multiple of --lr (a new head on a pretrained "
+                                                                   "network must learn faster than the network "
+                                                                   "adapts around it)"})
     init: str | None = field(default=None, metadata={"help": "start from these weights: a model name (its shipped "
                                                              "weights) or a checkpoint; layers they lack (a new "
                                                              "global branch) keep their initialisation"})
@@ -197,7 +201,10 @@ def _train(cfg: DPEDTrainConfig, progress: bool, ctx: Context) -> dict:
     gen = ctx.prepare(gen.train()).to(memory_format=torch.channels_last)
     thumb = gen.contract.thumbnail or 0
     disc = ctx.prepare(TextureDiscriminator().train())
-    opt_g = torch.optim.Adam(gen.parameters(), lr=cfg.lr)
+    branch = [p for n, p in gen.named_parameters() if n.startswith("globe.")]
+    local = [p for n, p in gen.named_parameters() if not n.startswith("globe.")]
+    opt_g = torch.optim.Adam([{"params": local}, *([{"params": branch, "lr": cfg.lr * cfg.branch_lr_scale}]
+                                                   if branch else [])], lr=cfg.lr)
     opt_d = torch.optim.Adam(disc.parameters(), lr=cfg.lr)
     sched_g = torch.optim.lr_scheduler.StepLR(opt_g, cfg.lr_decay_every, gamma=0.5)
     sched_d = torch.optim.lr_scheduler.StepLR(opt_d, cfg.lr_decay_every, gamma=0.5)

@@ -107,18 +107,24 @@ class DPEDGenerator(nn.Module):
             nn.init.zeros_(last_conv(self.out.conv).bias)
             nn.init.normal_(last_conv(self.out.conv).weight, std=1e-3)  # start near identity
 
-    def forward(self, x: torch.Tensor, thumbnail: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, thumbnail: torch.Tensor | None = None, with_global: bool = False):
         """x: (N, 3, H, W) float32 RGB in [0, 1] -> (N, 3, H, W) enhanced.
 
         With the global branch, ``thumbnail`` (N, 3, S, S) is that of the whole photo when x is a tile of it;
-        None: x is the whole photo and its own thumbnail is taken."""
+        None: x is the whole photo and its own thumbnail is taken. ``with_global`` (training): also return the
+        input after the branch's curves, alone."""
+        curved = None
         if self.globe is not None:
             curves, scale, shift = self.globe(thumbnail if thumbnail is not None
                                               else thumbnail_of(x, self.config.thumbnail))
-            x = tone_curve(x, curves)
+            x = curved = tone_curve(x, curves)
             y = self.out(self.tail(self.blocks(self.stem(x) * (1.0 + scale) + shift)))
         else:
             y = self.out(self.tail(self.blocks(self.stem(x))))
+        out = self._head(x, y)
+        return (out, curved) if with_global else out
+
+    def _head(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         if self.config.head == "tanh":
             return torch.tanh(y) * 0.58 + 0.5
         return clip_unit(x + y)

@@ -170,7 +170,23 @@ def test_training_with_the_branch_on_wide_degradations(tmp_path):
     assert config["degradation"] == "wide" and config["init"] == "dped_mobile"
 
 
+def test_freeze_local_trains_the_branch_alone(tmp_path):
+    from models.registry import WEIGHTS_DIR
+    from train.dped import DPEDTrainConfig, train_dped
+
+    train_dped(DPEDTrainConfig(steps=2, batch=2, patch=32, val_every=2, val_count=1, val_crop=64, global_branch=True,
+                               freeze_local=True, degradation="wide", init="dped_mobile", w_texture=0.0,
+                               out=str(tmp_path / "run"), threads=1), progress=False)
+    shipped = torch.load(WEIGHTS_DIR / "dped_mobile.pt", weights_only=False)["state_dict"]
+    trained = torch.load(tmp_path / "run" / "last.pt", weights_only=False)["state_dict"]
+    local = [k for k in trained if not k.startswith("globe.") and k in shipped]
+    assert local and all(torch.equal(trained[k].float(), shipped[k].float()) for k in local)  # BN stats included
+    key = "globe.fc.2.weight"  # the branch moved from where it started (the shipped branch, or zeros)
+    assert not torch.equal(trained[key].float(), shipped.get(key, torch.zeros_like(trained[key])).float())
+
+
 @pytest.mark.parametrize("argv, needle", [
+    (["--freeze-local"], "--freeze-local trains the global branch alone"),
     (["--degradation", "sunny"], "--degradation 'sunny': known: camera, wide"),
     (["--degradation", "wide", "--data", "."], "--degradation applies to the built-in photos"),
     (["--init", "nope.pt"], "--init nope.pt: neither a model"),

@@ -42,6 +42,9 @@ class DPEDTrainConfig:
     w_color: float = field(default=0.5, metadata={"help": "colour loss weight"})
     w_texture: float = field(default=1.0, metadata={"help": "texture (adversarial) loss weight"})
     w_tv: float = field(default=2000.0, metadata={"help": "total variation loss weight"})
+    w_global: float = field(default=0.5, metadata={"help": "global branch: weight of the colour loss on the input "
+                                                           "after the branch's curves alone (the branch must get "
+                                                           "the global colour and tone right by itself)"})
     vgg_weights: str | None = field(default=None, metadata={"help": "torchvision VGG-19 state dict for the "
                                                                      "content loss (default: SSIM substitute)"})
     teacher: str | None = field(default=None, metadata={"help": "distillation: a model name (its shipped weights) "
@@ -63,6 +66,8 @@ class DPEDTrainConfig:
                                                                    "multiple of --lr (a new head on a pretrained "
                                                                    "network must learn faster than the network "
                                                                    "adapts around it)"})
+    freeze_local: bool = field(default=False, metadata={"help": "train the global branch alone: the local network "
+                                                                "keeps its --init weights and BatchNorm statistics"})
     init: str | None = field(default=None, metadata={"help": "start from these weights: a model name (its shipped "
                                                              "weights) or a checkpoint; layers they lack (a new "
                                                              "global branch) keep their initialisation"})
@@ -88,6 +93,8 @@ class DPEDTrainConfig:
             raise ValueError(f"--degradation {self.degradation!r}: known: {', '.join(DEGRADATIONS)}")
         if self.degradation != "camera" and self.data is not None:
             raise ValueError("--degradation applies to the built-in photos; a --data folder brings its own pairs")
+        if self.freeze_local and not (self.global_branch and self.init):
+            raise ValueError("--freeze-local trains the global branch alone: it needs --global-branch and --init")
         if self.init and self.init not in models.list_models() and not Path(self.init).is_file():
             raise ValueError(f"--init {self.init}: neither a model ({', '.join(models.list_models())}) nor a "
                              f"checkpoint file")
@@ -99,6 +106,14 @@ class DPEDTrainConfig:
         chosen = {k: v for k, v in (("width", self.width), ("head", self.head), ("out_layer", self.out_layer))
                   if v is not None}
         return {**chosen, "global_branch": True} if self.global_branch else chosen
+
+
+def freeze_local_statistics(gen: torch.nn.Module) -> None:
+    """Keep the local network's BatchNorms in eval mode (their running statistics, not the batch's) while the
+    global branch trains."""
+    for name, m in gen.named_modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and not name.startswith("globe."):
+            m.eval()
 
 
 def init_weights(model: torch.nn.Module, spec: str) -> dict:
@@ -203,8 +218,12 @@ def _train(cfg: DPEDTrainConfig, progress: bool, ctx: Context) -> dict:
     disc = ctx.prepare(TextureDiscriminator().train())
     branch = [p for n, p in gen.named_parameters() if n.startswith("globe.")]
     local = [p for n, p in gen.named_parameters() if not n.startswith("globe.")]
-    opt_g = torch.optim.Adam([{"params": local}, *([{"params": branch, "lr": cfg.lr * cfg.branch_lr_scale}]
-                                                   if branch else [])], lr=cfg.lr)
+    if cfg.freeze_local:
+        for p in local:
+            p.requires_grad_(False)
+        local = []
+    groups = [{"params": local}, {"params": branch, "lr": cfg.lr * cfg.branch_lr_scale}]
+    opt_g = torch.optim.Adam([g for g in groups if g["params"]], lr=cfg.lr)
     opt_d = torch.optim.Adam(disc.parameters(), lr=cfg.lr)
     sched_g = torch.optim.lr_scheduler.StepLR(opt_g, cfg.lr_decay_every, gamma=0.5)
     sched_d = torch.optim.lr_scheduler.StepLR(opt_d, cfg.lr_decay_every, gamma=0.5)
@@ -226,6 +245,8 @@ def _train(cfg: DPEDTrainConfig, progress: bool, ctx: Context) -> dict:
     metrics: dict[str, float] | None = None
     try:
         for phone, dslr, *thumbs in loader:
+            if cfg.freeze_local:
+                freeze_local_statistics(gen)
             phone = phone.to(ctx.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
             dslr = dslr.to(ctx.device, non_blocking=True)
             thumbs = [t.to(ctx.device, non_blocking=True) for t in thumbs]  # the photos' thumbnails (global branch)
@@ -234,7 +255,7 @@ def _train(cfg: DPEDTrainConfig, progress: bool, ctx: Context) -> dict:
                     taught = teacher(phone, *thumbs) if teacher.contract.thumbnail else teacher(phone)
                     dslr = taught.float().clamp(0, 1).contiguous()
             with ctx.autocast():
-                enhanced = gen_ddp(phone, *thumbs)
+                enhanced, curved = gen_ddp(phone, *thumbs, with_global=True)
                 real_logits = disc_ddp(losses.grayscale(dslr))
                 fake_logits = disc_ddp(losses.grayscale(enhanced.detach()))
             enhanced = enhanced.float()  # losses in float32
@@ -252,8 +273,11 @@ def _train(cfg: DPEDTrainConfig, progress: bool, ctx: Context) -> dict:
                 "texture": ctx.global_sum(losses.texture_loss(texture_logits.float())),  # summed over the batch
                 "tv": losses.tv_loss(enhanced),
             }
+            if curved is not None:  # the global branch's curves alone, on the colour loss
+                parts["global"] = losses.color_loss(curved.float(), dslr)
             total = (cfg.w_content * parts["content"] + cfg.w_color * parts["color"]
-                     + cfg.w_texture * parts["texture"] + cfg.w_tv * parts["tv"])
+                     + cfg.w_texture * parts["texture"] + cfg.w_tv * parts["tv"]
+                     + cfg.w_global * parts.get("global", 0.0))
             values = run.check({"total": total.detach().item(), "discriminator": d_loss.detach().item(),
                                 **{k: v.detach().item() for k, v in parts.items()}, "lr": sched_g.get_last_lr()[0]})
             scaler.scale(total).backward()

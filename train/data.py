@@ -108,11 +108,11 @@ def builtin_pairs(split: str = "train", variants: int = 4, seed: int = 0,
 @dataclass
 class FreshDegradations(PairSet):
     """Built-in photos degraded afresh for every draw: a random crop (``crop`` pixels per side, the 'photo' a
-    global branch sees whole) of a random photo, through a degradation drawn from ``cfg``. Training only: every
+    global branch sees whole) of a random photo, through a degradation drawn from one of ``configs``. Training only: every
     patch has its own exposure, white balance, tone, noise and blur, so image-adaptive models see the range."""
     names: list[str]
     photos: list[np.ndarray]
-    cfg: DegradationConfig
+    configs: tuple[DegradationConfig, ...]   # each draw picks one of them
     crop: tuple[int, int] = (128, 320)
 
     def pair(self, i: int) -> tuple[np.ndarray, np.ndarray]:
@@ -125,7 +125,7 @@ class FreshDegradations(PairSet):
         cw = min(w, int(rng.integers(self.crop[0], self.crop[1] + 1)))
         y, x = int(rng.integers(h - ch + 1)), int(rng.integers(w - cw + 1))
         dslr = np.ascontiguousarray(photo[y:y + ch, x:x + cw])
-        return degrade(dslr, rng, self.cfg), dslr
+        return degrade(dslr, rng, self.configs[int(rng.integers(len(self.configs)))]), dslr
 
 
 def fresh_degradations(degradation: str = "wide", split: str = "train+") -> FreshDegradations:

@@ -60,7 +60,8 @@ WIDE = DegradationConfig(max_shift=2, blur_sigma=(0.3, 1.5), resample=(1.0, 2.0)
                          noise_read=(1e-5, 4e-4), cast=0.05, contrast=(0.6, 1.15), saturation=(0.5, 1.25),
                          jpeg_quality=(50, 95), exposure_ev=(-2.5, 1.0), temperature=(-1.0, 1.0), tint=0.1,
                          gamma=(0.75, 1.35), black_level=(0.0, 0.08))
-DEGRADATIONS = {"camera": DegradationConfig(), "wide": WIDE}
+# For training: a degradation name -> the configs a fresh draw picks from (uniformly).
+DEGRADATIONS = {"camera": (DegradationConfig(),), "wide": (WIDE,), "camera+wide": (DegradationConfig(), WIDE)}
 
 
 def _u(rng: np.random.Generator, r: Range) -> float:

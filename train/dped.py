@@ -59,9 +59,10 @@ class DPEDTrainConfig:
                                                                   "thumbnail encoder: per-image curves and feature "
                                                                   "scale/shift, models.globe)"})
     degradation: str = field(default="camera", metadata={"help": "built-in photos only: 'camera' (fixed pairs of "
-                                                                 "the paper networks' training) or 'wide' (every "
+                                                                 "the paper networks' training), 'wide' (every "
                                                                  "patch degraded afresh over the ranges phones "
-                                                                 "produce, train.degrade.WIDE)"})
+                                                                 "produce, train.degrade.WIDE) or 'camera+wide' "
+                                                                 "(afresh, half from each)"})
     branch_lr_scale: float = field(default=10.0, metadata={"help": "learning rate of the global branch as a "
                                                                    "multiple of --lr (a new head on a pretrained "
                                                                    "network must learn faster than the network "

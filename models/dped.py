@@ -43,6 +43,7 @@ class DPEDConfig:
     global_branch: bool = False      # image-adaptive: a thumbnail encoder sets per-image curves and feature
                                      # scale/shift (models.globe); False keeps the paper's networks
     thumbnail: int = THUMBNAIL       # thumbnail side for the global branch
+    global_film: bool = True         # the branch also scales and shifts the stem's features (False: curves only)
 
     def __post_init__(self) -> None:
         if self.head not in HEADS:
@@ -99,7 +100,7 @@ class DPEDGenerator(nn.Module):
         )
         self.out = _out_layer(w, cfg.out_layer if sep else "full")
         # 9x9 stem, two 3x3 per block, two 3x3 in the tail, 9x9 out: each k x k conv widens the field by k-1.
-        self.globe = GlobalBranch(w) if cfg.global_branch else None
+        self.globe = GlobalBranch(w if cfg.global_film else 0) if cfg.global_branch else None
         self.contract = DeploymentContract(receptive_field=1 + 8 + 2 * 2 * cfg.blocks + 2 * 2 + 8,
                                            thumbnail=cfg.thumbnail if cfg.global_branch else None,
                                            notes="sRGB photo in, enhanced sRGB photo out")
@@ -118,7 +119,8 @@ class DPEDGenerator(nn.Module):
             curves, scale, shift = self.globe(thumbnail if thumbnail is not None
                                               else thumbnail_of(x, self.config.thumbnail))
             x = curved = tone_curve(x, curves)
-            y = self.out(self.tail(self.blocks(self.stem(x) * (1.0 + scale) + shift)))
+            f = self.stem(x)
+            y = self.out(self.tail(self.blocks(f if scale is None else f * (1.0 + scale) + shift)))
         else:
             y = self.out(self.tail(self.blocks(self.stem(x))))
         out = self._head(x, y)

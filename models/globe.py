@@ -29,7 +29,8 @@ def thumbnail_of(x: torch.Tensor, size: int = THUMBNAIL) -> torch.Tensor:
 
 
 class GlobalBranch(nn.Module):
-    """thumbnail (N, 3, S, S) -> (curve parameters (N, 12), feature scale (N, C, 1, 1), feature shift (same)).
+    """thumbnail (N, 3, S, S) -> (curve parameters (N, 12), feature scale (N, C, 1, 1), feature shift (same));
+    with ``film_channels`` 0, curves only (scale and shift None).
 
     About 13.5 M multiply-adds per photo at S = 128, whatever the photo's size (15 per pixel at 720p)."""
 
@@ -55,6 +56,8 @@ class GlobalBranch(nn.Module):
         pooled = torch.cat([f.mean(dim=(2, 3)), F.max_pool2d(f, f.shape[-2:]).flatten(1)], dim=1)
         v = self.fc(pooled)
         c = self.film_channels
+        if not c:  # curves only
+            return v, None, None
         film = v[:, CURVE_PARAMS:].reshape(-1, 2 * c, 1, 1)
         return v[:, :CURVE_PARAMS], film[:, :c], film[:, c:]
 

@@ -53,6 +53,17 @@ def test_branch_starts_as_the_identity_of_the_local_network():
         assert torch.equal(adaptive(x), plain(x))
 
 
+def test_curves_only_branch_has_no_feature_path():
+    torch.manual_seed(0)
+    plain = create_model("dped_mobile", width=8, blocks=1).eval()
+    curves = create_model("dped_mobile", width=8, blocks=1, global_branch=True, global_film=False).eval()
+    assert curves.globe.fc[-1].out_features == 12 and curves.globe(torch.rand(1, 3, 128, 128))[1] is None
+    curves.load_state_dict(plain.state_dict(), strict=False)
+    x = torch.rand(1, 3, 40, 56)
+    with torch.no_grad():
+        assert torch.equal(curves(x), plain(x))  # the identity at initialisation, as with the feature path
+
+
 def test_tone_curve_keeps_the_unit_range_and_can_brighten_and_darken():
     x = torch.linspace(0, 1, 101).reshape(1, 1, 1, 101).expand(1, 3, 1, 101)
     up, down = torch.full((1, 12), 3.0), torch.full((1, 12), -3.0)

@@ -67,6 +67,9 @@ class DPEDTrainConfig:
                                                                    "multiple of --lr (a new head on a pretrained "
                                                                    "network must learn faster than the network "
                                                                    "adapts around it)"})
+    curves_only: bool = field(default=False, metadata={"help": "global branch: per-image curves on the input only, "
+                                                              "without the scale and shift of the stem's features "
+                                                              "(cheaper at full resolution)"})
     freeze_local: bool = field(default=False, metadata={"help": "train the global branch alone: the local network "
                                                                 "keeps its --init weights and BatchNorm statistics"})
     init: str | None = field(default=None, metadata={"help": "start from these weights: a model name (its shipped "
@@ -106,7 +109,9 @@ class DPEDTrainConfig:
     def model_overrides(self) -> dict:
         chosen = {k: v for k, v in (("width", self.width), ("head", self.head), ("out_layer", self.out_layer))
                   if v is not None}
-        return {**chosen, "global_branch": True} if self.global_branch else chosen
+        if not self.global_branch:
+            return chosen
+        return {**chosen, "global_branch": True, **({"global_film": False} if self.curves_only else {})}
 
 
 def freeze_local_statistics(gen: torch.nn.Module) -> None:

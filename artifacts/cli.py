@@ -30,7 +30,8 @@ def check_interrupted() -> None:
 
 
 def run_main(main: Callable[[list[str] | None], int], argv: list[str] | None = None) -> int:
-    """``main(argv)``, with Ctrl-C and SIGTERM ending it in one line on stderr and exit status 130."""
+    """``main(argv)``, with Ctrl-C and SIGTERM ending the process in one line on stderr and exit status 130 (the
+    process entry point: in that case it does not return)."""
     global _stopped
     _stopped = False
     handled = [signal.SIGTERM]
@@ -43,7 +44,15 @@ def run_main(main: Callable[[list[str] | None], int], argv: list[str] | None = N
         return status
     except KeyboardInterrupt:
         print("interrupted: no partial output was left under a final name", file=sys.stderr)
-        return INTERRUPTED
+        # Everything is cleaned up by now (the finally blocks ran). End here: a library's thread or exit hook
+        # that sees the recorded signal during interpreter shutdown would otherwise turn 130 into death by
+        # SIGINT (seen once under heavy load, exit status -2 after this line was printed).
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+        os._exit(INTERRUPTED)
     except BrokenPipeError:  # the reader of stdout went away (`| head`): stop quietly, as Unix tools do
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return BROKEN_PIPE

@@ -23,13 +23,17 @@ def cells(length: int, size: int) -> tuple[np.ndarray, np.ndarray]:
 
 def thumbnail(image: np.ndarray, size: int) -> np.ndarray:
     """(H, W, C) image (uint8 or float, values in [0, 255] or [0, 1] as given) -> float32 (size, size, C) of cell
-    means in the image's own scale (uint8 input: divided by 255)."""
+    means in the image's own scale (uint8 input: divided by 255).
+
+    One band of rows per cell row: memory is a band, not the photo (a 12 MP photo is never copied whole)."""
     if image.ndim != 3 or image.shape[0] < 1 or image.shape[1] < 1:
         raise ValueError(f"thumbnail needs an (H, W, C) image, got shape {image.shape}")
-    x = image.astype(np.float64) / (255.0 if image.dtype == np.uint8 else 1.0)
-    integral = np.zeros((x.shape[0] + 1, x.shape[1] + 1, x.shape[2]))
-    integral[1:, 1:] = x.cumsum(0).cumsum(1)
-    (y0, y1), (x0, x1) = cells(x.shape[0], size), cells(x.shape[1], size)
-    sums = (integral[y1][:, x1] - integral[y0][:, x1] - integral[y1][:, x0] + integral[y0][:, x0])
-    area = ((y1 - y0)[:, None] * (x1 - x0)[None, :])[..., None]
-    return (sums / area).astype(np.float32)
+    scale = 255.0 if image.dtype == np.uint8 else 1.0
+    (y0, y1), (x0, x1) = cells(image.shape[0], size), cells(image.shape[1], size)
+    widths = (x1 - x0)[:, None]
+    out = np.empty((size, size, image.shape[2]), dtype=np.float32)
+    for i in range(size):
+        rows = image[y0[i]:y1[i]].sum(axis=0, dtype=np.float64)          # (W, C): the band's column sums
+        integral = np.concatenate([np.zeros((1, rows.shape[1])), rows.cumsum(axis=0)])
+        out[i] = (integral[x1] - integral[x0]) / (widths * (y1[i] - y0[i]) * scale)
+    return out

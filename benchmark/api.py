@@ -121,23 +121,31 @@ NO_BRANCH = "{model}/no-branch"  # the row of an image-adaptive model's local ne
 
 
 def without_branch(model: str, out: Path) -> Path:
-    """A checkpoint of ``model``'s shipped weights without its global branch (the same local network), written
-    once to ``out``: the speed reference the branch's cost is measured against."""
+    """A checkpoint of ``model``'s shipped weights without its global branch (the same local network) in
+    ``out``, rewritten only when those weights change (so that its exported files are reused): the speed
+    reference the branch's cost is measured against."""
     import io
 
     from artifacts.io import write_atomic
     from models import model_config
+    from train.loop import weights_checkpoint
 
     net = create_model(model, pretrained=True)
-    buf = io.BytesIO()
-    torch.save({"model": model, "config": {**model_config(net), "global_branch": False},
-                "state_dict": {k: v for k, v in net.state_dict().items() if not k.startswith("globe.")},
-                "meta": {"from": f"models/weights/{model}.pt, global branch removed"}}, buf)
-    out.mkdir(parents=True, exist_ok=True)
+    state = {k: v for k, v in net.state_dict().items() if not k.startswith("globe.")}
     path = out / f"{model}.pt"
-    if not path.exists() or path.read_bytes() != buf.getvalue():
-        write_atomic(path, buf.getvalue())
-    return path
+    if path.exists():
+        try:
+            kept = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+            if kept.keys() == state.keys() and all(torch.equal(kept[k], v) for k, v in state.items()):
+                return path
+        except Exception:  # unreadable or foreign: write it afresh
+            pass
+    local = create_model(model, **{**model_config(net), "global_branch": False})
+    local.load_state_dict(state)
+    buf = io.BytesIO()
+    torch.save(weights_checkpoint(model, local, {"from": f"models/weights/{model}.pt, global branch removed"}), buf)
+    out.mkdir(parents=True, exist_ok=True)
+    return write_atomic(path, buf.getvalue())
 
 
 def run_benchmark(cfg: BenchConfig, log=print) -> list[dict]:
@@ -233,12 +241,12 @@ def _branch_cost_rows(model: str, precision: str, cfg: BenchConfig, base, timed,
     if path is None:
         return [{**base(name, "tflite", precision, "litert", None), "status": status}]
     local = create_model(model, checkpoint=ckpt)
+    size = artifact_size(path)
+    info = {"task": "enhance", "macs_per_pixel": conv_macs_per_pixel(local), "parameters": count_parameters(local),
+            "size_bytes": size, "size_mb": round(size / 1e6, 3)}
     rows = []
     for threads in cfg.threads:
-        size = artifact_size(path)
-        row = {**base(name, "tflite", precision, "litert", threads), "task": "enhance",
-               "macs_per_pixel": conv_macs_per_pixel(local), "parameters": count_parameters(local),
-               "size_bytes": size, "size_mb": round(size / 1e6, 3)}
+        row = {**base(name, "tflite", precision, "litert", threads), **info}
         timed(row, Job(model, "tflite", precision, "litert", threads, str(path), cfg.size, cfg.runs, cfg.warmup,
                        phones), ref_q, ref_out)
         row["fidelity_psnr_db"] = None  # another network than the reference: no fidelity to speak of

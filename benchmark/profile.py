@@ -28,8 +28,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from artifacts.io import png_bytes, write_atomic
+from artifacts.io import IMAGE, THUMBNAIL, png_bytes, write_atomic
 from artifacts.quiet import quiet
+from models.contract import thumbnail_size
 from quantize.onnx import layer_of
 
 
@@ -159,14 +160,10 @@ def _onnx(model: nn.Module, path: Path, size: tuple[int, int]) -> None:
 
     with warnings.catch_warnings(), quiet():
         warnings.simplefilter("ignore")
-        thumb = _thumbnail_size(model)
+        thumb = thumbnail_size(model)
         torch.onnx.export(model.eval(), (torch.rand(1, 3, *size), *([torch.rand(1, 3, thumb, thumb)] if thumb else [])),
-                          str(path), input_names=["image", *(["thumbnail"] if thumb else [])],
+                          str(path), input_names=[IMAGE, *([THUMBNAIL] if thumb else [])],
                           opset_version=17, dynamo=False)
-
-
-def _thumbnail_size(model: nn.Module) -> int:
-    return getattr(getattr(model, "contract", None), "thumbnail", None) or 0
 
 
 def _ort_session(path: Path, threads: int, profile_to: Path | None = None):
@@ -185,17 +182,17 @@ def onnx_profile(name: str, model: nn.Module, size: tuple[int, int], threads: in
     """ONNX Runtime's own per-node times for ``artifact`` (default: ``model`` exported to fp32 ONNX here)."""
     shapes = conv_shapes(model, size)
     x = np.random.default_rng(0).random((1, 3, *size), dtype=np.float32)
-    thumb = _thumbnail_size(model)
-    extra = {"thumbnail": np.random.default_rng(1).random((1, 3, thumb, thumb), dtype=np.float32)} if thumb else {}
+    thumb = thumbnail_size(model)
+    extra = {THUMBNAIL: np.random.default_rng(1).random((1, 3, thumb, thumb), dtype=np.float32)} if thumb else {}
     with tempfile.TemporaryDirectory() as tmp:
         path = artifact or Path(tmp) / "model.onnx"
         if artifact is None:
             _onnx(model, path, size)
         plain = _ort_session(path, threads)
-        whole = median_ms(lambda v: plain.run(None, {"image": v, **extra}), x, runs)
+        whole = median_ms(lambda v: plain.run(None, {IMAGE: v, **extra}), x, runs)
         session = _ort_session(path, threads, Path(tmp) / "trace")
         for _ in range(runs + 1):
-            session.run(None, {"image": x, **extra})
+            session.run(None, {IMAGE: x, **extra})
         trace = json.loads(Path(session.end_profiling()).read_text())
         peak = _peak_onnx(size, threads, Path(tmp))
     per_node: dict[tuple[str, str], list[float]] = defaultdict(list)

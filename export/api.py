@@ -17,6 +17,7 @@ from artifacts.embed import embed
 from artifacts.fidelity import fidelity_inputs, measure
 from artifacts.runtimes.tensorrt import missing
 from artifacts.sidecar import Written, package_versions as versions
+from artifacts.io import THUMBNAIL
 from artifacts.thumbnail import METHOD as THUMBNAIL_METHOD
 from artifacts.targets import artifact_size, remove_artifact
 from models import conv_macs_per_pixel, count_parameters, create_model, fold_batchnorm, list_models
@@ -75,7 +76,7 @@ def export_one(spec: ExportSpec) -> Written:
 
         contract = model.contract
         inputs = {t["name"]: t for t in described["inputs"]}
-        image, thumb = inputs[contract.input_name], inputs.get(contract.thumbnail_name)
+        image, thumb = inputs[contract.input_name], inputs.get(THUMBNAIL)
         channels = dict(contract.outputs)
 
         def tensor(t: dict) -> TensorSpec:

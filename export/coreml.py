@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from artifacts.io import THUMBNAIL
+from models.contract import thumbnail_size
 from artifacts.quiet import quiet
 
 from .common import ExportSpec, MissingBackend, torch_reference
@@ -49,7 +50,7 @@ def convert(model: nn.Module, spec: ExportSpec, path: Path, calibration: list[np
     h, w = spec.size
     with warnings.catch_warnings():  # shape arithmetic (padding to a size multiple) is constant at any legal size
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
-        size = getattr(getattr(model, "contract", None), "thumbnail", None)
+        size = thumbnail_size(model)
         args = (torch.rand(1, 3, h, w), *((torch.rand(1, 3, size, size),) if size else ()))
         traced = torch.jit.trace(model.eval(), args, check_trace=False)
     dims = (h, w) if spec.fixed_size else tuple(ct.RangeDim(16, 8192, default=d) for d in (h, w))

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from artifacts.io import THUMBNAIL
+from models.contract import thumbnail_size
 
 from .common import ExportSpec
 
@@ -38,7 +39,7 @@ def convert(model: nn.Module, spec: ExportSpec, path: Path, calibration: list[np
     _require("onnx")
     _require("onnxruntime")
     precision = spec.precision
-    size = getattr(getattr(model, "contract", None), "thumbnail", None)
+    size = thumbnail_size(model)
     args = (torch.rand(1, 3, *spec.size), *((torch.rand(1, 3, size, size),) if size else ()))
     inputs = [INPUT, THUMBNAIL] if size else [INPUT]
     outputs = list(model.contract.output_names) if hasattr(model, "contract") else [OUTPUT]

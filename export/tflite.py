@@ -2,10 +2,10 @@
 
 The artifact has one signature ``enhance`` with input ``image`` (1, H, W, 3) RGB in [0, 1] and output ``enhanced``
 of the same shape (the intrinsic decomposer: outputs ``albedo`` and ``shading``); an image-adaptive model also
-takes ``thumbnail`` (1, S, S, 3), the whole photo's (artifacts.thumbnail), whose size never changes. Unless exported with a fixed
---size, H and W are marked dynamic (-1 in ``shape_signature``) on the inputs and outputs, so that strict resizing
-(LiteRT's CompiledModel default, ``resize_tensor_input(..., strict=True)``, the Android app) takes any size; the
-export's fidelity gate runs the file at a second size to prove it.
+takes ``thumbnail`` (1, S, S, 3), the whole photo's (artifacts.thumbnail), whose size never changes. Unless
+exported with a fixed --size, H and W of the image and the outputs are marked dynamic (-1 in ``shape_signature``),
+so that strict resizing (LiteRT's CompiledModel default, ``resize_tensor_input(..., strict=True)``, the Android
+app) takes any size; the export's fidelity gate runs the file at a second size to prove it.
 """
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from artifacts.cli import check_interrupted
 from artifacts.embed import rewrite_tflite
 from artifacts.io import THUMBNAIL
 from artifacts.thumbnail import thumbnail
+from models.contract import thumbnail_size
 
 from artifacts.quiet import quiet as _quiet
 
@@ -140,7 +141,7 @@ def convert(model: nn.Module, spec: ExportSpec, path: Path, calibration: list[np
     litert_torch = _require_litert_torch()
     module = NHWCEnhancer(same_pads_as_wider_kernels(shuffles_as_transposed_convs(model))).eval()
     precision, (h, w) = spec.precision, spec.size
-    size = getattr(getattr(model, "contract", None), "thumbnail", None)
+    size = thumbnail_size(model)
     sample = {INPUT: torch.rand(1, h, w, 3), **({THUMBNAIL: torch.rand(1, size, size, 3)} if size else {})}
     with _quiet():
         if precision == "int8":

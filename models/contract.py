@@ -17,8 +17,7 @@ class DeploymentContract:
     outputs: tuple[tuple[str, int], ...] = (("enhanced", 3),)   # (name, channels) of each output, in order
     size_multiple: int = 1            # H and W of an exported graph must be multiples of this (stride-32 encoders)
     thumbnail: int | None = None      # image-adaptive models: side of the whole-photo thumbnail, a second input
-                                      # named thumbnail_name (artifacts.thumbnail makes it; tiles share it)
-    thumbnail_name: str = "thumbnail"
+                                      # named "thumbnail" (artifacts.thumbnail makes it; tiles share it)
     tile_halo: int | None = None      # halo for tiling when the receptive field spans the whole tile (encoders):
                                       # tiles then approximate the whole-image result (measured, not exact)
     notes: str = field(default="")
@@ -42,3 +41,8 @@ class DeploymentContract:
         d["outputs"] = [{"name": n, "channels": c} for n, c in self.outputs]
         d["halo"] = self.halo
         return d
+
+
+def thumbnail_size(model: object) -> int:
+    """The side of the thumbnail ``model`` takes as its second input (0: not an image-adaptive model)."""
+    return getattr(getattr(model, "contract", None), "thumbnail", None) or 0

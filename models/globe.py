@@ -49,7 +49,7 @@ class GlobalBranch(nn.Module):
         nn.init.zeros_(self.fc[-1].bias)
         self.film_channels = film_channels
 
-    def forward(self, thumb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(self, thumb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         f = self.encoder(thumb)
         # mean and max over the whole map: MEAN and MAX_POOL_2D, which XNNPACK runs in int8 (REDUCE_MAX and an
         # int8 AVERAGE_POOL_2D it does not)

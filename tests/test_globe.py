@@ -198,6 +198,7 @@ def test_freeze_local_trains_the_branch_alone(tmp_path):
 
 @pytest.mark.parametrize("argv, needle", [
     (["--freeze-local"], "--freeze-local trains the global branch alone"),
+    (["--curves-only"], "--curves-only shapes the global branch: it needs --global-branch"),
     (["--degradation", "sunny"], "--degradation 'sunny': known: camera, wide, camera+wide"),
     (["--degradation", "wide", "--data", "."], "--degradation applies to the built-in photos"),
     (["--init", "nope.pt"], "--init nope.pt: neither a model"),

@@ -108,8 +108,8 @@ def builtin_pairs(split: str = "train", variants: int = 4, seed: int = 0,
 @dataclass
 class FreshDegradations(PairSet):
     """Built-in photos degraded afresh for every draw: a random crop (``crop`` pixels per side, the 'photo' a
-    global branch sees whole) of a random photo, through a degradation drawn from one of ``configs``. Training only: every
-    patch has its own exposure, white balance, tone, noise and blur, so image-adaptive models see the range."""
+    global branch sees whole) of a random photo, through a degradation drawn from one of ``configs``. Training only:
+    every patch has its own exposure, white balance, tone, noise and blur, so image-adaptive models see the range."""
     names: list[str]
     photos: list[np.ndarray]
     configs: tuple[DegradationConfig, ...]   # each draw picks one of them

@@ -98,6 +98,8 @@ class DPEDTrainConfig:
             raise ValueError(f"--degradation {self.degradation!r}: known: {', '.join(DEGRADATIONS)}")
         if self.degradation != "camera" and self.data is not None:
             raise ValueError("--degradation applies to the built-in photos; a --data folder brings its own pairs")
+        if self.curves_only and not self.global_branch:
+            raise ValueError("--curves-only shapes the global branch: it needs --global-branch")
         if self.freeze_local and not (self.global_branch and self.init):
             raise ValueError("--freeze-local trains the global branch alone: it needs --global-branch and --init")
         if self.init and self.init not in models.list_models() and not Path(self.init).is_file():

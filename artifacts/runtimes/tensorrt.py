@@ -83,8 +83,9 @@ def describe(path: str | Path) -> dict:
     for i in range(engine.num_io_tensors):
         name = engine.get_tensor_name(i)
         shape = list(engine.get_tensor_shape(name))
-        profile_max = list(engine.get_tensor_profile_shape(name, 0)[1]) if engine.get_tensor_mode(name) == \
-            trt.TensorIOMode.INPUT else shape
+        # the optimisation profile covers the dynamic inputs only (not a fixed-size thumbnail)
+        dynamic_input = engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT and min(shape) < 0
+        profile_max = list(engine.get_tensor_profile_shape(name, 0)[1]) if dynamic_input else shape
         kind = "inputs" if engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT else "outputs"
         found[kind].append({"name": name, "shape": [int(d) if d >= 0 else int(o) for d, o in zip(shape, profile_max)],
                             "dynamic_dims": [j for j, d in enumerate(shape) if d < 0],

@@ -6,13 +6,25 @@ Examples:
   python -m enhance photo.jpg -o out.png --artifact exported/dped_mobile_int8.tflite
   python -m enhance photo.jpg -o out.png --model dped --checkpoint runs/dped/best.pt --tile 256
   python -m enhance photo.jpg -o out.png --model mdie              # the intrinsic multi-domain enhancer
+  python -m enhance photo.jpg -o out.png --reference pro.jpg --postprocess he,gamma   # MPSE phases 1, 2, 3
+  python -m enhance photo.jpg -o out.png --reference auto --references pros/          # the recommender picks
+
+MPSE (paper 3.1): phase 1 is the network above; --reference adds phase 2, the photo's style moved toward a
+reference photo region by region (VGG-19 Gram losses weighted by a learned Λ, a content loss and the matting-
+Laplacian photorealism term), optimised at --style-size and carried to full resolution as a local affine colour
+transform; --postprocess he then equalizes each region of the --labels maps on its own (phase 3; with the default
+k-means regions the photo is equalized as a whole). --reference auto lets the shipped
+recommendation head choose among --references and prints its ranking. Regions come from --labels and
+--reference-labels (integer PNG label maps from a segmenter of your choice, e.g. PSPNet's merged ADE20K classes)
+or, by default, from one k-means over both photos (enhance/regions.py). Without --vgg-weights (a torchvision
+VGG-19 state dict) the losses run on seeded random VGG-19 weights; the command says which.
 
 Tiles overlap by the model's receptive radius (the halo), so the result equals whole-image inference and memory
 stays flat in the photo's size. Outputs are written under a temporary name and renamed when complete; an input is
 never overwritten, nor an existing output unless --force. Photos declaring more than --max-pixels are refused
 from their header, before decoding. Unreadable inputs are reported and skipped.
 
-Exit status: 0 all enhanced; 1 an input or the model could not be read; 2 usage error (checked before any work);
+Exit status: 0 all enhanced; 1 an input, a reference or the model could not be read; 2 usage error (checked before any work);
 130 interrupted.
 """
 from __future__ import annotations
@@ -32,8 +44,10 @@ from PIL import Image
 from artifacts import TARGETS, load, sidecar_for, target_of
 from artifacts.tiling import enhance_tiled, padded
 from photos import DEFAULT_MAX_PIXELS, ImageError, read_uint8, set_max_pixels
+from photos.io import IMAGE_SUFFIXES, list_images
 
 from .postprocess import STEPS, postprocess
+from .style import StyleConfig
 
 
 def load_enhancer(model: str, checkpoint: str | None, artifact: str | None,
@@ -78,6 +92,97 @@ def load_enhancer(model: str, checkpoint: str | None, artifact: str | None,
         return net(nchw(tile), *extra)[0].permute(1, 2, 0).numpy()
 
     return run, net.contract.halo, None, net.contract.thumbnail or 0
+
+
+def check_style_options(args: argparse.Namespace) -> StyleConfig | None:
+    """Phase 2's options, checked before any work (ValueError naming the option); None without --reference."""
+    flags = {"--references": args.references, "--labels": args.labels, "--reference-labels": args.reference_labels,
+             "--recommender": args.recommender, "--vgg-weights": args.vgg_weights}
+    if args.reference is None:
+        given = [flag for flag, value in flags.items() if value]
+        if given:
+            raise ValueError(f"{given[0]} needs --reference (a photo, or auto)")
+        return None
+    if args.reference == "auto":
+        if not args.references:
+            raise ValueError("--reference auto needs --references DIR, the folder to choose from")
+        if not Path(args.references).is_dir():
+            raise ValueError(f"--references {args.references}: not a folder")
+        if not list_images(args.references):
+            raise ValueError(f"--references {args.references}: no photos ({', '.join(IMAGE_SUFFIXES)})")
+    else:
+        if args.references:
+            raise ValueError("--references is for --reference auto; give one or the other")
+        if not Path(args.reference).is_file():
+            raise ValueError(f"--reference {args.reference}: no such file")
+    if (args.labels is None) != (args.reference_labels is None):
+        raise ValueError("--labels and --reference-labels go together (the same value means the same class in both)")
+    if args.labels and (len(args.inputs) > 1 or args.reference == "auto"):
+        raise ValueError("--labels describe one photo and one reference: give one input and a --reference file")
+    for flag in ("--labels", "--reference-labels", "--recommender", "--vgg-weights"):
+        value = flags[flag]
+        if value and not Path(value).is_file():
+            raise ValueError(f"{flag} {value}: no such file")
+    if args.regions < 1:
+        raise ValueError(f"--regions must be a positive integer, got {args.regions}")
+    return StyleConfig(steps=args.style_steps, size=args.style_size, beta=args.style_weight,
+                       gamma=args.realism_weight)
+
+
+class StylePhase:
+    """MPSE phase 2 for each photo: the reference (given, or recommended from a folder), then style_photo."""
+
+    def __init__(self, args: argparse.Namespace, config: StyleConfig):
+        from models.vgg import VGGTrunk
+
+        self.args, self.config = args, config
+        self.trunk = VGGTrunk(args.vgg_weights)
+        print(f"style losses on {self.trunk.describe()}")
+        self.references: dict[str, np.ndarray] = {}
+        self.recommender = None
+        if args.reference == "auto":
+            from models.recommend import load_recommender
+
+            self.recommender = load_recommender(args.recommender, args.vgg_weights)
+            for path in list_images(args.references):
+                try:
+                    self.references[str(path)] = read_uint8(path).astype(np.float32) / 255
+                except ImageError as err:
+                    print(f"warning: skipped reference {err}", file=sys.stderr)
+            if not self.references:
+                raise ValueError(f"--references {args.references}: no readable photo")
+
+    def __call__(self, photo: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        from .style import style_photo
+
+        args = self.args
+        if self.recommender is not None:
+            from models.recommend import rank_references
+
+            ranking = rank_references(self.recommender, photo, self.references)
+            name = ranking[0][0]
+            print("reference: " + "; ".join(f"{Path(n).name} {d:.3f} (D_sem {s:.1f})" for n, d, s in ranking[:3])
+                  + f"  -> {Path(name).name}")
+            reference = self.references[name]
+        else:
+            try:
+                reference = read_uint8(args.reference).astype(np.float32) / 255
+            except ImageError as err:
+                raise ValueError(f"--reference: {err}") from None
+        labels = ref_labels = None
+        if args.labels:
+            from .regions import read_labels
+
+            labels = read_labels(args.labels, photo.shape[:2])
+            ref_labels = read_labels(args.reference_labels, reference.shape[:2])
+        styled = style_photo(photo, reference, self.trunk, self.config, args.regions, labels, ref_labels,
+                             progress=sys.stderr.isatty())
+        shares = ", ".join(f"{(styled.labels == r).mean():.0%}" for r in range(styled.lam.shape[1]))
+        print(f"style: {self.config.steps} steps at {self.config.size} px in {styled.seconds:.1f} s; "
+              f"regions {shares}; Λ per layer (relu1_1..relu5_1) {np.round(styled.lam, 2).tolist()}")
+        # per-region equalization (phase 3) needs semantic regions: with the k-means regions it would cut the
+        # photo along colour boundaries, so their photos are equalized as a whole
+        return styled.image, (styled.labels if args.labels else None)
 
 
 def _is_enhancer(net) -> bool:
@@ -164,6 +269,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
                    help=f"refuse photos larger than this, from their header (default {DEFAULT_MAX_PIXELS:,})")
     p.add_argument("--postprocess", default="", help=f"comma list of {', '.join(STEPS)} (after the network)")
+    st = p.add_argument_group("MPSE phase 2: style toward a reference")
+    st.add_argument("--reference", default=None, help="a reference photo, or 'auto' to pick one from --references")
+    st.add_argument("--references", default=None, help="folder of reference photos for --reference auto")
+    st.add_argument("--recommender", default=None, help="recommendation head (default: the shipped one)")
+    st.add_argument("--style-steps", type=int, default=StyleConfig.steps,
+                    help=f"optimisation steps (default {StyleConfig.steps})")
+    st.add_argument("--style-size", type=int, default=StyleConfig.size,
+                    help=f"working size, long side in pixels (default {StyleConfig.size})")
+    st.add_argument("--style-weight", type=float, default=StyleConfig.beta, help="β (default: the paper's 100)")
+    st.add_argument("--realism-weight", type=float, default=StyleConfig.gamma, help="γ (default: the paper's 11)")
+    st.add_argument("--regions", type=int, default=3, help="regions found when no label maps are given (default 3)")
+    st.add_argument("--labels", default=None, help="integer label map (PNG) of the input photo")
+    st.add_argument("--reference-labels", default=None, help="integer label map (PNG) of the reference")
+    st.add_argument("--vgg-weights", default=None, help="torchvision VGG-19 state dict for the style losses")
     args = p.parse_args(argv)
     steps = [s for s in args.postprocess.split(",") if s]
     known = None if args.artifact else _model_names()  # an artifact run never imports PyTorch
@@ -178,6 +297,7 @@ def main(argv: list[str] | None = None) -> int:
                 raise ValueError(f"{flag} must be a positive integer, got {value}")
         set_max_pixels(args.max_pixels)
         pairs = plan_outputs(args.inputs, args.output, args.force)
+        style = check_style_options(args)
     except ValueError as err:
         p.print_usage(sys.stderr)
         print(f"error: {err}", file=sys.stderr)
@@ -187,6 +307,7 @@ def main(argv: list[str] | None = None) -> int:
         tile = fixed or args.tile
         if tile <= 2 * halo:
             raise ValueError(f"--tile {tile} must be larger than twice the halo ({halo})")
+        phase2 = StylePhase(args, style) if style else None
     except ValueError as err:  # SidecarError and models.CheckpointError included
         print(f"error: {err}", file=sys.stderr)
         return 1
@@ -200,8 +321,17 @@ def main(argv: list[str] | None = None) -> int:
             status = 1
             continue
         result = enhance_tiled(image, fn, tile, halo, thumbnail=thumbnail)
+        labels = None
+        if phase2:
+            try:
+                styled, labels = phase2(result.astype(np.float32) / 255)
+            except ValueError as err:  # an unreadable reference or label map
+                print(f"error: {err}", file=sys.stderr)
+                status = 1
+                continue
+            result = np.round(styled * 255).astype(np.uint8)
         if steps:
-            result = np.round(postprocess(result.astype(np.float32) / 255, steps) * 255).astype(np.uint8)
+            result = np.round(postprocess(result.astype(np.float32) / 255, steps, labels) * 255).astype(np.uint8)
         write_photo(result, dst)
         mp = image.shape[0] * image.shape[1] / 1e6
         print(f"{src} -> {dst}  {image.shape[1]}x{image.shape[0]} ({mp:.1f} MP)  {time.perf_counter() - t0:.1f} s")

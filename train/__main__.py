@@ -12,6 +12,7 @@ Examples:
   python -m train intrinsic --data ~/sintel/training     # supervised phase on an MPI-Sintel-style folder
   python -m train mdie                                   # multi-domain enhancer on the shipped F and F'
   python -m train mdie --noise ~/dnd --color ~/fivek      # your own domain datasets
+  python -m train recommend                              # MPSE's reference recommendation head
 
 Exit status: 0 done, 1 failed (data, checkpoint, divergence), 2 bad option (including --device cuda without
 CUDA), 130 interrupted (the last checkpoint is intact: --resume).
@@ -38,9 +39,10 @@ from .loop import TrainingDiverged
 from .evaluate import evaluate_model
 from .intrinsic import IntrinsicTrainConfig, train_intrinsic
 from .mdie import MDIETrainConfig, train_mdie
+from .recommend import RecommendTrainConfig, train_recommend
 
 TASKS = {"dped": (DPEDTrainConfig, train_dped), "intrinsic": (IntrinsicTrainConfig, train_intrinsic),
-         "mdie": (MDIETrainConfig, train_mdie)}
+         "mdie": (MDIETrainConfig, train_mdie), "recommend": (RecommendTrainConfig, train_recommend)}
 
 
 def add_dataclass_args(parser: argparse.ArgumentParser, cls: type) -> None:
@@ -61,10 +63,11 @@ def add_dataclass_args(parser: argparse.ArgumentParser, cls: type) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m train", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="task", required=True, metavar="{dped,intrinsic,mdie,evaluate}")
+    sub = parser.add_subparsers(dest="task", required=True, metavar="{dped,intrinsic,mdie,recommend,evaluate}")
     helps = {"dped": "train DPED or DPED+ (phone -> DSLR)",
              "intrinsic": "train the intrinsic decomposer F and composer F' (supervised, then self-supervised)",
-             "mdie": "train the multi-domain enhancer (colour, noise, texture) between F and F'"}
+             "mdie": "train the multi-domain enhancer (colour, noise, texture) between F and F'",
+             "recommend": "train MPSE's reference recommendation head (phase 2's style reference)"}
     for task, (cfg_cls, _) in TASKS.items():
         p = sub.add_parser(task, help=helps[task], description=sys.modules[_.__module__].__doc__,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -83,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="warning: %(message)s")
-    if args.model not in list_models():
+    if getattr(args, "model", None) is not None and args.model not in list_models():
         parser.error(f"unknown --model {args.model!r}; choose from: {', '.join(list_models())}")
     if args.task == "evaluate":
         try:

@@ -71,44 +71,20 @@ def ssim_content_loss(enhanced: torch.Tensor, target: torch.Tensor, pool: int = 
     return 1 - structural_similarity_index_measure(a, b, data_range=1.0, kernel_size=max(k, 3), sigma=1.5)
 
 
-# torchvision's VGG-19 `features` layout up to relu5_4 (index 35): channel counts, 'M' = max-pool.
-_VGG19 = [64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512, 512, 512, 512]
-_IMAGENET_MEAN = (0.485, 0.456, 0.406)
-_IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
 class VGGContentLoss(nn.Module):
     """MSE of VGG-19 relu5_4 features, from a local torchvision VGG-19 state dict (``vgg19-dcbb9e9d.pth``)."""
 
     def __init__(self, weights: str | Path):
         super().__init__()
-        layers: list[nn.Module] = []
-        cin = 3
-        for v in _VGG19:
-            if v == "M":
-                layers.append(nn.MaxPool2d(2, 2))
-            else:
-                layers += [nn.Conv2d(cin, int(v), 3, padding=1), nn.ReLU(inplace=True)]
-                cin = int(v)
-        self.features = nn.Sequential(*layers)  # ends at relu5_4
-        try:
-            state = torch.load(weights, map_location="cpu", weights_only=True)
-        except Exception as err:
-            raise ValueError(f"Cannot read VGG-19 weights {weights}: {str(err).splitlines()[0][:200]}") from None
-        state = {k[len("features."):]: v for k, v in state.items() if k.startswith("features.")}
-        missing = set(self.features.state_dict()) - set(state)
-        if missing:
-            raise ValueError(f"{weights} is not a torchvision VGG-19 state dict (missing {sorted(missing)[:3]})")
-        self.features.load_state_dict({k: state[k] for k in self.features.state_dict()})
-        self.features.requires_grad_(False).eval()
-        self.register_buffer("mean", torch.tensor(_IMAGENET_MEAN).view(1, 3, 1, 1))
-        self.register_buffer("std", torch.tensor(_IMAGENET_STD).view(1, 3, 1, 1))
+        from models.vgg import VGGTrunk
+
+        self.trunk = VGGTrunk(weights, last="relu5_4")
 
     def train(self, mode: bool = True) -> "VGGContentLoss":
         return super().train(False)  # always frozen
 
     def forward(self, enhanced: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        f = lambda x: self.features((x - self.mean) / self.std)  # noqa: E731
+        f = lambda x: self.trunk(x, ("relu5_4",))["relu5_4"]  # noqa: E731
         return F.mse_loss(f(enhanced), f(target))
 
 

@@ -6,7 +6,7 @@ clean photo of:
   reference can be) | phase 1 + 2 toward the reference the shipped recommender picks among the other scenes'
   clean photos (a reference of another scene, as a user would have).
 Then the carry to full resolution: phase 2 optimised at --size, carried to 2 x --size by three methods, against
-phase 2 optimised at 2 x --size directly (PSNR): the local affine transform (enhance/style.py's carry), bilinear
+phase 2 optimised at 2 x --size directly (PSNR): the local affine transform (models/style.py's carry), bilinear
 upsampling of the result, and the input plus the upsampled change. Seconds per step at three working sizes.
 
 Examples:
@@ -45,7 +45,7 @@ def _psnr(a: np.ndarray, b: np.ndarray) -> float:
 
 def quality(steps: int, size: int, photos: tuple[str, ...] = ("coffee", "rocket"),
             degradations: tuple[str, ...] = DEGRADATIONS) -> list[dict]:
-    from enhance.style import StyleConfig, style_photo
+    from models.style import StyleConfig, style_photo
     from models import create_model, fold_batchnorm
     from models.recommend import load_recommender, rank_references
     from photos.baselines import levels
@@ -78,8 +78,8 @@ def quality(steps: int, size: int, photos: tuple[str, ...] = ("coffee", "rocket"
 
 def carry_check(steps: int, size: int) -> dict:
     """Phase 2 at ``size`` carried to 2 x size, against phase 2 run at 2 x size."""
-    from enhance.regions import joint_regions
-    from enhance.style import StyleConfig, _resize, carry, stylize, working_size
+    from photos.regions import joint_regions
+    from models.style import StyleConfig, _resize, carry, stylize, working_size
     from models.vgg import VGGTrunk
     from photos.samples import sample_photo
     from train.evaluate import night_degradation
@@ -102,8 +102,8 @@ def carry_check(steps: int, size: int) -> dict:
 
 
 def step_seconds(sizes: tuple[int, ...], steps: int = 5) -> dict[int, float]:
-    from enhance.regions import joint_regions
-    from enhance.style import StyleConfig, _resize, stylize, working_size
+    from photos.regions import joint_regions
+    from models.style import StyleConfig, _resize, stylize, working_size
     from models.vgg import VGGTrunk
     from photos.samples import sample_photo
 
@@ -134,7 +134,7 @@ def markdown(result: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from enhance.style import StyleConfig
+    from models.style import StyleConfig
 
     p = argparse.ArgumentParser(prog="python -m benchmark.style", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)

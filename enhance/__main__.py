@@ -16,7 +16,7 @@ transform; --postprocess he then equalizes each region of the --labels maps on i
 k-means regions the photo is equalized as a whole). --reference auto lets the shipped
 recommendation head choose among --references and prints its ranking. Regions come from --labels and
 --reference-labels (integer PNG label maps from a segmenter of your choice, e.g. PSPNet's merged ADE20K classes)
-or, by default, from one k-means over both photos (enhance/regions.py). Without --vgg-weights (a torchvision
+or, by default, from one k-means over both photos (photos/regions.py). Without --vgg-weights (a torchvision
 VGG-19 state dict) the losses run on seeded random VGG-19 weights; the command says which.
 
 Tiles overlap by the model's receptive radius (the halo), so the result equals whole-image inference and memory
@@ -47,7 +47,7 @@ from photos import DEFAULT_MAX_PIXELS, ImageError, read_uint8, set_max_pixels
 from photos.io import IMAGE_SUFFIXES, list_images
 
 from .postprocess import STEPS, postprocess
-from .style import StyleConfig
+from models.style import StyleConfig
 
 
 def load_enhancer(model: str, checkpoint: str | None, artifact: str | None,
@@ -153,7 +153,7 @@ class StylePhase:
                 raise ValueError(f"--references {args.references}: no readable photo")
 
     def __call__(self, photo: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        from .style import style_photo
+        from models.style import style_photo
 
         args = self.args
         if self.recommender is not None:
@@ -171,7 +171,7 @@ class StylePhase:
                 raise ValueError(f"--reference: {err}") from None
         labels = ref_labels = None
         if args.labels:
-            from .regions import read_labels
+            from photos.regions import read_labels
 
             labels = read_labels(args.labels, photo.shape[:2])
             ref_labels = read_labels(args.reference_labels, reference.shape[:2])

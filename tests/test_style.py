@@ -7,8 +7,8 @@ import pytest
 import torch
 from PIL import Image
 
-from enhance import regions, style
-from models import recommend, vgg
+from models import recommend, style, vgg
+from photos import regions
 
 
 @pytest.fixture(scope="module")
@@ -232,7 +232,7 @@ def test_train_recommend_writes_a_loadable_head(tmp_path):
     from train.__main__ import main
 
     out = tmp_path / "rec"
-    assert main(["recommend", "--steps", "3", "--crops", "1", "--batch", "2", "--negatives", "2", "--positives", "1",
+    assert main(["recommend", "--steps", "3", "--crops", "1", "--cells", "1", "--batch", "2", "--negatives", "2", "--positives", "1",
                  "--out", str(out), "--no-progress"]) == 0
     net = recommend.load_recommender(out / "recommender.pt")
     assert net.head.out_features == recommend.EMBEDDING

@@ -1,4 +1,5 @@
-"""MPSE phase 2 (paper 3.1.2): semantic style enhancement of a photo toward a reference.
+"""MPSE phase 2 (paper 3.1.2): semantic style enhancement of a photo toward a reference (`python -m enhance
+--reference` runs it on photos of any size).
 
 The output O starts from the phase-1 photo I and is optimised for
 
@@ -276,7 +277,7 @@ def style_photo(photo: np.ndarray, reference: np.ndarray, trunk: nn.Module, conf
     :func:`enhance.regions.joint_regions`), :func:`stylize`, then :func:`carry` back to the photo's size."""
     import time
 
-    from .regions import compact, joint_regions
+    from photos.regions import compact, joint_regions
 
     t0 = time.perf_counter()
     small = _resize(photo, working_size(photo.shape, config.size))

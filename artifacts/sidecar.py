@@ -91,6 +91,7 @@ class Calibration:
     size: list[int]                # crop H, W
     method: str = ""               # activation range method (--calibration-method); "" in files made before it
     float_layers: list[str] = field(default_factory=list)   # layers kept in float (mixed precision)
+    qat_steps: int = 0             # method 'qat': quantization-aware fine-tuning steps (0: calibration alone)
 
 
 @dataclass(frozen=True)

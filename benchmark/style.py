@@ -24,7 +24,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from artifacts.cli import run_main
 from artifacts.io import write_atomic
@@ -35,7 +34,7 @@ DEGRADATIONS = ("night", "unseen")
 def _score(x: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
     from train.metrics import psnr_ssim
 
-    t = lambda a: torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)).permute(2, 0, 1)[None]  # noqa: E731
+    t = lambda a: torch.from_numpy(np.array(a, dtype=np.float32)).permute(2, 0, 1)[None]  # noqa: E731
     return psnr_ssim(t(x), t(truth))
 
 

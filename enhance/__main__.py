@@ -24,8 +24,8 @@ stays flat in the photo's size. Outputs are written under a temporary name and r
 never overwritten, nor an existing output unless --force. Photos declaring more than --max-pixels are refused
 from their header, before decoding. Unreadable inputs are reported and skipped.
 
-Exit status: 0 all enhanced; 1 an input, a reference or the model could not be read; 2 usage error (checked before any work);
-130 interrupted.
+Exit status: 0 all enhanced; 1 an input, a reference or the model could not be read; 2 usage error (checked
+before any work); 130 interrupted.
 """
 from __future__ import annotations
 

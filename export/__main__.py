@@ -61,6 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
     methods = "; ".join(f"{t.name} {q.name}: {', '.join(q.methods)} (default {q.methods[0]})"
                         for t in TARGETS.values() for q in t.precisions.values() if q.methods)
     p.add_argument("--calibration-method", default=None, help=f"how activation ranges are calibrated; {methods}")
+    p.add_argument("--qat-steps", type=int, default=200,
+                   help="--calibration-method qat (int8 TFLite): quantization-aware fine-tuning steps toward the "
+                        "float model's own output, on 128x128 crops of the calibration photos (default 200)")
     p.add_argument("--float-layers", default="",
                    help="comma-separated layers kept in float in an int8 ONNX (names as python -m quantize "
                         "sensitivity lists them)")
@@ -84,7 +87,8 @@ def recipe_spec(args: argparse.Namespace, target: str, precision: str, size: tup
                       calibration_count=args.calibration_count, coreml_io=args.coreml_io,
                       calibration_method=args.calibration_method,
                       float_layers=tuple(x for x in args.float_layers.split(",") if x),
-                      fidelity_target=args.fidelity_target, **({"size": size, "fixed_size": True} if size else {}))
+                      fidelity_target=args.fidelity_target, qat_steps=args.qat_steps,
+                      **({"size": size, "fixed_size": True} if size else {}))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -98,6 +102,8 @@ def main(argv: list[str] | None = None) -> int:
         check_exportable(args.model, size or DEFAULT_SIZE)
         if args.calibration_count < 1:
             raise ValueError(f"--calibration-count must be a positive integer, got {args.calibration_count}")
+        if args.qat_steps < 1:
+            raise ValueError(f"--qat-steps must be a positive integer, got {args.qat_steps}")
         for parent in [Path(args.out), *Path(args.out).parents]:
             if parent.exists() and not parent.is_dir():
                 raise ValueError(f"--out {args.out}: {parent} is a file, not a folder")

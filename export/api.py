@@ -164,7 +164,8 @@ def _calibration(spec: ExportSpec) -> tuple[Calibration | None, list | None]:
         return None, None
     images = calibration_images(spec.calibration, spec.size, spec.calibration_count)
     return Calibration(source=spec.calibration or "built-in training photos", count=len(images),
-                       size=list(spec.size), method=spec.method or "", float_layers=list(spec.float_layers)), images
+                       size=list(spec.size), method=spec.method or "", float_layers=list(spec.float_layers),
+                       qat_steps=spec.qat_steps if spec.method == "qat" else 0), images
 
 
 def _choose_float_layers(spec: ExportSpec, backend, folded, images: list, out: Path) -> list[str]:

@@ -38,6 +38,7 @@ class ExportSpec:
     calibration_method: str | None = None   # None: the precision's default (artifacts.targets)
     float_layers: tuple[str, ...] = ()      # layers kept in float (quantize.onnx.quantizable_layers names)
     fidelity_target: float | None = None    # choose float layers until the fidelity reaches it (and gate on it)
+    qat_steps: int = 200                    # --calibration-method qat: fine-tuning steps
 
     @property
     def stem(self) -> str:

@@ -27,6 +27,7 @@ from artifacts.quiet import quiet as _quiet
 from .common import ExportSpec
 
 SIGNATURE, INPUT, OUTPUT = "enhance", "image", "enhanced"
+QAT_CROP = 128   # --calibration-method qat fine-tunes on crops of this size cut from the calibration images
 
 
 class NHWCEnhancer(nn.Module):
@@ -150,8 +151,13 @@ def convert(model: nn.Module, spec: ExportSpec, path: Path, calibration: list[np
             calib = [{INPUT: torch.from_numpy(np.array(img))[None],
                       **({THUMBNAIL: torch.from_numpy(thumbnail(img, size))[None]} if size else {})}
                      for img in calibration]
-            module, config = recipes.pt2e_int8(recipes.own_input_scale(module), sample, calib,
-                                               method=spec.method)
+            if spec.method == "qat":
+                module, config, _ = recipes.pt2e_qat(recipes.own_input_scale(module), sample, calib,
+                                                     recipes.qat_crops(calib, QAT_CROP), spec.qat_steps,
+                                                     dynamic_hw=(INPUT,))
+            else:
+                module, config = recipes.pt2e_int8(recipes.own_input_scale(module), sample, calib,
+                                                   method=spec.method)
             check_interrupted()  # torch.export may swallow a Ctrl-C while it traces
             edge = litert_torch.signature(SIGNATURE, module, sample_kwargs=sample).convert(quant_config=config)
         else:

@@ -45,6 +45,88 @@ def pt2e_int8(module: nn.Module, example: dict[str, torch.Tensor], calibration: 
     return graph, quant_config.QuantConfig(pt2e_quantizer=quantizer)
 
 
+def qat_crops(data: list[dict[str, torch.Tensor]], size: int) -> list[dict[str, torch.Tensor]]:
+    """The NHWC images of ``data`` cut into size x size crops (the thumbnail, the whole photo's, kept with each)."""
+    from artifacts.io import IMAGE
+
+    out = []
+    for item in data:
+        image = item[IMAGE]
+        for y in range(0, image.shape[1] - size + 1, size):
+            for x in range(0, image.shape[2] - size + 1, size):
+                out.append({**item, IMAGE: image[:, y:y + size, x:x + size]})
+    return out or data
+
+
+def pt2e_qat(module: nn.Module, example: dict[str, torch.Tensor], calibration: list[dict[str, torch.Tensor]],
+             data: list[dict[str, torch.Tensor]], steps: int, lr: float = 1e-5, per_channel: bool = True,
+             dynamic_hw: tuple[str, ...] = (), progress: bool = False):
+    """Quantization-aware fine-tuning with PT2E; returns (quantized module, litert-torch QuantConfig, losses).
+
+    1. The graph gets litert-torch's QAT config: weights fake-quantized per channel. Activations are fake-quantized
+       with the histogram observer of the PTQ recipe, which first sees ``calibration`` (fake quantization off),
+       so QAT starts from exactly the PTQ file's ranges; the activation ranges are then frozen.
+    2. The weights are fine-tuned for ``steps`` Adam steps, with fake quantization on, to reproduce the float
+       model's own output (mean squared error against ``module``): the fidelity the export gate measures.
+    ``data``: keyword inputs, cycled, flipped left-right every other pass. The inputs named in ``dynamic_hw`` are
+    traced with dynamic H and W, so the model fine-tunes on small crops (fake quantization makes each step several
+    times a float step) and converts at the export size."""
+    import copy
+    import dataclasses
+
+    from litert_torch.quantize import pt2e_quantizer, quant_config
+    from torchao.quantization.pt2e import (FakeQuantize, HistogramObserver, disable_fake_quant, disable_observer,
+                                           enable_fake_quant, quantize_pt2e)
+
+    class FoldedQATQuantizer(pt2e_quantizer.PT2EQuantizer):
+        # BatchNorm is folded before export, so the conv-BN QAT patterns have nothing to match (and litert-torch
+        # 0.10 builds them in a way torch 2.13's export refuses); every other pattern is the PTQ quantizer's
+        STATIC_QAT_ONLY_OPS = []
+
+    teacher = copy.deepcopy(module).eval()
+    config = pt2e_quantizer.get_symmetric_quantization_config(is_per_channel=per_channel, is_qat=True)
+    act = dataclasses.replace(config.input_activation,
+                              observer_or_fake_quant_ctr=FakeQuantize.with_args(observer=HistogramObserver))
+    config = dataclasses.replace(config, input_activation=act, output_activation=act)
+    dims = {"h": torch.export.Dim("h", min=8, max=16384), "w": torch.export.Dim("w", min=8, max=16384)}
+    shapes = {k: ({1: dims["h"], 2: dims["w"]} if k in dynamic_hw else None) for k in example}
+    graph = torch.export.export(module.eval(), (), example, dynamic_shapes=shapes if dynamic_hw else None).module()
+    quantizer = FoldedQATQuantizer().set_global(config)
+    graph = quantize_pt2e.prepare_qat_pt2e(graph, quantizer)
+    graph.apply(disable_fake_quant)
+    with torch.no_grad():
+        for kwargs in calibration:
+            graph(**kwargs)
+    graph.apply(enable_fake_quant)
+    for m in graph.modules():
+        if isinstance(m, FakeQuantize) and not m.is_per_channel:   # activations: keep the calibrated ranges
+            disable_observer(m)
+    opt = torch.optim.Adam([p for p in graph.parameters() if p.requires_grad], lr=lr)
+    losses = []
+    steps_iter = range(steps)
+    if progress:
+        from tqdm import tqdm
+
+        steps_iter = tqdm(steps_iter, desc="qat", unit="step", leave=False)
+    for step in steps_iter:
+        batch = data[step % len(data)]
+        if (step // len(data)) % 2:
+            batch = {k: v.flip(2) for k, v in batch.items()}     # NHWC: W is dim 2
+        with torch.no_grad():
+            target = teacher(**batch)
+        out = graph(**batch)
+        if isinstance(out, dict):   # named outputs
+            loss = sum(torch.nn.functional.mse_loss(out[k], target[k]) for k in target)
+        else:
+            loss = torch.nn.functional.mse_loss(out, target)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    graph = quantize_pt2e.convert_pt2e(graph, fold_quantize=False)
+    return graph, quant_config.QuantConfig(pt2e_quantizer=quantizer), losses
+
+
 def own_input_scale(module: nn.Module) -> nn.Module:
     """A copy of ``module`` in which every ``InputSkip`` is an identity 1x1 conv (exact in float).
 

@@ -27,11 +27,16 @@ def test_layer_names_follow_the_pytorch_modules():
 
 def test_calibration_methods_come_from_the_target_table(capsys, exported):
     assert TARGETS["onnx"].precision("int8").methods[0] == "percentile"
-    assert TARGETS["tflite"].precision("int8").methods == ("histogram", "minmax")
+    assert TARGETS["tflite"].precision("int8").methods == ("histogram", "minmax", "qat")
     from export.__main__ import main as export_main
 
     assert export_main(["--target", "tflite", "--precision", "int8", "--calibration-method", "entropy"]) == 2
-    assert "tflite int8 takes histogram, minmax" in capsys.readouterr().err
+    assert "tflite int8 takes histogram, minmax, qat" in capsys.readouterr().err
+    assert export_main(["--target", "onnx", "--precision", "int8", "--calibration-method", "qat"]) == 2
+    assert "onnx int8 takes percentile, minmax" in capsys.readouterr().err
+    assert export_main(["--target", "tflite", "--precision", "int8", "--calibration-method", "qat",
+                        "--qat-steps", "0"]) == 2
+    assert "--qat-steps must be a positive integer" in capsys.readouterr().err
     assert export_main(["--target", "tflite", "--precision", "int8", "--fidelity-target", "40"]) == 2
     assert "onnx int8 can" in capsys.readouterr().err
     written, _ = exported
@@ -81,3 +86,44 @@ def test_sensitivity_report_and_mixed_precision_the_runtime_confirms(tmp_path, e
     nodes = quantizable_layers(fp32)
     assert float_convs(mixed) == {nodes[k] for k in keep}
     assert float_convs(full) == set()
+
+
+@pytest.mark.slow
+def test_quantization_aware_fine_tuning_exports_a_gated_int8_tflite(tmp_path):
+    from export.__main__ import main as export_main
+
+    assert export_main(["--target", "tflite", "--model", "dped_mobile_s", "--precision", "int8", "--calibration-method",
+                        "qat", "--qat-steps", "3", "--size", "64x64", "--calibration-count", "1",
+                        "--out", str(tmp_path)]) == 0
+    sidecar = Sidecar.read(tmp_path / "dped_mobile_s_int8.json")
+    assert sidecar.calibration.method == "qat" and sidecar.calibration.qat_steps == 3
+    assert sidecar.fidelity.passed and sidecar.fidelity.psnr_db_min >= 35
+
+
+def test_qat_starts_from_the_ptq_ranges():
+    """With no step taken, QAT's graph is the PTQ recipe's: the same histogram ranges, frozen."""
+    import numpy as np
+    import torch
+
+    from models import create_model, fold_batchnorm
+    from photos.samples import sample_photo
+    from quantize import tflite as recipes
+
+    class NHWC(torch.nn.Module):
+        def __init__(self, net):
+            super().__init__()
+            self.net = net
+
+        def forward(self, image):
+            return self.net(image.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+
+    module = NHWC(fold_batchnorm(create_model("dped_mobile_s", pretrained=True))).eval()
+    photo = np.array(sample_photo("coffee")[:48, :48])
+    calib = [{"image": torch.from_numpy(np.array(sample_photo("chelsea")[:48, :48]))[None]}]
+    test = {"image": torch.from_numpy(photo)[None]}
+    ptq, _ = recipes.pt2e_int8(module, calib[0], calib)
+    qat, _, losses = recipes.pt2e_qat(module, calib[0], calib, calib, steps=0)
+    with torch.no_grad():
+        ref, a, b = module(**test), ptq(**test), qat(**test)
+    psnr = lambda x: float(10 * torch.log10(1 / ((x - ref) ** 2).mean()))  # noqa: E731
+    assert losses == [] and abs(psnr(a) - psnr(b)) < 0.5

@@ -232,8 +232,8 @@ def test_train_recommend_writes_a_loadable_head(tmp_path):
     from train.__main__ import main
 
     out = tmp_path / "rec"
-    assert main(["recommend", "--steps", "3", "--crops", "1", "--cells", "1", "--batch", "2", "--negatives", "2", "--positives", "1",
-                 "--out", str(out), "--no-progress"]) == 0
+    assert main(["recommend", "--steps", "3", "--crops", "1", "--cells", "1", "--batch", "2", "--negatives", "2",
+                 "--positives", "1", "--out", str(out), "--no-progress"]) == 0
     net = recommend.load_recommender(out / "recommender.pt")
     assert net.head.out_features == recommend.EMBEDDING
     assert main(["recommend", "--steps", "0", "--out", str(out)]) == 2

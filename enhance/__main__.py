@@ -140,7 +140,12 @@ class StylePhase:
         print(f"style losses on {self.trunk.describe()}")
         self.references: dict[str, np.ndarray] = {}
         self.recommender = None
-        if args.reference == "auto":
+        if args.reference != "auto":
+            try:
+                self.references[args.reference] = read_uint8(args.reference).astype(np.float32) / 255
+            except ImageError as err:
+                raise ValueError(f"--reference: {err}") from None
+        else:
             from models.recommend import load_recommender
 
             self.recommender = load_recommender(args.recommender, args.vgg_weights)
@@ -165,10 +170,7 @@ class StylePhase:
                   + f"  -> {Path(name).name}")
             reference = self.references[name]
         else:
-            try:
-                reference = read_uint8(args.reference).astype(np.float32) / 255
-            except ImageError as err:
-                raise ValueError(f"--reference: {err}") from None
+            reference = self.references[args.reference]
         labels = ref_labels = None
         if args.labels:
             from photos.regions import read_labels

@@ -237,3 +237,14 @@ def test_train_recommend_writes_a_loadable_head(tmp_path):
     net = recommend.load_recommender(out / "recommender.pt")
     assert net.head.out_features == recommend.EMBEDDING
     assert main(["recommend", "--steps", "0", "--out", str(out)]) == 2
+
+
+def test_enhance_unreadable_reference_is_one_line_and_exit_1(tmp_path, capsys):
+    from enhance.__main__ import main
+
+    src = _photo(tmp_path / "in.png", 1)
+    (tmp_path / "ref.jpg").write_bytes(b"\xff\xd8 truncated")
+    assert main([str(src), "-o", str(tmp_path / "out.png"), "--reference", str(tmp_path / "ref.jpg")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: --reference") and "Traceback" not in err[0]
+    assert not (tmp_path / "out.png").exists()

@@ -90,7 +90,9 @@ def pt2e_qat(module: nn.Module, example: dict[str, torch.Tensor], calibration: l
     config = dataclasses.replace(config, input_activation=act, output_activation=act)
     dims = {"h": torch.export.Dim("h", min=8, max=16384), "w": torch.export.Dim("w", min=8, max=16384)}
     shapes = {k: ({1: dims["h"], 2: dims["w"]} if k in dynamic_hw else None) for k in example}
-    graph = torch.export.export(module.eval(), (), example, dynamic_shapes=shapes if dynamic_hw else None).module()
+    # the exported graph shares its parameters with the module it traced: train a copy, never the caller's weights
+    graph = torch.export.export(copy.deepcopy(module).eval(), (), example,
+                                dynamic_shapes=shapes if dynamic_hw else None).module()
     quantizer = FoldedQATQuantizer().set_global(config)
     graph = quantize_pt2e.prepare_qat_pt2e(graph, quantizer)
     graph.apply(disable_fake_quant)

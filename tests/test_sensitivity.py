@@ -127,3 +127,7 @@ def test_qat_starts_from_the_ptq_ranges():
         ref, a, b = module(**test), ptq(**test), qat(**test)
     psnr = lambda x: float(10 * torch.log10(1 / ((x - ref) ** 2).mean()))  # noqa: E731
     assert losses == [] and abs(psnr(a) - psnr(b)) < 0.5
+    # fine-tuning trains a copy: the caller's float weights (the gate's reference) stay as they were
+    before = {k: v.clone() for k, v in module.state_dict().items()}
+    recipes.pt2e_qat(module, calib[0], calib, calib, steps=2, lr=1e-2)
+    assert all(torch.equal(before[k], v) for k, v in module.state_dict().items())

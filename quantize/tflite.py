@@ -9,12 +9,51 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
 
 METHODS = ("histogram", "minmax")  # PT2E activation observers: HistogramObserver (L2-optimal range), MinMaxObserver
+
+
+# Element-wise ops that litert-torch 0.10's quantizer leaves in float when their inputs come from ops it does not
+# annotate (a LeakyReLU feeding a residual add, the adds themselves, the output clip): each took a DEQUANTIZE and
+# a QUANTIZE around a float op. Annotated here with the activation spec, the int8 file has none.
+ELEMENTWISE = ("leaky_relu.default", "add.Tensor", "sub.Tensor", "relu.default")   # on same-shaped tensors
+
+
+def _same_shapes(node) -> bool:
+    """Every tensor input has the output's shape: a plain element-wise op. A broadcast of per-photo parameters (the
+    global branch's curves, sliced from one vector whose slices must share its scale) stays as litert-torch has it."""
+    shape = getattr(node.meta.get("val"), "shape", None)
+    args = [a for a in node.args[:2] if isinstance(a, torch.fx.Node)]
+    return shape is not None and all(getattr(a.meta.get("val"), "shape", None) == shape for a in args)
+
+
+def _quantizer(qat: bool = False):
+    """litert-torch's PT2E quantizer, with the element-wise ops annotated too (integer end to end); for QAT
+    without the conv-BN patterns: BatchNorm is folded before export, so they have nothing to match (and
+    litert-torch 0.10 builds them in a way torch 2.13's export refuses)."""
+    from litert_torch.quantize import pt2e_quantizer
+    from litert_torch.quantize.pt2e_quantizer_utils import get_input_act_qspec, get_output_act_qspec
+    from torchao.quantization.pt2e.quantizer import QuantizationAnnotation
+
+    targets = {getattr(getattr(torch.ops.aten, op.split(".")[0]), op.split(".")[1]) for op in ELEMENTWISE}
+
+    class IntegerQuantizer(pt2e_quantizer.PT2EQuantizer):
+        STATIC_QAT_ONLY_OPS = [] if qat else pt2e_quantizer.PT2EQuantizer.STATIC_QAT_ONLY_OPS
+
+        def annotate(self, model: torch.fx.GraphModule) -> torch.fx.GraphModule:
+            config = self.global_config
+            if config is not None and config.input_activation is not None:
+                for node in model.graph.nodes:
+                    if node.op == "call_function" and node.target in targets and _same_shapes(node):
+                        inputs = {a: get_input_act_qspec(config) for a in node.args[:2] if isinstance(a, torch.fx.Node)}
+                        node.meta["quantization_annotation"] = QuantizationAnnotation(
+                            input_qspec_map=inputs, output_qspec=get_output_act_qspec(config), _annotated=True)
+            return super().annotate(model)
+
+    return IntegerQuantizer
 
 
 def pt2e_int8(module: nn.Module, example: dict[str, torch.Tensor], calibration: list[dict[str, torch.Tensor]],
@@ -36,7 +75,7 @@ def pt2e_int8(module: nn.Module, example: dict[str, torch.Tensor], calibration: 
                                   observer_or_fake_quant_ctr=MinMaxObserver.with_args(eps=2 ** -12))
         config = dataclasses.replace(config, input_activation=act, output_activation=act)
     graph = torch.export.export(module.eval(), (), example).module()
-    quantizer = pt2e_quantizer.PT2EQuantizer().set_global(config)
+    quantizer = _quantizer()().set_global(config)
     graph = quantize_pt2e.prepare_pt2e(graph, quantizer)
     with torch.no_grad():
         for kwargs in calibration:
@@ -78,11 +117,6 @@ def pt2e_qat(module: nn.Module, example: dict[str, torch.Tensor], calibration: l
     from torchao.quantization.pt2e import (FakeQuantize, HistogramObserver, disable_fake_quant, disable_observer,
                                            enable_fake_quant, quantize_pt2e)
 
-    class FoldedQATQuantizer(pt2e_quantizer.PT2EQuantizer):
-        # BatchNorm is folded before export, so the conv-BN QAT patterns have nothing to match (and litert-torch
-        # 0.10 builds them in a way torch 2.13's export refuses); every other pattern is the PTQ quantizer's
-        STATIC_QAT_ONLY_OPS = []
-
     teacher = copy.deepcopy(module).eval()
     config = pt2e_quantizer.get_symmetric_quantization_config(is_per_channel=per_channel, is_qat=True)
     act = dataclasses.replace(config.input_activation,
@@ -93,7 +127,7 @@ def pt2e_qat(module: nn.Module, example: dict[str, torch.Tensor], calibration: l
     # the exported graph shares its parameters with the module it traced: train a copy, never the caller's weights
     graph = torch.export.export(copy.deepcopy(module).eval(), (), example,
                                 dynamic_shapes=shapes if dynamic_hw else None).module()
-    quantizer = FoldedQATQuantizer().set_global(config)
+    quantizer = _quantizer(qat=True)().set_global(config)
     graph = quantize_pt2e.prepare_qat_pt2e(graph, quantizer)
     graph.apply(disable_fake_quant)
     with torch.no_grad():

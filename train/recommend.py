@@ -147,7 +147,7 @@ def train_recommend(cfg: RecommendTrainConfig, progress: bool = True) -> dict:
         opt.zero_grad()
         loss.backward()
         opt.step()
-        losses.append(float(loss))
+        losses.append(loss.item())
     after = validation(net)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -78,21 +78,22 @@ def quality(steps: int, size: int, photos: tuple[str, ...] = ("coffee", "rocket"
 def carry_check(steps: int, size: int) -> dict:
     """Phase 2 at ``size`` carried to 2 x size, against phase 2 run at 2 x size."""
     from photos.regions import joint_regions
-    from models.style import StyleConfig, _resize, carry, stylize, working_size
+    from models.style import StyleConfig, resize_photo, carry, stylize, working_size
     from models.vgg import VGGTrunk
     from photos.samples import sample_photo
     from train.evaluate import night_degradation
 
     trunk = VGGTrunk()
     photo, ref = night_degradation(np.asarray(sample_photo("coffee"))), np.asarray(sample_photo("chelsea"))
-    big = _resize(photo, working_size(photo.shape, 2 * size))
-    small = _resize(photo, working_size(photo.shape, size))
-    ref_big, ref_small = _resize(ref, working_size(ref.shape, 2 * size)), _resize(ref, working_size(ref.shape, size))
+    big = resize_photo(photo, working_size(photo.shape, 2 * size))
+    small = resize_photo(photo, working_size(photo.shape, size))
+    ref_big = resize_photo(ref, working_size(ref.shape, 2 * size))
+    ref_small = resize_photo(ref, working_size(ref.shape, size))
     la, lb = joint_regions(big, ref_big, 3)
     direct = stylize(big, ref_big, la, lb, 3, trunk, StyleConfig(steps=steps, size=2 * size)).output
     sa, sb = joint_regions(small, ref_small, 3)
     low = stylize(small, ref_small, sa, sb, 3, trunk, StyleConfig(steps=steps, size=size)).output
-    up = lambda a: _resize(a, big.shape[:2])  # noqa: E731
+    up = lambda a: resize_photo(a, big.shape[:2])  # noqa: E731
     return {"size": size, "full_size": 2 * size, "psnr_vs_direct": {
         "local_affine (carry)": round(_psnr(carry(big, small, low), direct), 2),
         "bilinear upsampling": round(_psnr(up(low), direct), 2),
@@ -102,14 +103,14 @@ def carry_check(steps: int, size: int) -> dict:
 
 def step_seconds(sizes: tuple[int, ...], steps: int = 5) -> dict[int, float]:
     from photos.regions import joint_regions
-    from models.style import StyleConfig, _resize, stylize, working_size
+    from models.style import StyleConfig, resize_photo, stylize, working_size
     from models.vgg import VGGTrunk
     from photos.samples import sample_photo
 
     trunk, out = VGGTrunk(), {}
     for size in sizes:
-        a = _resize(np.asarray(sample_photo("coffee")), working_size((400, 600), size))
-        b = _resize(np.asarray(sample_photo("chelsea")), working_size((300, 451), size))
+        a = resize_photo(np.asarray(sample_photo("coffee")), working_size((400, 600), size))
+        b = resize_photo(np.asarray(sample_photo("chelsea")), working_size((300, 451), size))
         la, lb = joint_regions(a, b, 3)
         stylize(a, b, la, lb, 3, trunk, StyleConfig(steps=1, size=size))  # warm-up
         t0 = time.perf_counter()

@@ -264,7 +264,8 @@ class Styled:
     seconds: float
 
 
-def _resize(x: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+def resize_photo(x: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+    """A float (h, w, 3) photo resized to hw: area averaging down, bilinear up."""
     t = torch.from_numpy(np.array(x, dtype=np.float32)).permute(2, 0, 1)[None]
     mode = "area" if hw[0] <= x.shape[0] else "bilinear"
     return F.interpolate(t, size=hw, mode=mode).clamp(0, 1)[0].permute(1, 2, 0).numpy()
@@ -280,8 +281,8 @@ def style_photo(photo: np.ndarray, reference: np.ndarray, trunk: nn.Module, conf
     from photos.regions import compact, joint_regions
 
     t0 = time.perf_counter()
-    small = _resize(photo, working_size(photo.shape, config.size))
-    ref = _resize(reference, working_size(reference.shape, config.size))
+    small = resize_photo(photo, working_size(photo.shape, config.size))
+    ref = resize_photo(reference, working_size(reference.shape, config.size))
     if labels is not None and reference_labels is not None:
         la = np.asarray(F.interpolate(torch.from_numpy(labels)[None, None].float(), size=small.shape[:2],
                                       mode="nearest")[0, 0], dtype=np.int32)

@@ -111,9 +111,9 @@ def test_label_maps(tmp_path):
 def test_carry_reproduces_a_global_affine_colour_change_at_full_size():
     rng = np.random.default_rng(2)
     # a photo-like field: smooth colour variation plus fine texture
-    full = np.clip(style._resize(rng.random((8, 12, 3)).astype(np.float32), (64, 96))
+    full = np.clip(style.resize_photo(rng.random((8, 12, 3)).astype(np.float32), (64, 96))
                    + 0.03 * rng.standard_normal((64, 96, 3)), 0, 1).astype(np.float32)
-    small = style._resize(full, (16, 24))
+    small = style.resize_photo(full, (16, 24))
     change = lambda x: np.clip(x @ np.array([[0.8, 0.1, 0], [0, 0.9, 0], [0.1, 0, 0.6]], np.float32).T + 0.1,  # noqa
                                0, 1)
     out = style.carry(full, small, change(small), band=7)

@@ -248,3 +248,16 @@ def test_enhance_unreadable_reference_is_one_line_and_exit_1(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: --reference") and "Traceback" not in err[0]
     assert not (tmp_path / "out.png").exists()
+
+
+@pytest.mark.slow
+def test_style_benchmark_writes_its_report(tmp_path):
+    import json
+
+    from benchmark.style import main
+
+    assert main(["--steps", "1", "--size", "32", "--out", str(tmp_path)]) == 0
+    result = json.loads((tmp_path / "style.json").read_text())
+    assert len(result["quality"]) == 4 and set(result["carry"]["psnr_vs_direct"]) >= {"local_affine (carry)"}
+    assert (tmp_path / "style.md").read_text().startswith("| photo |")
+    assert main(["--steps", "0"]) == 2

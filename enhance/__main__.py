@@ -146,7 +146,7 @@ class StylePhase:
             except ImageError as err:
                 raise ValueError(f"--reference: {err}") from None
         else:
-            from models.recommend import load_recommender
+            from models.recommend import describe_references, load_recommender
 
             self.recommender = load_recommender(args.recommender, args.vgg_weights)
             for path in list_images(args.references):
@@ -156,15 +156,16 @@ class StylePhase:
                     print(f"warning: skipped reference {err}", file=sys.stderr)
             if not self.references:
                 raise ValueError(f"--references {args.references}: no readable photo")
+            self.descriptors = describe_references(self.recommender, self.references)
 
-    def __call__(self, photo: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def __call__(self, photo: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         from models.style import style_photo
 
         args = self.args
         if self.recommender is not None:
             from models.recommend import rank_references
 
-            ranking = rank_references(self.recommender, photo, self.references)
+            ranking = rank_references(self.recommender, photo, self.descriptors)
             name = ranking[0][0]
             print("reference: " + "; ".join(f"{Path(n).name} {d:.3f} (D_sem {s:.1f})" for n, d, s in ranking[:3])
                   + f"  -> {Path(name).name}")
@@ -182,9 +183,9 @@ class StylePhase:
         shares = ", ".join(f"{(styled.labels == r).mean():.0%}" for r in range(styled.lam.shape[1]))
         print(f"style: {self.config.steps} steps at {self.config.size} px in {styled.seconds:.1f} s; "
               f"regions {shares}; Λ per layer (relu1_1..relu5_1) {np.round(styled.lam, 2).tolist()}")
-        # per-region equalization (phase 3) needs semantic regions: with the k-means regions it would cut the
-        # photo along colour boundaries, so their photos are equalized as a whole
-        return styled.image, (styled.labels if args.labels else None)
+        # per-region equalization (phase 3) needs semantic regions, the --labels map at the photo's size: with the
+        # k-means regions it would cut the photo along colour boundaries, so their photos are equalized as a whole
+        return styled.image, labels
 
 
 def _is_enhancer(net) -> bool:

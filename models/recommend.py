@@ -96,13 +96,20 @@ def recommender_checkpoint(net: Recommender, meta: dict) -> dict:
             "head": {k: v.half() for k, v in net.head.state_dict().items()}, "meta": meta}
 
 
+def describe_references(net: Recommender, references: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+    """Each reference's frozen descriptor, computed once for every photo that is ranked against them."""
+    return {name: net.descriptor(photo_tensor(ref)) for name, ref in references.items()}
+
+
 def rank_references(net: Recommender, photo: np.ndarray,
-                    references: dict[str, np.ndarray]) -> list[tuple[str, float, float]]:
-    """(name, distance under the trained embedding, D_sem) for each reference, nearest first."""
+                    references: dict[str, np.ndarray | torch.Tensor]) -> list[tuple[str, float, float]]:
+    """(name, distance under the trained embedding, D_sem) for each reference (a photo, or its descriptor from
+    :func:`describe_references`), nearest first."""
     with torch.no_grad():
         d0 = net.descriptor(photo_tensor(photo))
+        e0 = net.embed(d0)
         rows = []
         for name, ref in references.items():
-            d1 = net.descriptor(photo_tensor(ref))
-            rows.append((name, float((net.embed(d0) - net.embed(d1)).norm()), float((d0 - d1).norm())))
+            d1 = ref if isinstance(ref, torch.Tensor) else net.descriptor(photo_tensor(ref))
+            rows.append((name, float((e0 - net.embed(d1)).norm()), float((d0 - d1).norm())))
     return sorted(rows, key=lambda r: r[1])

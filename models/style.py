@@ -259,7 +259,7 @@ def carry(full: np.ndarray, small_in: np.ndarray, small_out: np.ndarray, radius:
 @dataclass
 class Styled:
     image: np.ndarray           # float32 (H, W, 3), full resolution
-    labels: np.ndarray          # int32 (H, W) regions, for per-region equalization
+    labels: np.ndarray          # int32 (h, w) regions at the working size (0 .. M-1)
     lam: np.ndarray             # (L, M) final Λ
     seconds: float
 
@@ -292,8 +292,4 @@ def style_photo(photo: np.ndarray, reference: np.ndarray, trunk: nn.Module, conf
     else:
         la, lb = joint_regions(small, ref, regions, seed=config.seed)
     result = stylize(small, ref, la, lb, regions, trunk, config, progress)
-    full = carry(photo, small, result.output)
-    h, w = photo.shape[:2]
-    rows = np.minimum((np.arange(h) * la.shape[0]) // h, la.shape[0] - 1)
-    cols = np.minimum((np.arange(w) * la.shape[1]) // w, la.shape[1] - 1)
-    return Styled(full, la[rows][:, cols], result.lam, time.perf_counter() - t0)
+    return Styled(carry(photo, small, result.output), la, result.lam, time.perf_counter() - t0)

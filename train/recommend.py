@@ -35,6 +35,7 @@ from photos.samples import SPLITS, sample_photo
 
 from .degrade import DEGRADATIONS, degrade
 from .evaluate import night_degradation, unseen_degradation
+from .loop import check_options
 
 
 @dataclass
@@ -54,13 +55,9 @@ class RecommendTrainConfig:
     out: str = field(default="runs/recommend", metadata={"help": "folder for recommender.pt and summary.json"})
 
     def __post_init__(self) -> None:
-        for name in ("steps", "batch", "positives", "negatives", "crops", "cells"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"--{name} must be a positive integer, got {getattr(self, name)}")
-        if not self.lr > 0 or self.margin < 0:
-            raise ValueError(f"--lr must be > 0 and --margin >= 0 (got {self.lr}, {self.margin})")
-        if self.threads is not None and self.threads < 1:
-            raise ValueError(f"--threads must be a positive integer, got {self.threads}")
+        check_options(self)
+        if self.margin < 0:
+            raise ValueError(f"--margin must be 0 or more, got {self.margin}")
         out = Path(self.out)
         if out.exists() and not out.is_dir():
             raise ValueError(f"--out {out} is a file, not a folder")
@@ -96,6 +93,8 @@ def validation(net: Recommender) -> dict:
     names = list(SPLITS["train+"] + SPLITS["val"])
     scenes = [scene_of(n) for n in names]
     refs = _descriptors(net, [sample_photo(n) for n in names])
+    with torch.no_grad():
+        refs_embedded = net.embed(refs)
     degradations = {"camera": lambda p: degrade(p, np.random.default_rng(7), DEGRADATIONS["camera"][0]),
                     "unseen": unseen_degradation, "night": night_degradation}
     result = {}
@@ -107,7 +106,7 @@ def validation(net: Recommender) -> dict:
                 truth = scene_of(name)
                 hits_sem += int(scenes[int((refs - q).norm(dim=1).argmin())] == truth)
                 with torch.no_grad():
-                    hits_emb += int(scenes[int((net.embed(refs) - net.embed(q)).norm(dim=1).argmin())] == truth)
+                    hits_emb += int(scenes[int((refs_embedded - net.embed(q)).norm(dim=1).argmin())] == truth)
                 total += 1
         key = "validation_scenes" if split == "val" else "training_scenes"
         result[key] = {"queries": total, "top1_d_sem": hits_sem / total, "top1_embedding": hits_emb / total}

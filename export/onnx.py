@@ -2,7 +2,7 @@
 ``albedo`` and ``shading``); opset 17. Image-adaptive models also take ``thumbnail`` (1, 3, S, S), fixed size.
 
 fp16: weights and compute in float16 with float32 I/O (onnxruntime's float16 converter, keep_io_types).
-int8: QDQ static quantization by onnxruntime.quantization, per-channel int8 weights, int8 activations
+int8: QDQ static quantization by onnxruntime.quantization, per-channel int8 weights, uint8 activations
 calibrated on the calibration images (QuantizeLinear/DequantizeLinear around every convolution but those
 ``spec.float_layers`` keeps in float), with ``spec.method`` calibration (percentile by default, see README).
 """

@@ -24,6 +24,7 @@ multiples of 32 (``contract.size_multiple``).
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -36,6 +37,7 @@ from .registry import register_model
 
 LEVELS = 5
 MULTIPLE = 2 ** LEVELS
+EXP_MIN, EXP_MAX = math.exp(-4.0), math.exp(4.0)  # the albedo correction's range, exp(r) for r in [-4, 4]
 
 
 @dataclass
@@ -153,8 +155,15 @@ class IntrinsicDecomposer(nn.Module):
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = pad_to_multiple(image, MULTIPLE)
         shading_logit, albedo_correction = self.halves(self.net(x))
+        # S = sigmoid(z) and A = I / max(S, 1e-3) * exp(clamp(r, -4, 4)), written as 1 / S = 1 + exp(-z), A = I *
+        # min(1 / S, 1e3) * clamp(exp(r), e^-4, e^4) (exp is monotonic): the same values up to float rounding, but
+        # an int8 export keeps the whole chain in float after one DEQUANTIZE per half (quantize.tflite.FLOAT_OPS),
+        # where XNNPACK takes it. Clamping the int8 sigmoid or the int8 r instead gives an int8 MAXIMUM or MINIMUM,
+        # which it does not take.
         shading = torch.sigmoid(shading_logit)
-        albedo = clip_unit(x / shading.clamp_min(1e-3) * torch.exp(albedo_correction.clamp(-4.0, 4.0)))
+        inverse_shading = 1.0 + torch.exp(-shading_logit)
+        gain = torch.exp(albedo_correction).clamp(EXP_MIN, EXP_MAX)
+        albedo = clip_unit(x * inverse_shading.clamp(max=1e3) * gain)  # clamp: litert-torch keeps clamp_max NCHW
         return crop_like(albedo, image), crop_like(shading, image)
 
 

@@ -23,6 +23,14 @@ METHODS = ("histogram", "minmax")  # PT2E activation observers: HistogramObserve
 # is no longer fully delegated (measured with CompiledModel.is_fully_accelerated).
 ELEMENTWISE = ("leaky_relu.default", "add.Tensor")   # on same-shaped tensors
 
+# Ops kept in float: XNNPACK takes their float forms but not their int8 ones (MAXIMUM, MINIMUM, EXP), and one int8
+# op it refuses splits the graph, so that LiteRT's CompiledModel no longer reports it fully accelerated. The
+# converter makes such an op int8 when a QUANTIZE follows it (and a clamp, a same-scale op, when its input is
+# int8), so everything computed from them is left unannotated too: the chain runs in float after a DEQUANTIZE. The
+# intrinsic decomposer's albedo, I / max(S, 1e-3) * clamp(exp(r), e^-4, e^4), is where they occur.
+FLOAT_OPS = ("clamp.default", "clamp.Tensor", "clamp_min.default", "clamp_max.default", "exp.default",
+             "maximum.default", "minimum.default")
+
 
 def _same_shapes(node) -> bool:
     """Every tensor input has the output's shape: a plain element-wise op. A broadcast of per-photo parameters (the
@@ -40,7 +48,10 @@ def _quantizer(qat: bool = False):
     from litert_torch.quantize.pt2e_quantizer_utils import get_input_act_qspec, get_output_act_qspec
     from torchao.quantization.pt2e.quantizer import QuantizationAnnotation
 
-    targets = {getattr(getattr(torch.ops.aten, op.split(".")[0]), op.split(".")[1]) for op in ELEMENTWISE}
+    def aten(ops: tuple[str, ...]) -> set:
+        return {getattr(getattr(torch.ops.aten, op.split(".")[0]), op.split(".")[1]) for op in ops}
+
+    targets, floats = aten(ELEMENTWISE), aten(FLOAT_OPS)
 
     class IntegerQuantizer(pt2e_quantizer.PT2EQuantizer):
         STATIC_QAT_ONLY_OPS = [] if qat else pt2e_quantizer.PT2EQuantizer.STATIC_QAT_ONLY_OPS
@@ -53,7 +64,14 @@ def _quantizer(qat: bool = False):
                         inputs = {a: get_input_act_qspec(config) for a in node.args[:2] if isinstance(a, torch.fx.Node)}
                         node.meta["quantization_annotation"] = QuantizationAnnotation(
                             input_qspec_map=inputs, output_qspec=get_output_act_qspec(config), _annotated=True)
-            return super().annotate(model)
+            model = super().annotate(model)
+            kept: set[torch.fx.Node] = set()  # a FLOAT_OPS node and everything computed from it
+            for node in model.graph.nodes:
+                if node.op == "call_function" and (node.target in floats or any(
+                        isinstance(a, torch.fx.Node) and a in kept for a in node.args)):
+                    kept.add(node)
+                    node.meta.pop("quantization_annotation", None)
+            return model
 
     return IntegerQuantizer
 

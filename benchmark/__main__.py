@@ -13,7 +13,10 @@ Examples:
 Artifacts are taken from --export-dir (exported/) or exported there first. Each runtime is timed in a fresh
 child process (warm-up, then --runs timed runs: median and p90; peak RSS of that process). Quality: PSNR/SSIM
 against the DSLR side of the evaluation pairs, the drop against PyTorch fp32, and the fidelity PSNR of each
-artifact's output against PyTorch's. Results: a table here and results.json/.csv/.md and latency_vs_psnr.png in --out.
+artifact's output against PyTorch's. Roofline: each row's GMAC/s, its share of this machine's peak (a 1x1 conv
+64->64 probe exported for the same target and precision, timed at the same size and threads) and of its roofline
+floor (per conv, the longer of its MACs at that peak and its activation traffic at the measured copy bandwidth).
+Results: a table here and results.json/.csv/.md and latency_vs_psnr.png in --out.
 """
 from __future__ import annotations
 
@@ -57,6 +60,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="also time the .tflite artifacts on an Android phone (first device, or SERIAL)")
     p.add_argument("--benchmark-binary", default=None, help="LiteRT's benchmark_model built for the phone")
     p.add_argument("--delegates", default="cpu,gpu,nnapi", help="phone delegates (default cpu,gpu,nnapi)")
+    p.add_argument("--no-roofline", action="store_true",
+                   help="skip the roofline columns (GMAC/s, %% of this machine's peak for the row's runtime, "
+                        "precision and threads, %% of the roofline floor) and the probes that measure the peak")
     p.add_argument("--profile", action="store_true",
                    help="instead: per-layer profiles (ONNX Runtime's profiler; LiteRT: each conv alone) against "
                         "this machine's 1x1-conv peak, at --size and the largest --threads; writes profile.md, "
@@ -81,7 +87,8 @@ def main(argv: list[str] | None = None) -> int:
         cfg = BenchConfig(models=models, targets=targets, precisions=_list(args.precisions),
                           size=parse_size(args.size), threads=threads, runs=args.runs, data=args.data,
                           phone=args.phone, export_dir=Path(args.export_dir), out=Path(args.out),
-                          full_res=None if args.full_res == "none" else parse_size(args.full_res))
+                          full_res=None if args.full_res == "none" else parse_size(args.full_res),
+                          roofline=not args.no_roofline)
     except ValueError as err:
         p.print_usage(sys.stderr)
         print(f"error: {err}", file=sys.stderr)

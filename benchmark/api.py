@@ -24,6 +24,8 @@ from train.data import open_pairs
 from train.metrics import psnr_ssim
 
 from .measure import Job, measure_in_child
+from .profile import conv_shapes
+from .roofline import Roofline
 
 PIRM_WEIGHTS = (4.0, 100.0, 2.0)  # PIRM 2018 DPED track: a(PSNR-21) + b(SSIM-0.9) + c*min(T_base/T, 4)
 
@@ -49,6 +51,7 @@ class BenchConfig:
     phone: str | None = None
     eval_count: int = 8
     full_res: tuple[int, int] | None = (3000, 4000)   # 12 MP tiled run of dped_mobile fp32 (LiteRT); None: skip
+    roofline: bool = True                    # GMAC/s, % of this machine's peak and % of the roofline floor per row
     export_dir: Path = Path("exported")
     out: Path = Path("benchmark_results")
 
@@ -153,6 +156,8 @@ def run_benchmark(cfg: BenchConfig, log=print) -> list[dict]:
     rows: list[dict] = []
     phones: list[np.ndarray] = []
     dslrs: list[np.ndarray] = []
+    limits = Roofline(cfg.size, log) if cfg.roofline else None
+    convs: dict[str, dict] = {}   # the model's convolutions at the benchmark size (MACs, activation bytes)
 
     def base(model: str, target: str, precision: str, rt: str, threads: int | None) -> dict:
         return {"model": model, "target": target, "precision": precision, "runtime": rt, "threads": threads,
@@ -173,6 +178,8 @@ def run_benchmark(cfg: BenchConfig, log=print) -> list[dict]:
         row.update(quality(res["outputs"], dslrs, ref_out))
         if ref_q:
             row["psnr_drop_db"] = round(ref_q["psnr_db"] - row["psnr_db"], 3)
+        if limits is not None and row["model"] in cfg.models:
+            limits.fill(row, convs)
         return res["outputs"]
 
     for model in cfg.models:
@@ -188,6 +195,7 @@ def run_benchmark(cfg: BenchConfig, log=print) -> list[dict]:
         else:
             log(f"{model}: {len(phones)} held-out synthetic images; PSNR/SSIM of albedo + shading vs ground truth")
         info = {"task": task, "macs_per_pixel": conv_macs_per_pixel(net), "parameters": count_parameters(net)}
+        convs = conv_shapes(net.eval(), cfg.size) if limits is not None else {}
         ref_out, ref_q = None, None
         for threads in cfg.threads:
             row = {**base(model, "pytorch", "fp32", "pytorch", threads), **info}

@@ -11,7 +11,7 @@ from artifacts.io import png_bytes, write_atomic
 COLUMNS = [("model", "model"), ("target", "target"), ("precision", "prec"), ("runtime", "runtime"),
            ("threads", "thr"), ("status", "status"), ("size_mb", "MB"), ("latency_ms_median", "ms med"),
            ("latency_ms_p90", "ms p90"), ("megapixels_per_s", "MP/s"), ("peak_rss_mb", "peak MB"),
-           ("psnr_db", "PSNR"), ("ssim", "SSIM"), ("psnr_drop_db", "drop dB"), ("fidelity_psnr_db", "fidelity"),
+           ("gmacs_per_s", "GMAC/s"), ("peak_pct", "% peak"), ("floor_pct", "% floor"), ("psnr_db", "PSNR"), ("ssim", "SSIM"), ("psnr_drop_db", "drop dB"), ("fidelity_psnr_db", "fidelity"),
            ("pirm_score", "PIRM")]
 
 

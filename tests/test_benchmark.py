@@ -34,13 +34,18 @@ def test_benchmark_on_a_dped_test_patch_layout(dped_layout, tmp_path, capsys):
         r = by_runtime[rt]
         assert r["status"] == "ok" and r["latency_ms_median"] > 0 and r["peak_rss_mb"] > 0
         assert r["fidelity_psnr_db"] >= 60 and abs(r["psnr_drop_db"]) < 0.01
+    for rt in ("pytorch", "litert", "onnxruntime"):  # roofline columns: against this machine's own peak and floor
+        r = by_runtime[rt]
+        assert r["gmacs_per_s"] > 0 and r["peak_gmacs_per_s"] > 0 and r["bandwidth_gb_s"] > 0, r
+        assert r["peak_pct"] == round(100 * r["gmacs_per_s"] / r["peak_gmacs_per_s"], 1)
+        assert r["floor_ms"] > 0 and r["floor_pct"] == round(100 * r["floor_ms"] / r["latency_ms_median"], 1)
     assert by_runtime["tensorrt"]["status"].startswith("skipped")
     assert by_runtime["coreml"]["status"] == "skipped: Core ML runs only on macOS"
     assert by_runtime["coreml"]["quality_mode"] == "emulated" and by_runtime["coreml"]["psnr_db"] > 0
     for name in ("results.csv", "results.md", "latency_vs_psnr.png"):
         assert (out / name).stat().st_size > 0
     printed = capsys.readouterr().out
-    assert "litert" in printed
+    assert "litert" in printed and "% peak" in printed and "% floor" in printed
     if create_model("dped_mobile", pretrained=True).contract.thumbnail:  # image-adaptive: what its branch costs
         (local,) = [r for r in rows if r["model"] == "dped_mobile/no-branch"]
         assert local["runtime"] == "litert" and local["latency_ms_median"] > 0 and local["fidelity_psnr_db"] is None
@@ -102,3 +107,15 @@ def test_profiles_rank_a_deliberately_slow_layer_first(tmp_path):
     text = (tmp_path / "profile.md").read_text()
     assert "| slow | conv 15x15 16->16 |" in text and "memory bandwidth" in text
     assert all(p.stat().st_size > 0 for p in paths)
+
+
+def test_roofline_floor_is_the_slower_of_compute_and_traffic():
+    from benchmark.roofline import bytes_per_element, floor_ms
+
+    compute_bound = {"macs": 10 ** 9, "bytes": 4 * 10 ** 6}     # 10 ms at 100 GMAC/s, 0.4 ms at 10 GB/s
+    memory_bound = {"macs": 10 ** 6, "bytes": 4 * 10 ** 8}      # 0.01 ms of compute, 40 ms of traffic in fp32
+    assert floor_ms({"a": compute_bound}, 100.0, 10.0, 4) == 10.0
+    assert floor_ms({"b": memory_bound}, 100.0, 10.0, 4) == 40.0
+    assert floor_ms({"b": memory_bound}, 100.0, 10.0, bytes_per_element("tflite", "int8")) == 10.0  # a quarter
+    assert floor_ms({"a": compute_bound, "b": memory_bound}, 100.0, 10.0, 4) == 50.0
+    assert bytes_per_element("onnx", "fp16") == 2 and bytes_per_element("tflite", "fp16") == 4

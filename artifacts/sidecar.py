@@ -92,6 +92,7 @@ class Calibration:
     method: str = ""               # activation range method (--calibration-method); "" in files made before it
     float_layers: list[str] = field(default_factory=list)   # layers kept in float (mixed precision)
     qat_steps: int = 0             # method 'qat': quantization-aware fine-tuning steps (0: calibration alone)
+    weight_methods: list[str] = field(default_factory=list)   # quantize.weights methods applied before quantizing
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ Examples:
 Artifacts are taken from --export-dir (exported/) or exported there first. Each runtime is timed in a fresh
 child process (warm-up, then --runs timed runs: median and p90; peak RSS of that process). Quality: PSNR/SSIM
 against the DSLR side of the evaluation pairs, the drop against PyTorch fp32, and the fidelity PSNR of each
-artifact's output against PyTorch's. Roofline: each row's GMAC/s, its share of this machine's peak (a 1x1 conv
+artifact's output against PyTorch's. Roofline: each row's GMAC/s, its share of this machine's peak (a 3x3 conv
 64->64 probe exported for the same target and precision, timed at the same size and threads) and of its roofline
 floor (per conv, the longer of its MACs at that peak and its activation traffic at the measured copy bandwidth).
 Results: a table here and results.json/.csv/.md and latency_vs_psnr.png in --out.

@@ -1,10 +1,13 @@
 """The machine's own limits, as columns of the main table: for each timed artifact, its achieved GMAC/s, the share
 of this machine's peak for the same runtime, precision and thread count, and the share of its roofline floor.
 
-- **Peak.** A probe network (1x1 conv 3->64, then ``DEPTH`` 1x1 convs 64->64, then 1x1 64->3) and the same network
+- **Peak.** A probe network (1x1 conv 3->64, then ``DEPTH`` 3x3 convs 64->64, then 1x1 64->3) and the same network
   without the 64->64 convs, both exported by the project's own export path for the row's target and precision,
   loaded by the same loader and timed at the benchmark size. The peak is the 64->64 convs' MACs over the time
   difference, so that the ends (I/O conversion, the thin convs) cancel out. PyTorch rows time the probe eagerly.
+  A 3x3 conv, not a 1x1: measured at 720x1280 with 2 threads, a 64->64 1x1 conv ran at 9.3 (PyTorch), 87.0 and
+  310.5 (LiteRT fp32, int8), 89.9 and 331.8 GMAC/s (ONNX Runtime fp32, int8), and a 3x3 at 53.7, 87.5, 423.0,
+  114.6 and 451.4: the 1x1 is not the machine's limit, and `dped`'s 3x3 convs ran above it.
 - **Bandwidth.** ``benchmark.profile.memory_bandwidth_gb_s``: a 256 MB tensor copy at the same thread count.
 - **Floor** of a model: for each convolution, the longer of its MACs at the peak and its activation traffic (input
   and output, at the precision's bytes per element: 1 for int8, 2 for fp16 ONNX, else 4) at the bandwidth; summed
@@ -22,24 +25,25 @@ import numpy as np
 import torch
 from torch import nn
 
-DEPTH = 3          # 64->64 1x1 convs in the probe
+DEPTH = 2          # 64->64 3x3 convs in the probe
+KERNEL = 3
 WIDTH = 64
 RUNS = 3
 
 
 class Probe(nn.Module):
-    """3 -> 64 -> (``depth`` x 64 -> 64) -> 3, all 1x1 convs, with ReLUs between (each conv is its own op)."""
+    """1x1 3 -> 64, ``depth`` x 3x3 64 -> 64, 1x1 64 -> 3, with ReLUs between (each conv is its own op)."""
 
     def __init__(self, depth: int):
         super().__init__()
         layers: list[nn.Module] = [nn.Conv2d(3, WIDTH, 1), nn.ReLU()]
         for _ in range(depth):
-            layers += [nn.Conv2d(WIDTH, WIDTH, 1), nn.ReLU()]
+            layers += [nn.Conv2d(WIDTH, WIDTH, KERNEL, padding=KERNEL // 2), nn.ReLU()]
         self.body = nn.Sequential(*layers, nn.Conv2d(WIDTH, 3, 1))
         gen = torch.Generator().manual_seed(0)
         for m in self.body:
             if isinstance(m, nn.Conv2d):  # small weights, so int8 ranges stay sensible
-                nn.init.normal_(m.weight, std=(2 / m.in_channels) ** 0.5, generator=gen)
+                nn.init.normal_(m.weight, std=(2 / m.weight[0].numel()) ** 0.5, generator=gen)
                 nn.init.zeros_(m.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -90,12 +94,12 @@ def _probe_ms(depth: int, target: str, precision: str, threads: int, size: tuple
 
 
 def measure_peak(target: str, precision: str, threads: int, size: tuple[int, int]) -> float:
-    """GMAC/s of a 64->64 1x1 conv on this machine in ``target``'s runtime at ``precision``, ``threads`` and
+    """GMAC/s of a 64->64 3x3 conv on this machine in ``target``'s runtime at ``precision``, ``threads`` and
     ``size`` (the difference of two probes: see the module's docstring)."""
     with tempfile.TemporaryDirectory() as tmp:
         deep = _probe_ms(DEPTH, target, precision, threads, size, Path(tmp))
         shallow = _probe_ms(0, target, precision, threads, size, Path(tmp))
-    macs = DEPTH * WIDTH * WIDTH * size[0] * size[1]
+    macs = DEPTH * WIDTH * WIDTH * KERNEL * KERNEL * size[0] * size[1]
     return round(macs / (max(deep - shallow, 1e-3) / 1000) / 1e9, 2)
 
 
@@ -122,7 +126,7 @@ class Roofline:
         if key not in self.peaks:
             try:
                 self.peaks[key] = measure_peak(target, precision, threads, self.size)
-                self.log(f"  peak ({target} {precision}, {threads} threads, 1x1 conv 64->64 at "
+                self.log(f"  peak ({target} {precision}, {threads} threads, 3x3 conv 64->64 at "
                          f"{self.size[0]}x{self.size[1]}): {self.peaks[key]:.1f} GMAC/s")
             except Exception as exc:  # noqa: BLE001 - a probe that cannot run leaves the columns empty, not the run
                 self.peaks[key] = None

@@ -70,6 +70,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fidelity-target", type=float, default=None, metavar="DB",
                    help="int8 ONNX: keep the most sensitive layers in float, measured one by one, until the "
                         "fidelity reaches DB; the gate becomes DB")
+    p.add_argument("--weight-methods", default="",
+                   help="int8: comma list of weight-side methods applied to the float model first: cle "
+                        "(cross-layer equalization), bias-correction (of the int8 weights' mean error); "
+                        "see README, 'Weight-side methods'")
     p.add_argument("--coreml-io", default="float32", choices=IO_DTYPES,
                    help="Core ML input/output dtype (default float32; float16 skips the casts, fp16 precisions)")
     p.add_argument("--trt-prepare", action="store_true",
@@ -88,6 +92,7 @@ def recipe_spec(args: argparse.Namespace, target: str, precision: str, size: tup
                       calibration_method=args.calibration_method,
                       float_layers=tuple(x for x in args.float_layers.split(",") if x),
                       fidelity_target=args.fidelity_target, qat_steps=args.qat_steps,
+                      weight_methods=tuple(x for x in args.weight_methods.split(",") if x),
                       **({"size": size, "fixed_size": True} if size else {}))
 
 
@@ -110,7 +115,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.calibration and not Path(args.calibration).is_dir():
             raise ValueError(f"--calibration {args.calibration}: no such folder")
         for target, precision in pairs:  # the quantization options must fit every pair asked for
-            if args.calibration_method or args.float_layers or args.fidelity_target is not None:
+            if args.calibration_method or args.float_layers or args.fidelity_target is not None or \
+                    args.weight_methods:
                 recipe_spec(args, target.name, precision, size).check_recipe()
         if args.android_assets and [(t.name, p) for t, p in pairs] != [("tflite", pairs[0][1])]:
             raise ValueError("--android-assets copies one .tflite into the app: use --target tflite and one "

@@ -21,6 +21,7 @@ from artifacts.io import THUMBNAIL
 from artifacts.thumbnail import METHOD as THUMBNAIL_METHOD
 from artifacts.targets import artifact_size, remove_artifact
 from models import conv_macs_per_pixel, count_parameters, create_model, fold_batchnorm, list_models
+from models.contract import thumbnail_size
 from models.registry import WEIGHTS_DIR
 from quantize.calibration import calibration_images
 
@@ -53,11 +54,16 @@ def export_one(spec: ExportSpec) -> Written:
     remove_artifact(tmp)  # a temporary left by a run that was killed
     try:  # whatever stops the export (a failure, Ctrl-C), nothing half-written is left behind
         calibration, images = _calibration(spec)
+        converted = folded  # what the converter quantizes; the gate still compares against the model itself
+        if spec.weight_methods:
+            from quantize.weights import apply
+
+            converted = apply(folded, spec.weight_methods, images, thumbnail_size(model))
         if spec.fidelity_target is not None:  # mixed precision: which layers stay in float, measured
-            spec = replace(spec, float_layers=tuple(_choose_float_layers(spec, backend, folded, images, out)))
+            spec = replace(spec, float_layers=tuple(_choose_float_layers(spec, backend, converted, images, out)))
             calibration = replace(calibration, float_layers=list(spec.float_layers))
         try:
-            backend.convert(folded, spec, tmp, images)
+            backend.convert(converted, spec, tmp, images)
         except ExportError:  # MissingBackend included: the converter said what is wrong
             raise
         except ImportError as err:
@@ -165,7 +171,8 @@ def _calibration(spec: ExportSpec) -> tuple[Calibration | None, list | None]:
     images = calibration_images(spec.calibration, spec.size, spec.calibration_count)
     return Calibration(source=spec.calibration or "built-in training photos", count=len(images),
                        size=list(spec.size), method=spec.method or "", float_layers=list(spec.float_layers),
-                       qat_steps=spec.qat_steps if spec.method == "qat" else 0), images
+                       qat_steps=spec.qat_steps if spec.method == "qat" else 0,
+                       weight_methods=list(spec.weight_methods)), images
 
 
 def _choose_float_layers(spec: ExportSpec, backend, folded, images: list, out: Path) -> list[str]:

@@ -39,6 +39,7 @@ class ExportSpec:
     float_layers: tuple[str, ...] = ()      # layers kept in float (quantize.onnx.quantizable_layers names)
     fidelity_target: float | None = None    # choose float layers until the fidelity reaches it (and gate on it)
     qat_steps: int = 200                    # --calibration-method qat: fine-tuning steps
+    weight_methods: tuple[str, ...] = ()    # quantize.weights methods applied before int8 (cle, bias-correction)
 
     @property
     def stem(self) -> str:
@@ -59,6 +60,15 @@ class ExportSpec:
         """Raise ValueError when the quantization options do not fit the target and precision."""
         check_recipe(TARGETS[self.target], self.precision, self.calibration_method,
                      bool(self.float_layers) or self.fidelity_target is not None)
+        if self.weight_methods:
+            from quantize.weights import METHODS
+
+            unknown = sorted(set(self.weight_methods) - set(METHODS))
+            if unknown:
+                raise ValueError(f"--weight-methods {','.join(unknown)}: choose from {', '.join(METHODS)}")
+            if not self.calibrated:
+                raise ValueError(f"--weight-methods: {self.target} {self.precision} is not a calibrated int8 "
+                                 "precision; they apply before int8 quantization")
 
     @property
     def calibrated(self) -> bool:

@@ -126,6 +126,11 @@ class DPEDGenerator(nn.Module):
         out = self._head(x, y)
         return (out, curved) if with_global else out
 
+    def equalizable(self) -> list[tuple[nn.Module, nn.Module]]:
+        """Layer pairs joined only through a positively homogeneous activation, beyond those inside an
+        nn.Sequential (quantize.weights: cross-layer equalization)."""
+        return [(self.tail[-1], self.out)]
+
     def _head(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         if self.config.head == "tanh":
             return torch.tanh(y) * 0.58 + 0.5

@@ -131,3 +131,73 @@ def test_qat_starts_from_the_ptq_ranges():
     before = {k: v.clone() for k, v in module.state_dict().items()}
     recipes.pt2e_qat(module, calib[0], calib, calib, steps=2, lr=1e-2)
     assert all(torch.equal(before[k], v) for k, v in module.state_dict().items())
+
+
+# --- weight-side methods (quantize.weights) --------------------------------------------------------------------
+
+def _dped_mobile_folded():
+    import torch
+
+    from models import create_model, fold_batchnorm
+
+    torch.manual_seed(0)
+    return fold_batchnorm(create_model("dped_mobile", pretrained=True))
+
+
+def test_cross_layer_equalization_keeps_the_function_and_equalizes_the_pairs():
+    import numpy as np
+    import torch
+
+    from quantize.weights import _input_ranges, apply, pairs
+
+    folded = _dped_mobile_folded()
+    found = pairs(folded)
+    # per block: two separable pairs and the pair across the LeakyReLU between the two layers; the tail likewise,
+    # and the tail's last layer with the output layer; never the stem (its output feeds the residual stream)
+    assert len(found) == 4 * 3 + 3 + 1 and folded.stem.conv not in {a for a, _ in found}
+    image = np.random.default_rng(0).random((64, 64, 3), dtype=np.float32)
+    equalized = apply(folded, ("cle",), [image], thumbnail_size=folded.config.thumbnail)
+    x = torch.from_numpy(image.transpose(2, 0, 1).copy())[None]
+    with torch.no_grad():
+        assert (equalized(x) - folded(x)).abs().max() < 1e-4
+    for a, b in pairs(equalized):
+        r1, r2 = a.weight.abs().flatten(1).amax(1), _input_ranges(b)
+        assert torch.allclose(r1, r2, rtol=1e-2)
+    assert all(p.data_ptr() != q.data_ptr() for p, q in zip(folded.parameters(), equalized.parameters()))
+
+
+def test_bias_correction_removes_the_mean_shift_of_int8_weights():
+    import torch
+    from torch import nn
+
+    from quantize.weights import correct_bias, fake_int8
+
+    torch.manual_seed(0)
+    conv = nn.Conv2d(8, 8, 3, padding=1)
+    x = torch.rand(4, 8, 32, 32) + 0.5                        # a positive mean, as after a ReLU
+    with torch.no_grad():
+        conv.weight.mul_(torch.linspace(0.1, 10, 8).view(1, 8, 1, 1))  # a few inputs dominate the range
+        reference = conv(x)[..., 1:-1, 1:-1].mean(dim=(0, 2, 3))
+        quantized = nn.Conv2d(8, 8, 3, padding=1)
+        quantized.load_state_dict(conv.state_dict())
+        correct_bias(quantized, [(x,)])
+        quantized.weight.copy_(fake_int8(quantized.weight))
+        plain = nn.functional.conv2d(x, fake_int8(conv.weight), conv.bias, padding=1)[..., 1:-1, 1:-1]
+        before = (plain.mean(dim=(0, 2, 3)) - reference).abs().max()
+        after = (quantized(x)[..., 1:-1, 1:-1].mean(dim=(0, 2, 3)) - reference).abs().max()
+    assert after < before / 10
+
+
+def test_export_records_weight_methods_and_rejects_bad_ones(tmp_path, capsys):
+    from export.__main__ import main as export_main
+
+    assert export_main(["--target", "onnx", "--precision", "int8", "--size", "64x64", "--calibration-count", "2",
+                        "--weight-methods", "cle,bias-correction", "--out", str(tmp_path)]) == 0
+    calibration = Sidecar.read(tmp_path / "dped_mobile_int8.onnx.json").calibration
+    assert calibration.weight_methods == ["cle", "bias-correction"]
+    assert export_main(["--target", "onnx", "--precision", "int8", "--weight-methods", "adaround",
+                        "--out", str(tmp_path)]) == 2
+    assert "--weight-methods adaround: choose from cle, bias-correction" in capsys.readouterr().err
+    assert export_main(["--target", "onnx", "--precision", "fp32", "--weight-methods", "cle",
+                        "--out", str(tmp_path)]) == 2
+    assert "not a calibrated int8 precision" in capsys.readouterr().err

@@ -1,0 +1,188 @@
+"""Weight-side methods applied to the BatchNorm-folded float model before int8 quantization (any target).
+
+- ``cle``: cross-layer equalization (Nagel et al. 2019, "Data-Free Quantization"). For two convolutions in a row
+  with a positively homogeneous activation between them (identity inside a depthwise-separable pair, ReLU or
+  LeakyReLU between layers), output channel i of the first and input channel i of the second are rescaled by
+  1/s_i and s_i with s_i = sqrt(r1_i / r2_i) (r: the channel's largest absolute weight), so that both reach the
+  same range. The float function is unchanged; the weight ranges per channel and the activation ranges between the
+  two convolutions change. Applied in rounds until the scales settle, since one conv can be in two pairs.
+  (Written here: aimet-torch, which has it, would replace the pinned torch 2.13 with its own; the algorithm is a
+  few lines.)
+- ``bias-correction``: empirical bias correction of the weight quantization error (Nagel et al. 2019, section 4.2,
+  with the input mean measured on the calibration images). For each conv, the error of its per-channel symmetric
+  int8 weights, times the mean of its input per channel, is the mean shift the int8 weights add to each output
+  channel; it is subtracted from the bias. A depthwise conv (no bias) passes its correction through the pointwise
+  conv that follows it.
+
+``PAIRS`` is found from the module structure alone (``pairs``): the two convs of each ``SeparableConv2d``, and
+consecutive ``ConvBNAct`` modules in an ``nn.Sequential`` (a Sequential's intermediate outputs go nowhere else),
+plus the declared ``equalizable`` pairs of a model (DPED's last tail layer and its output layer). A conv whose
+output joins a residual sum, a concatenation or a FiLM modulation is never scaled.
+"""
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import torch
+from torch import nn
+
+from models.layers import ConvBNAct, SeparableConv2d
+
+METHODS = ("cle", "bias-correction")
+HOMOGENEOUS = (nn.Identity, nn.ReLU, nn.LeakyReLU)   # f(s x) = s f(x) for s > 0
+ROUNDS = 100       # at most; stops when no scale moves by more than 1e-4 (dped_mobile: about 50 rounds)
+
+
+def _first_conv(module: nn.Module) -> nn.Conv2d | None:
+    conv = module.conv if isinstance(module, ConvBNAct) else module
+    conv = conv.depthwise if isinstance(conv, SeparableConv2d) else conv
+    return conv if type(conv) is nn.Conv2d else None
+
+
+def _last_conv(module: nn.Module) -> nn.Conv2d | None:
+    conv = module.conv if isinstance(module, ConvBNAct) else module
+    conv = conv.pointwise if isinstance(conv, SeparableConv2d) else conv
+    return conv if type(conv) is nn.Conv2d else None
+
+
+def _linear_after(module: ConvBNAct) -> bool:
+    return isinstance(module.bn, nn.Identity) and isinstance(module.act, HOMOGENEOUS)
+
+
+def pairs(model: nn.Module) -> list[tuple[nn.Conv2d, nn.Conv2d]]:
+    """(conv1, conv2) pairs whose channels between them CLE may rescale, in module order (BN must be folded)."""
+    found: list[tuple[nn.Conv2d, nn.Conv2d]] = []
+    for module in model.modules():
+        if isinstance(module, SeparableConv2d):
+            found.append((module.depthwise, module.pointwise))
+        if isinstance(module, nn.Sequential) and not isinstance(module, (ConvBNAct, SeparableConv2d)):
+            children = list(module.children())
+            for a, b in zip(children, children[1:]):
+                if isinstance(a, ConvBNAct) and isinstance(b, ConvBNAct) and _linear_after(a):
+                    found.append((_last_conv(a), _first_conv(b)))
+    for a, b in getattr(model, "equalizable", lambda: [])():
+        if isinstance(a, ConvBNAct) and _linear_after(a):
+            found.append((_last_conv(a), _first_conv(b)))
+    return [(a, b) for a, b in found if a is not None and b is not None and a.out_channels == _in_channels(b)]
+
+
+def _in_channels(conv: nn.Conv2d) -> int:
+    return conv.in_channels
+
+
+def _input_ranges(conv: nn.Conv2d) -> torch.Tensor:
+    """Largest |w| per input channel (a depthwise conv: per channel, its own filter)."""
+    w = conv.weight.detach().abs()
+    if conv.groups == conv.in_channels and conv.groups > 1:
+        return w.flatten(1).amax(1)
+    return w.transpose(0, 1).flatten(1).amax(1)
+
+
+@torch.no_grad()
+def equalize(model: nn.Module) -> int:
+    """Cross-layer equalization in place; returns the number of pairs equalized."""
+    found = pairs(model)
+    for _ in range(ROUNDS):
+        moved = 0.0
+        for a, b in found:
+            r1 = a.weight.abs().flatten(1).amax(1)
+            r2 = _input_ranges(b)
+            s = torch.sqrt(r1 / r2.clamp_min(1e-12)).where((r1 > 0) & (r2 > 0), torch.ones_like(r1))
+            moved = max(moved, float(s.log().abs().max()))
+            a.weight.div_(s.view(-1, 1, 1, 1))
+            if a.bias is not None:
+                a.bias.div_(s)
+            if b.groups == b.in_channels and b.groups > 1:
+                b.weight.mul_(s.view(-1, 1, 1, 1))
+            else:
+                b.weight.mul_(s.view(1, -1, 1, 1))
+        if moved < 1e-4:
+            break
+    return len(found)
+
+
+def fake_int8(weight: torch.Tensor) -> torch.Tensor:
+    """Per-output-channel symmetric int8 rounding ([-127, 127]), as PT2E and onnxruntime quantize conv weights."""
+    scale = weight.abs().flatten(1).amax(1).clamp_min(1e-12) / 127
+    shape = (-1,) + (1,) * (weight.dim() - 1)
+    return (weight / scale.view(shape)).round().clamp(-127, 127) * scale.view(shape)
+
+
+def _mean_inputs(model: nn.Module, convs: list[nn.Conv2d], feeds: list[tuple]) -> dict[nn.Conv2d, torch.Tensor]:
+    sums: dict[nn.Conv2d, torch.Tensor] = {}
+    counts: dict[nn.Conv2d, int] = {}
+
+    def hook(conv):
+        def record(_mod, inputs, _out):
+            x = inputs[0].detach()
+            sums[conv] = sums.get(conv, 0) + x.mean(dim=(0, 2, 3))
+            counts[conv] = counts.get(conv, 0) + 1
+        return record
+
+    handles = [c.register_forward_hook(hook(c)) for c in convs]
+    try:
+        with torch.no_grad():
+            for args in feeds:
+                model(*args)
+    finally:
+        for h in handles:
+            h.remove()
+    return {c: sums[c] / counts[c] for c in sums}
+
+
+@torch.no_grad()
+def correct_bias(model: nn.Module, feeds: list[tuple]) -> int:
+    """Empirical bias correction in place (``feeds``: positional inputs of the calibration images); returns the
+    number of convs corrected."""
+    convs = [m for m in model.modules() if type(m) is nn.Conv2d]
+    means = _mean_inputs(model, convs, feeds)
+    following = {m.depthwise: m.pointwise for m in model.modules() if isinstance(m, SeparableConv2d)}
+    corrected = 0
+    for conv in convs:
+        if conv not in means:
+            continue
+        error = fake_int8(conv.weight) - conv.weight             # (out, in/groups, k, k)
+        if conv.groups == conv.in_channels and conv.groups > 1:
+            shift = error.flatten(1).sum(1) * means[conv]        # per channel
+        elif conv.groups == 1:
+            shift = error.sum(dim=(2, 3)) @ means[conv]          # (out,)
+        else:
+            continue
+        target = conv
+        if conv.bias is None:
+            target = following.get(conv)
+            if target is None or target.bias is None:
+                continue
+            shift = target.weight.flatten(1) @ shift              # the depthwise shift through the 1x1 conv
+        target.bias.sub_(shift)
+        corrected += 1
+    return corrected
+
+
+def apply(model: nn.Module, methods: tuple[str, ...], calibration: list[np.ndarray], thumbnail_size: int = 0
+          ) -> nn.Module:
+    """A copy of the BN-folded float ``model`` with ``methods`` applied in the order of ``METHODS``.
+    ``calibration``: float32 (H, W, 3) images (an image-adaptive model gets each image's own thumbnail)."""
+    unknown = sorted(set(methods) - set(METHODS))
+    if unknown:
+        raise ValueError(f"unknown weight method {', '.join(unknown)}; choose from {', '.join(METHODS)}")
+    from artifacts.thumbnail import thumbnail
+
+    def nchw(img: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1)))[None].float()
+
+    feeds = [(nchw(img), *((nchw(thumbnail(img, thumbnail_size)),) if thumbnail_size else ())) for img in calibration]
+    out = copy.deepcopy(model).eval()
+    if "cle" in methods:
+        equalize(out)
+        with torch.no_grad():  # the same function: a structure that defeats pairs() would show here
+            before, after = model.eval()(*feeds[0]), out(*feeds[0])
+        for b, a in zip(before if isinstance(before, tuple) else (before,), after if isinstance(after, tuple) else
+                        (after,)):
+            if (b - a).abs().max() > 1e-3:
+                raise ValueError(f"cross-layer equalization changed {type(model).__name__}'s output: a conv's "
+                                 "output is used beyond the pair it was equalized in")
+    if "bias-correction" in methods:
+        correct_bias(out, feeds)
+    return out

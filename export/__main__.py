@@ -72,7 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "fidelity reaches DB; the gate becomes DB")
     p.add_argument("--weight-methods", default="",
                    help="int8: comma list of weight-side methods applied to the float model first: cle "
-                        "(cross-layer equalization), bias-correction (of the int8 weights' mean error); "
+                        "(cross-layer equalization), adaround (learned rounding), bias-correction (of the int8 weights' "
+                        "mean error); "
                         "see README, 'Weight-side methods'")
     p.add_argument("--coreml-io", default="float32", choices=IO_DTYPES,
                    help="Core ML input/output dtype (default float32; float16 skips the casts, fp16 precisions)")

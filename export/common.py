@@ -39,7 +39,7 @@ class ExportSpec:
     float_layers: tuple[str, ...] = ()      # layers kept in float (quantize.onnx.quantizable_layers names)
     fidelity_target: float | None = None    # choose float layers until the fidelity reaches it (and gate on it)
     qat_steps: int = 200                    # --calibration-method qat: fine-tuning steps
-    weight_methods: tuple[str, ...] = ()    # quantize.weights methods applied before int8 (cle, bias-correction)
+    weight_methods: tuple[str, ...] = ()    # quantize.weights methods applied before int8
 
     @property
     def stem(self) -> str:

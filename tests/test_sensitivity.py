@@ -195,9 +195,28 @@ def test_export_records_weight_methods_and_rejects_bad_ones(tmp_path, capsys):
                         "--weight-methods", "cle,bias-correction", "--out", str(tmp_path)]) == 0
     calibration = Sidecar.read(tmp_path / "dped_mobile_int8.onnx.json").calibration
     assert calibration.weight_methods == ["cle", "bias-correction"]
-    assert export_main(["--target", "onnx", "--precision", "int8", "--weight-methods", "adaround",
+    assert export_main(["--target", "onnx", "--precision", "int8", "--weight-methods", "gptq",
                         "--out", str(tmp_path)]) == 2
-    assert "--weight-methods adaround: choose from cle, bias-correction" in capsys.readouterr().err
+    assert "--weight-methods gptq: choose from cle, adaround, bias-correction" in capsys.readouterr().err
     assert export_main(["--target", "onnx", "--precision", "fp32", "--weight-methods", "cle",
                         "--out", str(tmp_path)]) == 2
     assert "not a calibrated int8 precision" in capsys.readouterr().err
+
+
+def test_adaround_rounds_on_the_int8_grid_and_beats_rounding_to_nearest():
+    import torch
+    from torch import nn
+
+    from quantize.weights import adaround_weight, fake_int8
+
+    torch.manual_seed(0)
+    conv = nn.Conv2d(16, 16, 3, padding=1)
+    x = torch.relu(torch.randn(8, 16, 24, 24))
+    learned = adaround_weight(conv, x, steps=300)
+    assert torch.equal(fake_int8(learned), learned)            # on the grid the converters round to
+    assert torch.allclose(learned.abs().flatten(1).amax(1), conv.weight.abs().flatten(1).amax(1))  # same scale
+    assert (learned - conv.weight).abs().max() <= conv.weight.abs().max() / 127 * (1 + 1e-5)   # up or down only
+    with torch.no_grad():
+        reference = conv(x)
+        error = lambda w: (nn.functional.conv2d(x, w, conv.bias, padding=1) - reference).pow(2).mean()  # noqa: E731
+        assert error(learned) < 0.95 * error(fake_int8(conv.weight))

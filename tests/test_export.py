@@ -88,3 +88,21 @@ def test_bad_checkpoint_is_one_line_exit_1(tmp_path, capsys):
     assert export_main(["--target", "tflite", "--checkpoint", str(bad)]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "not a PyTorch checkpoint" in err
+
+
+def test_wide_separable_convs_become_the_dense_conv_they_equal():
+    import torch
+
+    from export.tflite import wide_separables_as_dense
+    from models import create_model, fold_batchnorm
+    from models.layers import SeparableConv2d
+
+    model = fold_batchnorm(create_model("mdie", pretrained=True))
+    dense = wide_separables_as_dense(model)
+    wide = [n for n, m in model.named_modules() if isinstance(m, SeparableConv2d) and m.depthwise.kernel_size[0] >= 5]
+    assert wide == ["generator.out.conv"]
+    assert isinstance(dense.get_submodule("generator.out.conv"), torch.nn.Conv2d)
+    assert isinstance(model.get_submodule("generator.out.conv"), SeparableConv2d)   # the caller's model untouched
+    x = torch.rand(1, 3, 64, 96)
+    with torch.no_grad():
+        assert (dense(x) - model(x)).abs().max() < 1e-5

@@ -27,7 +27,7 @@ ELEMENTWISE = ("leaky_relu.default", "add.Tensor")   # on same-shaped tensors
 # op it refuses splits the graph, so that LiteRT's CompiledModel no longer reports it fully accelerated. The
 # converter makes such an op int8 when a QUANTIZE follows it (and a clamp, a same-scale op, when its input is
 # int8), so everything computed from them is left unannotated too: the chain runs in float after a DEQUANTIZE. The
-# intrinsic decomposer's albedo, I / max(S, 1e-3) * clamp(exp(r), e^-4, e^4), is where they occur.
+# intrinsic decomposer's albedo, I * min(1 + exp(-z), 1e3) * clamp(exp(r), e^-4, e^4), is where they occur.
 FLOAT_OPS = ("clamp.default", "clamp.Tensor", "clamp_min.default", "clamp_max.default", "exp.default",
              "maximum.default", "minimum.default")
 

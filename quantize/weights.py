@@ -22,7 +22,7 @@
   channel; it is subtracted from the bias. A depthwise conv (no bias) passes its correction through the pointwise
   conv that follows it.
 
-``PAIRS`` is found from the module structure alone (``pairs``): the two convs of each ``SeparableConv2d``, and
+The pairs are found from the module structure alone (``pairs``): the two convs of each ``SeparableConv2d``, and
 consecutive ``ConvBNAct`` modules in an ``nn.Sequential`` (a Sequential's intermediate outputs go nowhere else),
 plus the declared ``equalizable`` pairs of a model (DPED's last tail layer and its output layer). A conv whose
 output joins a residual sum, a concatenation or a FiLM modulation is never scaled.
@@ -72,11 +72,7 @@ def pairs(model: nn.Module) -> list[tuple[nn.Conv2d, nn.Conv2d]]:
     for a, b in getattr(model, "equalizable", lambda: [])():
         if isinstance(a, ConvBNAct) and _linear_after(a):
             found.append((_last_conv(a), _first_conv(b)))
-    return [(a, b) for a, b in found if a is not None and b is not None and a.out_channels == _in_channels(b)]
-
-
-def _in_channels(conv: nn.Conv2d) -> int:
-    return conv.in_channels
+    return [(a, b) for a, b in found if a is not None and b is not None and a.out_channels == b.in_channels]
 
 
 def _input_ranges(conv: nn.Conv2d) -> torch.Tensor:

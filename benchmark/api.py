@@ -13,7 +13,7 @@ import torch
 from artifacts.sidecar import sidecar_for
 from artifacts import TARGETS, SidecarError, runtime
 from artifacts.fidelity import psnr
-from artifacts.sidecar import Sidecar
+from artifacts.sidecar import Calibration, Sidecar
 from artifacts.targets import artifact_size
 from photos.baselines import BASELINES
 from export.api import export_one, weights_digest
@@ -109,7 +109,8 @@ def _artifact(model: str, target: str, precision: str, cfg: BenchConfig, checkpo
             found = Sidecar.read(sidecar)
         except SidecarError:  # an older or foreign sidecar: export afresh
             found = None
-        if found and found.status == "ok" and found.weights_sha256 == weights_digest(spec) and found.resizable:
+        if found and found.status == "ok" and found.weights_sha256 == weights_digest(spec) and found.resizable \
+                and default_recipe(found.calibration, spec.method):
             return path, "ok"
     try:
         result = export_one(spec)
@@ -118,6 +119,15 @@ def _artifact(model: str, target: str, precision: str, cfg: BenchConfig, checkpo
     except (ExportError, CheckpointError, ValueError) as err:
         return None, f"export failed: {err}"
     return (path, "ok") if result.ok else (None, "export failed its fidelity gate")
+
+
+def default_recipe(calibration: Calibration | None, method: str | None) -> bool:
+    """The precision's default quantization recipe: the default calibration method, nothing kept in float, no QAT
+    and no weight-side method (an artifact made otherwise is not what the benchmark's row claims to measure)."""
+    if calibration is None:
+        return True
+    return (calibration.method in ("", method or "") and not calibration.float_layers and not calibration.qat_steps
+            and not calibration.weight_methods)
 
 
 NO_BRANCH = "{model}/no-branch"  # the row of an image-adaptive model's local network alone: what the branch costs

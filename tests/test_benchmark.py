@@ -119,3 +119,15 @@ def test_roofline_floor_is_the_slower_of_compute_and_traffic():
     assert floor_ms({"b": memory_bound}, 100.0, 10.0, bytes_per_element("tflite", "int8")) == 10.0  # a quarter
     assert floor_ms({"a": compute_bound, "b": memory_bound}, 100.0, 10.0, 4) == 50.0
     assert bytes_per_element("onnx", "fp16") == 2 and bytes_per_element("tflite", "fp16") == 4
+
+
+def test_only_an_artifact_of_the_default_recipe_is_reused():
+    from artifacts.sidecar import Calibration
+    from benchmark.api import default_recipe
+
+    plain = Calibration(source="built-in training photos", count=4, size=[512, 512], method="percentile")
+    assert default_recipe(None, None) and default_recipe(plain, "percentile")
+    assert not default_recipe(Calibration(**{**plain.__dict__, "method": "minmax"}), "percentile")
+    assert not default_recipe(Calibration(**{**plain.__dict__, "weight_methods": ["cle"]}), "percentile")
+    assert not default_recipe(Calibration(**{**plain.__dict__, "float_layers": ["out.conv"]}), "percentile")
+    assert not default_recipe(Calibration(**{**plain.__dict__, "qat_steps": 200}), "percentile")

@@ -18,6 +18,7 @@ from __future__ import annotations
 import tempfile
 import time
 from dataclasses import dataclass, field
+from typing import Callable
 from importlib import import_module
 from pathlib import Path
 
@@ -117,7 +118,7 @@ def floor_ms(convs: dict[str, dict], peak: float, bandwidth: float, element_byte
 class Roofline:
     """Measures each (target, precision, threads) peak once per run and fills the rows' roofline columns."""
     size: tuple[int, int]
-    log: object = print
+    log: Callable[[str], None] = print
     peaks: dict[tuple[str, str, int], float | None] = field(default_factory=dict)
     bandwidths: dict[int, float] = field(default_factory=dict)
 

@@ -106,11 +106,16 @@ def equalize(model: nn.Module) -> int:
     return len(found)
 
 
+def int8_scale(weight: torch.Tensor) -> torch.Tensor:
+    """The per-output-channel symmetric int8 step ([-127, 127]) PT2E and onnxruntime use for conv weights, shaped
+    to broadcast over ``weight``."""
+    return (weight.abs().flatten(1).amax(1).clamp_min(1e-12) / 127).view((-1,) + (1,) * (weight.dim() - 1))
+
+
 def fake_int8(weight: torch.Tensor) -> torch.Tensor:
-    """Per-output-channel symmetric int8 rounding ([-127, 127]), as PT2E and onnxruntime quantize conv weights."""
-    scale = weight.abs().flatten(1).amax(1).clamp_min(1e-12) / 127
-    shape = (-1,) + (1,) * (weight.dim() - 1)
-    return (weight / scale.view(shape)).round().clamp(-127, 127) * scale.view(shape)
+    """``weight`` rounded to nearest on its int8 grid (``int8_scale``)."""
+    scale = int8_scale(weight)
+    return (weight / scale).round().clamp(-127, 127) * scale
 
 
 ZETA, GAMMA = 1.1, -0.1          # the rectified sigmoid's stretch (AdaRound)
@@ -124,10 +129,12 @@ def _rectified_sigmoid(v: torch.Tensor) -> torch.Tensor:
     return (torch.sigmoid(v) * (ZETA - GAMMA) + GAMMA).clamp(0, 1)
 
 
-def _conv_inputs(model: nn.Module, convs: list[nn.Conv2d], feeds: list[tuple]) -> dict[nn.Conv2d, torch.Tensor]:
-    """Each conv's input on ``feeds``, concatenated over them (N, C, H, W)."""
+def _inputs_seen(model: nn.Module, convs: list[nn.Conv2d], feeds: list[tuple], keep=lambda x: x
+                 ) -> dict[nn.Conv2d, list[torch.Tensor]]:
+    """``keep(input)`` of each conv at each of its calls while ``model`` runs on ``feeds`` (convs never called are
+    left out)."""
     seen: dict[nn.Conv2d, list[torch.Tensor]] = {c: [] for c in convs}
-    handles = [c.register_forward_hook(lambda mod, inputs, _out: seen[mod].append(inputs[0].detach()))
+    handles = [c.register_forward_hook(lambda mod, inputs, _out: seen[mod].append(keep(inputs[0].detach())))
                for c in convs]
     try:
         with torch.no_grad():
@@ -136,14 +143,19 @@ def _conv_inputs(model: nn.Module, convs: list[nn.Conv2d], feeds: list[tuple]) -
     finally:
         for h in handles:
             h.remove()
-    return {c: torch.cat(xs) for c, xs in seen.items() if xs and all(x.shape[1:] == xs[0].shape[1:] for x in xs)}
+    return {c: xs for c, xs in seen.items() if xs}
+
+
+def _conv_inputs(model: nn.Module, convs: list[nn.Conv2d], feeds: list[tuple]) -> dict[nn.Conv2d, torch.Tensor]:
+    """Each conv's input on ``feeds``, concatenated over them (N, C, H, W)."""
+    return {c: torch.cat(xs) for c, xs in _inputs_seen(model, convs, feeds).items()
+            if all(x.shape[1:] == xs[0].shape[1:] for x in xs)}
 
 
 def adaround_weight(conv: nn.Conv2d, x: torch.Tensor, steps: int = ADAROUND_STEPS, seed: int = 0) -> torch.Tensor:
     """The conv's weight on its int8 grid, with the rounding learned on its input ``x`` (N, C, H, W)."""
     w = conv.weight.detach()
-    shape = (-1,) + (1,) * (w.dim() - 1)
-    scale = (w.abs().flatten(1).amax(1).clamp_min(1e-12) / 127).view(shape)
+    scale = int8_scale(w)
     floor = torch.floor(w / scale)
     rest = (w / scale - floor).clamp(1e-4, 1 - 1e-4)
     v = (-torch.log((ZETA - GAMMA) / (rest - GAMMA) - 1)).requires_grad_(True)   # h(v) = rest at the start
@@ -186,25 +198,9 @@ def adaround(model: nn.Module, feeds: list[tuple], steps: int = ADAROUND_STEPS) 
 
 
 def _mean_inputs(model: nn.Module, convs: list[nn.Conv2d], feeds: list[tuple]) -> dict[nn.Conv2d, torch.Tensor]:
-    sums: dict[nn.Conv2d, torch.Tensor] = {}
-    counts: dict[nn.Conv2d, int] = {}
-
-    def hook(conv):
-        def record(_mod, inputs, _out):
-            x = inputs[0].detach()
-            sums[conv] = sums.get(conv, 0) + x.mean(dim=(0, 2, 3))
-            counts[conv] = counts.get(conv, 0) + 1
-        return record
-
-    handles = [c.register_forward_hook(hook(c)) for c in convs]
-    try:
-        with torch.no_grad():
-            for args in feeds:
-                model(*args)
-    finally:
-        for h in handles:
-            h.remove()
-    return {c: sums[c] / counts[c] for c in sums}
+    """Each conv's mean input per channel on ``feeds`` (the mean of each call's mean)."""
+    seen = _inputs_seen(model, convs, feeds, keep=lambda x: x.mean(dim=(0, 2, 3)))
+    return {c: torch.stack(means).mean(0) for c, means in seen.items()}
 
 
 @torch.no_grad()
@@ -220,7 +216,8 @@ def correct_bias(model: nn.Module, feeds: list[tuple], quantized: dict[nn.Conv2d
     for conv in convs:
         if conv not in means:
             continue
-        error = (quantized or {}).get(conv, fake_int8(conv.weight)) - conv.weight   # (out, in/groups, k, k)
+        rounded = quantized[conv] if quantized and conv in quantized else fake_int8(conv.weight)
+        error = rounded - conv.weight                            # (out, in/groups, k, k)
         if conv.groups == conv.in_channels and conv.groups > 1:
             shift = error.flatten(1).sum(1) * means[conv]        # per channel
         elif conv.groups == 1:

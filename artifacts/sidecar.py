@@ -93,6 +93,7 @@ class Calibration:
     float_layers: list[str] = field(default_factory=list)   # layers kept in float (mixed precision)
     qat_steps: int = 0             # method 'qat': quantization-aware fine-tuning steps (0: calibration alone)
     weight_methods: list[str] = field(default_factory=list)   # quantize.weights methods applied before quantizing
+    weight_qmax: int = 0           # weight integers lie in [-weight_qmax, weight_qmax]; 0 in files made before it
 
 
 @dataclass(frozen=True)

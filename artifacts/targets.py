@@ -17,6 +17,7 @@ class Precision:
     from_float: bool = False   # python -m quantize can make it from this target's fp32 artifact alone
     methods: tuple[str, ...] = ()  # calibration methods (--calibration-method), the default first
     mixed: bool = False        # chosen layers can stay in float (--float-layers, --fidelity-target)
+    weight_qmax: int = 127     # calibrated int8: per-channel symmetric weight integers lie in [-weight_qmax, weight_qmax]
 
     @property
     def default_method(self) -> str | None:
@@ -63,7 +64,8 @@ TARGETS: dict[str, Target] = {t.name: t for t in (
     Target("onnx", ".onnx", "onnxruntime", "NCHW", "pip install 'dslr-mobile[onnx]'", ("onnx", "onnxruntime"),
            _precisions(FP32, Precision("fp16", 45.0, from_float=True),
                        Precision("int8", 35.0, calibration=True, from_float=True,
-                                 methods=("percentile", "minmax"), mixed=True))),
+                                 methods=("percentile", "minmax"), mixed=True,
+                                 weight_qmax=64))),   # 7-bit weights: no U8S8 overflow on x86 without VNNI
     Target("coreml", ".mlpackage", "coreml", "NCHW", "pip install 'dslr-mobile[coreml]'", ("coremltools",),
            _precisions(FP32, FP16, Precision("int8", 35.0), Precision("palettized", 35.0))),
     Target("tensorrt", ".engine", "tensorrt", "NCHW",

@@ -5,7 +5,7 @@ import hashlib
 import importlib
 import json
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -58,7 +58,7 @@ def export_one(spec: ExportSpec) -> Written:
         if spec.weight_methods:
             from quantize.weights import apply
 
-            converted = apply(folded, spec.weight_methods, images, thumbnail_size(model))
+            converted = apply(folded, spec.weight_methods, images, thumbnail_size(model), calibration.weight_qmax)
         if spec.fidelity_target is not None:  # mixed precision: which layers stay in float, measured
             spec = replace(spec, float_layers=tuple(_choose_float_layers(spec, backend, converted, images, out)))
             calibration = replace(calibration, float_layers=list(spec.float_layers))
@@ -172,7 +172,8 @@ def _calibration(spec: ExportSpec) -> tuple[Calibration | None, list | None]:
     return Calibration(source=spec.calibration or "built-in training photos", count=len(images),
                        size=list(spec.size), method=spec.method or "", float_layers=list(spec.float_layers),
                        qat_steps=spec.qat_steps if spec.method == "qat" else 0,
-                       weight_methods=list(spec.weight_methods)), images
+                       weight_methods=list(spec.weight_methods),
+                       weight_qmax=TARGETS[spec.target].precision(spec.precision).weight_qmax), images
 
 
 def _choose_float_layers(spec: ExportSpec, backend, folded, images: list, out: Path) -> list[str]:

@@ -66,7 +66,8 @@ def quantize_artifact(src: Path, source: Sidecar, precision: str, out: Path, cal
             images = calibration_images(calibration, size, calibration_count)
             method = method or target.precision(precision).default_method
             calib = Calibration(source=calibration or "built-in training photos", count=len(images), size=list(size),
-                                method=method, float_layers=list(float_layers))
+                                method=method, float_layers=list(float_layers),
+                                weight_qmax=target.precision(precision).weight_qmax)
             quantize_static_qdq(src, tmp, images, method=method, float_layers=float_layers)
         fidelity = measure(load(tmp), load(src), fidelity_inputs(source.input.hw, False),
                            target.precision(precision).gate_db, f"the source artifact {src.name}")

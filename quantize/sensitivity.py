@@ -34,7 +34,7 @@ from artifacts.fidelity import psnr
 from artifacts.runtimes import onnxruntime
 from artifacts.io import png_bytes, write_atomic
 
-from .onnx import preprocess, quantizable_layers, quantize_static_qdq
+from .onnx import calibration_feeds, preprocess, quantizable_layers, quantize_static_qdq
 
 
 @dataclass
@@ -100,12 +100,12 @@ def activation_ranges(path: Path, calibration: list[np.ndarray]) -> dict[str, di
     from onnxruntime.quantization.calibrate import CalibrationDataReader, create_calibrator
 
     model = onnx.load(str(path))
-    name = model.graph.input[0].name
+    feeds = calibration_feeds(path, calibration, model.graph.input[0].name)
     nodes = {n.name: n for n in model.graph.node}
 
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
-            self._it = iter([{name: np.ascontiguousarray(c.transpose(2, 0, 1)[None])} for c in calibration])
+            self._it = iter(feeds)
 
         def get_next(self):
             return next(self._it, None)

@@ -38,6 +38,7 @@ from torch import nn
 from models.layers import ConvBNAct, SeparableConv2d
 
 METHODS = ("cle", "adaround", "bias-correction")
+QMAX = 127   # PT2E's per-channel symmetric int8 weights (each target's is its weight_qmax in artifacts.targets)
 HOMOGENEOUS = (nn.Identity, nn.ReLU, nn.LeakyReLU)   # f(s x) = s f(x) for s > 0
 ROUNDS = 100       # at most; stops when no scale moves by more than 1e-4 (dped_mobile: about 50 rounds)
 
@@ -106,16 +107,16 @@ def equalize(model: nn.Module) -> int:
     return len(found)
 
 
-def int8_scale(weight: torch.Tensor) -> torch.Tensor:
-    """The per-output-channel symmetric int8 step ([-127, 127]) PT2E and onnxruntime use for conv weights, shaped
-    to broadcast over ``weight``."""
-    return (weight.abs().flatten(1).amax(1).clamp_min(1e-12) / 127).view((-1,) + (1,) * (weight.dim() - 1))
+def int8_scale(weight: torch.Tensor, qmax: int = QMAX) -> torch.Tensor:
+    """The per-output-channel symmetric step of conv weights on integers in [-qmax, qmax] (PT2E: 127; onnxruntime
+    with 7-bit weights: 64), shaped to broadcast over ``weight``."""
+    return (weight.abs().flatten(1).amax(1).clamp_min(1e-12) / qmax).view((-1,) + (1,) * (weight.dim() - 1))
 
 
-def fake_int8(weight: torch.Tensor) -> torch.Tensor:
-    """``weight`` rounded to nearest on its int8 grid (``int8_scale``)."""
-    scale = int8_scale(weight)
-    return (weight / scale).round().clamp(-127, 127) * scale
+def fake_int8(weight: torch.Tensor, qmax: int = QMAX) -> torch.Tensor:
+    """``weight`` rounded to nearest on its integer grid (``int8_scale``)."""
+    scale = int8_scale(weight, qmax)
+    return (weight / scale).round().clamp(-qmax, qmax) * scale
 
 
 ZETA, GAMMA = 1.1, -0.1          # the rectified sigmoid's stretch (AdaRound)
@@ -152,10 +153,12 @@ def _conv_inputs(model: nn.Module, convs: list[nn.Conv2d], feeds: list[tuple]) -
             if all(x.shape[1:] == xs[0].shape[1:] for x in xs)}
 
 
-def adaround_weight(conv: nn.Conv2d, x: torch.Tensor, steps: int = ADAROUND_STEPS, seed: int = 0) -> torch.Tensor:
-    """The conv's weight on its int8 grid, with the rounding learned on its input ``x`` (N, C, H, W)."""
+def adaround_weight(conv: nn.Conv2d, x: torch.Tensor, steps: int = ADAROUND_STEPS, seed: int = 0,
+                    qmax: int = QMAX) -> torch.Tensor:
+    """The conv's weight on its integer grid ([-qmax, qmax]), with the rounding learned on its input ``x``
+    (N, C, H, W)."""
     w = conv.weight.detach()
-    scale = int8_scale(w)
+    scale = int8_scale(w, qmax)
     floor = torch.floor(w / scale)
     rest = (w / scale - floor).clamp(1e-4, 1 - 1e-4)
     v = (-torch.log((ZETA - GAMMA) / (rest - GAMMA) - 1)).requires_grad_(True)   # h(v) = rest at the start
@@ -173,7 +176,7 @@ def adaround_weight(conv: nn.Conv2d, x: torch.Tensor, steps: int = ADAROUND_STEP
         with torch.no_grad():
             target = run(xb, w)
         h = _rectified_sigmoid(v)
-        out = run(xb, (floor + h).clamp(-127, 127) * scale)
+        out = run(xb, (floor + h).clamp(-qmax, qmax) * scale)
         loss = (out - target).pow(2).mean() / target.pow(2).mean().clamp_min(1e-12)   # relative error
         if step >= warm:
             beta = 20 - (20 - 2) * (step - warm) / max(steps - warm, 1)
@@ -182,19 +185,20 @@ def adaround_weight(conv: nn.Conv2d, x: torch.Tensor, steps: int = ADAROUND_STEP
         loss.backward()
         opt.step()
     with torch.no_grad():
-        q = (floor + (_rectified_sigmoid(v) >= 0.5).float()).clamp(-127, 127)
-        # keep each channel's largest weight at +-127, so that the converter finds the same scale
+        q = (floor + (_rectified_sigmoid(v) >= 0.5).float()).clamp(-qmax, qmax)
+        # keep each channel's largest weight at +-qmax, so that the converter finds the same scale
         flat, rtn = q.flatten(1), torch.round(w / scale).flatten(1)
         top = w.abs().flatten(1).argmax(1)
         flat[torch.arange(flat.shape[0]), top] = rtn[torch.arange(flat.shape[0]), top]
         return flat.view_as(w) * scale
 
 
-def adaround(model: nn.Module, feeds: list[tuple], steps: int = ADAROUND_STEPS) -> dict[nn.Conv2d, torch.Tensor]:
-    """{conv: its AdaRound int8-grid weight} for every plain or depthwise conv of ``model`` (not written)."""
+def adaround(model: nn.Module, feeds: list[tuple], steps: int = ADAROUND_STEPS, qmax: int = QMAX
+             ) -> dict[nn.Conv2d, torch.Tensor]:
+    """{conv: its AdaRound integer-grid weight} for every plain or depthwise conv of ``model`` (not written)."""
     convs = [m for m in model.modules() if type(m) is nn.Conv2d]
     inputs = _conv_inputs(model, convs, feeds)
-    return {conv: adaround_weight(conv, inputs[conv], steps) for conv in convs if conv in inputs}
+    return {conv: adaround_weight(conv, inputs[conv], steps, qmax=qmax) for conv in convs if conv in inputs}
 
 
 def _mean_inputs(model: nn.Module, convs: list[nn.Conv2d], feeds: list[tuple]) -> dict[nn.Conv2d, torch.Tensor]:
@@ -204,11 +208,11 @@ def _mean_inputs(model: nn.Module, convs: list[nn.Conv2d], feeds: list[tuple]) -
 
 
 @torch.no_grad()
-def correct_bias(model: nn.Module, feeds: list[tuple], quantized: dict[nn.Conv2d, torch.Tensor] | None = None
-                 ) -> int:
+def correct_bias(model: nn.Module, feeds: list[tuple], quantized: dict[nn.Conv2d, torch.Tensor] | None = None,
+                 qmax: int = QMAX) -> int:
     """Empirical bias correction in place (``feeds``: positional inputs of the calibration images); returns the
-    number of convs corrected. ``quantized``: the int8-grid weights the convs will have (default: rounded to
-    nearest)."""
+    number of convs corrected. ``quantized``: the integer-grid weights the convs will have (default: rounded to
+    nearest on [-qmax, qmax])."""
     convs = [m for m in model.modules() if type(m) is nn.Conv2d]
     means = _mean_inputs(model, convs, feeds)
     following = {m.depthwise: m.pointwise for m in model.modules() if isinstance(m, SeparableConv2d)}
@@ -216,7 +220,7 @@ def correct_bias(model: nn.Module, feeds: list[tuple], quantized: dict[nn.Conv2d
     for conv in convs:
         if conv not in means:
             continue
-        rounded = quantized[conv] if quantized and conv in quantized else fake_int8(conv.weight)
+        rounded = quantized[conv] if quantized and conv in quantized else fake_int8(conv.weight, qmax)
         error = rounded - conv.weight                            # (out, in/groups, k, k)
         if conv.groups == conv.in_channels and conv.groups > 1:
             shift = error.flatten(1).sum(1) * means[conv]        # per channel
@@ -235,10 +239,11 @@ def correct_bias(model: nn.Module, feeds: list[tuple], quantized: dict[nn.Conv2d
     return corrected
 
 
-def apply(model: nn.Module, methods: tuple[str, ...], calibration: list[np.ndarray], thumbnail_size: int = 0
-          ) -> nn.Module:
+def apply(model: nn.Module, methods: tuple[str, ...], calibration: list[np.ndarray], thumbnail_size: int = 0,
+          qmax: int = QMAX) -> nn.Module:
     """A copy of the BN-folded float ``model`` with ``methods`` applied in the order of ``METHODS``.
-    ``calibration``: float32 (H, W, 3) images (an image-adaptive model gets each image's own thumbnail)."""
+    ``calibration``: float32 (H, W, 3) images (an image-adaptive model gets each image's own thumbnail);
+    ``qmax``: the target's weight integers lie in [-qmax, qmax] (its quantizer's ``WEIGHT_QMAX``)."""
     unknown = sorted(set(methods) - set(METHODS))
     if unknown:
         raise ValueError(f"unknown weight method {', '.join(unknown)}; choose from {', '.join(METHODS)}")
@@ -262,9 +267,9 @@ def apply(model: nn.Module, methods: tuple[str, ...], calibration: list[np.ndarr
     if "adaround" in methods:  # on crops: each conv's input is recorded whole
         crops = [(nchw(img[:ADAROUND_CROP, :ADAROUND_CROP]), *args[1:]) for img, args in zip(calibration, feeds)]
         crops += [(nchw(img[-ADAROUND_CROP:, -ADAROUND_CROP:]), *args[1:]) for img, args in zip(calibration, feeds)]
-        rounded = adaround(out, crops)
+        rounded = adaround(out, crops, qmax=qmax)
     if "bias-correction" in methods:
-        correct_bias(out, feeds, rounded)
+        correct_bias(out, feeds, rounded, qmax)
     if rounded:
         with torch.no_grad():
             for conv, weight in rounded.items():

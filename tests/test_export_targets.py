@@ -75,6 +75,28 @@ def test_int8_onnx_has_qdq_around_convolutions(exported):
     assert "QLinearAdd" in optimized and "Add" not in optimized
 
 
+def test_int8_weight_integers_span_what_the_sidecar_says(exported):
+    """The weights' integer range in the file is the sidecar's weight_qmax: 127 in TFLite, 64 in ONNX (7-bit weights,
+    which ONNX Runtime's x86 kernels without VNNI add in int16 without overflow)."""
+    from ai_edge_litert.interpreter import Interpreter
+    from onnx import numpy_helper
+
+    _, out = exported
+    graph = onnx.load(str(out / "dped_mobile_int8.onnx")).graph
+    producers = {o: n for n in graph.node for o in n.output}
+    initializers = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+    onnx_weights = [initializers[producers[n.input[1]].input[0]] for n in graph.node if n.op_type == "Conv"]
+    interpreter = Interpreter(str(out / "dped_mobile_int8.tflite"))
+    details = {t["index"]: t for t in interpreter.get_tensor_details()}
+    tflite_weights = [interpreter.get_tensor(op["inputs"][1]) for op in interpreter._get_ops_details()
+                      if op["op_name"] in ("CONV_2D", "DEPTHWISE_CONV_2D")
+                      and details[op["inputs"][1]]["dtype"].__name__ == "int8"]
+    for name, weights in (("dped_mobile_int8.onnx.json", onnx_weights), ("dped_mobile_int8.json", tflite_weights)):
+        qmax = Sidecar.read(out / name).calibration.weight_qmax
+        assert weights and qmax == max(int(np.abs(w.astype(np.int32)).max()) for w in weights), name
+    assert Sidecar.read(out / "dped_mobile_int8.onnx.json").calibration.weight_qmax == 64
+
+
 def test_cli_exports_every_precision_of_a_target_with_a_summary(tmp_path, tiny_checkpoint, capsys):
     assert export_main(["--target", "onnx", "--precision", "all", "--checkpoint", str(tiny_checkpoint),
                         "--size", "64x64", "--calibration-count", "4", "--out", str(tmp_path)]) == 0

@@ -9,6 +9,7 @@ Examples:
   python -m benchmark --data ~/datasets/dped --phone iphone --size 720x1280 --runs 10
   python -m benchmark --targets tflite --adb --benchmark-binary android_aarch64_benchmark_model
   python -m benchmark --profile --models dped_mobile --targets tflite,onnx --size 720x1280 --threads 2
+  python -m benchmark --precisions fp32,int8 --recipes minmax,cle,bias-correction,adaround   # int8 recipes side by side
 
 Artifacts are taken from --export-dir (exported/) or exported there first. Each runtime is timed in a fresh
 child process (warm-up, then --runs timed runs: median and p90; peak RSS of that process). Quality: PSNR/SSIM
@@ -16,6 +17,8 @@ against the DSLR side of the evaluation pairs, the drop against PyTorch fp32, an
 artifact's output against PyTorch's. Roofline: each row's GMAC/s, its share of this machine's peak (a 3x3 conv
 64->64 probe exported for the same target and precision, timed at the same size and threads) and of its roofline
 floor (per conv, the longer of its MACs at that peak and its activation traffic at the measured copy bandwidth).
+Each --recipes entry adds an int8 row per calibrated target (a calibration method and/or weight-side methods
+joined by '+'), exported to <export-dir>/recipes/<recipe>/; the default recipe's row names its method.
 Results: a table here and results.json/.csv/.md and latency_vs_psnr.png in --out.
 """
 from __future__ import annotations
@@ -31,7 +34,7 @@ from export.api import check_exportable
 from models import list_models
 
 from . import report
-from .api import BenchConfig, host, run_benchmark
+from .api import BenchConfig, Recipe, host, run_benchmark
 
 
 def _list(text: str) -> list[str]:
@@ -60,6 +63,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="also time the .tflite artifacts on an Android phone (first device, or SERIAL)")
     p.add_argument("--benchmark-binary", default=None, help="LiteRT's benchmark_model built for the phone")
     p.add_argument("--delegates", default="cpu,gpu,nnapi", help="phone delegates (default cpu,gpu,nnapi)")
+    p.add_argument("--recipes", default="",
+                   help="extra int8 recipes, each its own row: a comma list of a calibration method and/or weight "
+                        "methods joined by '+' (minmax, percentile+cle, bias-correction, adaround)")
     p.add_argument("--no-roofline", action="store_true",
                    help="skip the roofline columns (GMAC/s, %% of this machine's peak for the row's runtime, "
                         "precision and threads, %% of the roofline floor) and the probes that measure the peak")
@@ -78,6 +84,9 @@ def main(argv: list[str] | None = None) -> int:
             if t not in TARGETS:
                 raise ValueError(f"unknown target {t!r}; choose from: {', '.join(TARGETS)}")
         threads = _positive_ints(args.threads, "--threads")
+        recipes = _list(args.recipes)
+        for recipe in recipes:
+            Recipe.parse(recipe)
         if args.runs < 1:
             raise ValueError(f"--runs must be a positive integer, got {args.runs}")
         for folder in (args.out, args.export_dir):
@@ -88,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
                           size=parse_size(args.size), threads=threads, runs=args.runs, data=args.data,
                           phone=args.phone, export_dir=Path(args.export_dir), out=Path(args.out),
                           full_res=None if args.full_res == "none" else parse_size(args.full_res),
-                          roofline=not args.no_roofline)
+                          roofline=not args.no_roofline, recipes=recipes)
     except ValueError as err:
         p.print_usage(sys.stderr)
         print(f"error: {err}", file=sys.stderr)
@@ -154,7 +163,8 @@ def _ratios(rows: list[dict]) -> list[str]:
     def goal(target: str, key: str) -> str:
         return f" (target {LITERT_TARGETS[key]:g}x)" if target == "tflite" and key in LITERT_TARGETS else ""
 
-    rows = [r for r in rows if r["runtime"] != "litert-tiled"]  # the full-resolution row has another input size
+    # the full-resolution row has another input size; extra int8 recipes are compared in the table, not here
+    rows = [r for r in rows if r["runtime"] != "litert-tiled" and not r.get("extra_recipe")]
     lines = []
     for r in rows:
         if r["target"] == "tflite" and r["precision"] == "int8" and r["latency_ms_median"] and "/" not in r["model"]:

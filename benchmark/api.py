@@ -52,6 +52,7 @@ class BenchConfig:
     eval_count: int = 8
     full_res: tuple[int, int] | None = (3000, 4000)   # 12 MP tiled run of dped_mobile fp32 (LiteRT); None: skip
     roofline: bool = True                    # GMAC/s, % of this machine's peak and % of the roofline floor per row
+    recipes: list[str] = field(default_factory=list)  # extra int8 recipes, each a row: "minmax", "cle+bias-correction"
     export_dir: Path = Path("exported")
     out: Path = Path("benchmark_results")
 
@@ -98,11 +99,13 @@ def quality(outputs: list[np.ndarray], dslrs: list[np.ndarray], ref: list[np.nda
 
 
 def _artifact(model: str, target: str, precision: str, cfg: BenchConfig, checkpoint: Path | None = None,
-              out: Path | None = None) -> tuple[Path | None, str]:
+              out: Path | None = None, recipe: Recipe | None = None) -> tuple[Path | None, str]:
     t = TARGETS[target]
     out = out or cfg.export_dir
     spec = ExportSpec(model=model, target=target, precision=precision, out=out,
-                      checkpoint=str(checkpoint) if checkpoint else None)
+                      checkpoint=str(checkpoint) if checkpoint else None,
+                      calibration_method=recipe.method if recipe else None,
+                      weight_methods=recipe.weight_methods if recipe else ())
     path, sidecar = out / f"{model}_{precision}{t.suffix}", out / t.sidecar_name(spec.stem)
     if path.exists() and sidecar.exists():  # reuse only an artifact of the shipped weights it would export now
         try:
@@ -110,7 +113,7 @@ def _artifact(model: str, target: str, precision: str, cfg: BenchConfig, checkpo
         except SidecarError:  # an older or foreign sidecar: export afresh
             found = None
         if found and found.status == "ok" and found.weights_sha256 == weights_digest(spec) and found.resizable \
-                and default_recipe(found.calibration, spec.method):
+                and made_with(found.calibration, spec.method, spec.weight_methods):
             return path, "ok"
     try:
         result = export_one(spec)
@@ -124,10 +127,51 @@ def _artifact(model: str, target: str, precision: str, cfg: BenchConfig, checkpo
 def default_recipe(calibration: Calibration | None, method: str | None) -> bool:
     """The precision's default quantization recipe: the default calibration method, nothing kept in float, no QAT
     and no weight-side method (an artifact made otherwise is not what the benchmark's row claims to measure)."""
+    return made_with(calibration, method, ())
+
+
+def made_with(calibration: Calibration | None, method: str | None, weight_methods: tuple[str, ...]) -> bool:
+    """Whether an artifact was quantized with exactly this calibration method and these weight-side methods,
+    nothing kept in float (QAT steps only for the 'qat' method)."""
     if calibration is None:
         return True
-    return (calibration.method in ("", method or "") and not calibration.float_layers and not calibration.qat_steps
-            and not calibration.weight_methods)
+    return (calibration.method in ("", method or "") and not calibration.float_layers
+            and bool(calibration.qat_steps) == (method == "qat")
+            and list(calibration.weight_methods) == list(weight_methods))
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """An int8 recipe the benchmark adds as its own row: a calibration method (None: the precision's default) and
+    weight-side methods (quantize.weights), written ``minmax``, ``cle+bias-correction``, ``minmax+adaround``."""
+    text: str
+    method: str | None
+    weight_methods: tuple[str, ...]
+
+    @classmethod
+    def parse(cls, text: str) -> "Recipe":
+        from quantize.weights import METHODS as WEIGHT_METHODS
+
+        calibration = {m for t in TARGETS.values() for p in t.precisions.values() for m in p.methods}
+        parts = [x.strip() for x in text.split("+") if x.strip()]
+        methods = [x for x in parts if x in calibration]
+        unknown = [x for x in parts if x not in calibration and x not in WEIGHT_METHODS]
+        if not parts or unknown or len(methods) > 1:
+            raise ValueError(f"recipe {text!r}: one calibration method at most ({', '.join(sorted(calibration))}) "
+                             f"and weight methods ({', '.join(WEIGHT_METHODS)}) joined by '+'")
+        return cls(text, methods[0] if methods else None, tuple(m for m in WEIGHT_METHODS if m in parts))
+
+    def name(self, target: str, precision: str) -> str:
+        """The recipe in full for one target: its calibration method first (``percentile+cle``)."""
+        method = self.method or TARGETS[target].precision(precision).default_method or ""
+        return "+".join(x for x in (method, *self.weight_methods) if x)
+
+    def unfit(self, target: str, precision: str) -> str | None:
+        """Why this target's precision cannot be made with it, or None."""
+        p = TARGETS[target].precision(precision)
+        if self.method and self.method not in p.methods:
+            return f"{target} {precision} has no calibration method {self.method} ({', '.join(p.methods) or 'none'})"
+        return None
 
 
 NO_BRANCH = "{model}/no-branch"  # the row of an image-adaptive model's local network alone: what the branch costs
@@ -170,7 +214,10 @@ def run_benchmark(cfg: BenchConfig, log=print) -> list[dict]:
     convs: dict[str, dict] = {}   # the model's convolutions at the benchmark size (MACs, activation bytes)
 
     def base(model: str, target: str, precision: str, rt: str, threads: int | None) -> dict:
-        return {"model": model, "target": target, "precision": precision, "runtime": rt, "threads": threads,
+        calibrated = target in TARGETS and TARGETS[target].precision(precision).calibration
+        return {"model": model, "target": target, "precision": precision,
+                "recipe": Recipe("", None, ()).name(target, precision) if calibrated else None,
+                "runtime": rt, "threads": threads,
                 "input_hw": f"{h}x{w}", "size_bytes": None, "size_mb": None, "latency_ms_median": None,
                 "latency_ms_p90": None, "megapixels_per_s": None, "peak_rss_mb": None, "psnr_db": None,
                 "ssim": None, "psnr_drop_db": None, "fidelity_psnr_db": None, "status": "ok"}
@@ -240,11 +287,45 @@ def run_benchmark(cfg: BenchConfig, log=print) -> list[dict]:
                     timed(row, Job(model, target, precision, rt.NAME, threads, str(path), cfg.size, cfg.runs,
                                    cfg.warmup, phones), ref_q, ref_out)
                     rows.append(row)
+                if t.precision(precision).calibration:
+                    rows.extend(_recipe_rows(model, target, precision, cfg, info, base, timed, phones, ref_q,
+                                             ref_out, rows[-1]))
                 if net.contract.thumbnail and target == "tflite":  # what the global branch costs on LiteRT
                     rows.extend(_branch_cost_rows(model, precision, cfg, base, timed, phones, ref_q, ref_out))
     if cfg.full_res:
         rows.append(_full_res_row(cfg, base, log))
     _pirm(rows)
+    return rows
+
+
+def _recipe_rows(model: str, target: str, precision: str, cfg: BenchConfig, info: dict, base, timed, phones,
+                 ref_q, ref_out, default_row: dict) -> list[dict]:
+    """One row per ``cfg.recipes`` entry for a calibrated precision, exported to ``<export-dir>/recipes/<name>``
+    (the default recipe's row is the one before, named by its method); ``fidelity_vs_default_db``: its fidelity
+    against that row's."""
+    rt = runtime(TARGETS[target].runtime)
+    rows, seen = [], {default_row["recipe"]}
+    for recipe in map(Recipe.parse, cfg.recipes):
+        name = recipe.name(target, precision)
+        if name in seen:
+            continue
+        seen.add(name)
+        for threads in cfg.threads:
+            row = {**base(model, target, precision, rt.NAME, threads), **info, "recipe": name, "extra_recipe": True,
+                   "fidelity_vs_default_db": None}
+            reason = recipe.unfit(target, precision)
+            path, status = (None, f"skipped: {reason}") if reason else _artifact(
+                model, target, precision, cfg, out=cfg.export_dir / "recipes" / name, recipe=recipe)
+            if path is None:
+                rows.append({**row, "status": status})
+                break
+            size = artifact_size(path)
+            row.update(size_bytes=size, size_mb=round(size / 1e6, 3))
+            timed(row, Job(model, target, precision, rt.NAME, threads, str(path), cfg.size, cfg.runs, cfg.warmup,
+                           phones), ref_q, ref_out)
+            if row["fidelity_psnr_db"] is not None and default_row.get("fidelity_psnr_db") is not None:
+                row["fidelity_vs_default_db"] = round(row["fidelity_psnr_db"] - default_row["fidelity_psnr_db"], 2)
+            rows.append(row)
     return rows
 
 

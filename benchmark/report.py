@@ -8,11 +8,11 @@ from pathlib import Path
 
 from artifacts.io import png_bytes, write_atomic
 
-COLUMNS = [("model", "model"), ("target", "target"), ("precision", "prec"), ("runtime", "runtime"),
+COLUMNS = [("model", "model"), ("target", "target"), ("precision", "prec"), ("recipe", "recipe"), ("runtime", "runtime"),
            ("threads", "thr"), ("status", "status"), ("size_mb", "MB"), ("latency_ms_median", "ms med"),
            ("latency_ms_p90", "ms p90"), ("megapixels_per_s", "MP/s"), ("peak_rss_mb", "peak MB"),
-           ("gmacs_per_s", "GMAC/s"), ("peak_pct", "% peak"), ("floor_pct", "% floor"), ("psnr_db", "PSNR"), ("ssim", "SSIM"), ("psnr_drop_db", "drop dB"), ("fidelity_psnr_db", "fidelity"),
-           ("pirm_score", "PIRM")]
+           ("gmacs_per_s", "GMAC/s"), ("peak_pct", "% peak"), ("floor_pct", "% floor"), ("psnr_db", "PSNR"),
+           ("ssim", "SSIM"), ("psnr_drop_db", "drop dB"), ("fidelity_psnr_db", "fidelity"), ("pirm_score", "PIRM")]
 
 
 def _fmt(v) -> str:
@@ -61,7 +61,8 @@ def _plot(rows: list[dict], path: Path) -> Path | None:
     fig, ax = plt.subplots(figsize=(9, 6))
     for r in points:
         ax.scatter(r["latency_ms_median"], r["psnr_db"])
-        ax.annotate(f"{r['model']} {r['target']} {r['precision']} {r['runtime']} x{r['threads']}",
+        label = f"{r['model']} {r['target']} {r['precision']}" + (f" {r['recipe']}" if r.get("extra_recipe") else "")
+        ax.annotate(f"{label} {r['runtime']} x{r['threads']}",
                     (r["latency_ms_median"], r["psnr_db"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
     ax.set_xscale("log")
     ax.set_xlabel(f"latency, ms (median, {points[0]['input_hw']})")

@@ -3,6 +3,7 @@ import json
 import pytest
 import torch
 
+from artifacts import Sidecar
 from benchmark.__main__ import main as bench_main
 from benchmark.report import table
 from models import create_model
@@ -64,6 +65,8 @@ def test_benchmark_usage_errors(capsys, tmp_path):
                          (["--threads", "two"], "--threads takes"), (["--runs", "0"], "--runs must be a positive")):
         assert bench_main([*argv, "--out", str(tmp_path)]) == 2
         assert needle in capsys.readouterr().err
+    assert bench_main(["--recipes", "minmax+percentile", "--out", str(tmp_path)]) == 2
+    assert "recipe 'minmax+percentile': one calibration method at most" in capsys.readouterr().err
     assert not list(tmp_path.iterdir())  # nothing measured, nothing written
 
 
@@ -131,3 +134,30 @@ def test_only_an_artifact_of_the_default_recipe_is_reused():
     assert not default_recipe(Calibration(**{**plain.__dict__, "weight_methods": ["cle"]}), "percentile")
     assert not default_recipe(Calibration(**{**plain.__dict__, "float_layers": ["out.conv"]}), "percentile")
     assert not default_recipe(Calibration(**{**plain.__dict__, "qat_steps": 200}), "percentile")
+
+
+def test_int8_recipes_get_their_own_rows(dped_layout, tmp_path):
+    from benchmark.api import Recipe
+
+    assert Recipe.parse("adaround+minmax+cle") == Recipe("adaround+minmax+cle", "minmax", ("cle", "adaround"))
+    assert Recipe.parse("bias-correction").name("onnx", "int8") == "percentile+bias-correction"
+    assert Recipe.parse("percentile").unfit("tflite", "int8").startswith("tflite int8 has no calibration method")
+    out, exp = tmp_path / "bench", tmp_path / "exp"
+    assert bench_main(["--models", "dped_mobile", "--targets", "onnx", "--precisions", "int8", "--threads", "1",
+                       "--runs", "1", "--size", "64x64", "--full-res", "none", "--no-roofline", "--export-dir",
+                       str(exp), "--data", str(dped_layout), "--phone", "iphone",
+                       "--recipes", "minmax,bias-correction,percentile,histogram", "--out", str(out)]) == 0
+    rows = {r["recipe"]: r for r in json.loads((out / "results.json").read_text())
+            if r["model"] == "dped_mobile" and r["precision"] == "int8"}
+    # "percentile" is onnx's default recipe: its row is the default one, not a second
+    assert set(rows) == {"percentile", "minmax", "percentile+bias-correction", "histogram"}
+    assert rows["histogram"]["status"].startswith("skipped: onnx int8 has no calibration method histogram")
+    assert "extra_recipe" not in rows["percentile"]
+    for name in ("minmax", "percentile+bias-correction"):
+        row = rows[name]
+        assert row["status"] == "ok" and row["latency_ms_median"] > 0 and row["extra_recipe"]
+        assert row["fidelity_vs_default_db"] == round(row["fidelity_psnr_db"] - rows["percentile"]["fidelity_psnr_db"],
+                                                      2)
+    sidecar = Sidecar.read(exp / "recipes" / "percentile+bias-correction" / "dped_mobile_int8.onnx.json")
+    assert sidecar.calibration.method == "percentile" and sidecar.calibration.weight_methods == ["bias-correction"]
+    assert "percentile+bias-correction" in (out / "results.md").read_text()

@@ -48,7 +48,10 @@ def test_shards_split_the_global_batch(monkeypatch, capsys):
     assert "--batch 5 does not split evenly across 2 processes" in capsys.readouterr().err
 
 
-def test_amp_trains_in_bfloat16_and_records_it(tmp_path):
+def test_amp_trains_in_bfloat16_and_records_it(tmp_path, monkeypatch):
+    import train.distributed
+
+    monkeypatch.setattr(train.distributed, "cpu_has_bf16", lambda: True)  # as on a CPU with AVX512-BF16 or AMX
     summary = train_dped(DPEDTrainConfig(steps=2, out=str(tmp_path / "r"), amp=True, device="cpu", width=8, batch=2,
                                          patch=32, val_crop=48), progress=False)
     last = torch.load(tmp_path / "r" / "last.pt", weights_only=True)
@@ -58,6 +61,16 @@ def test_amp_trains_in_bfloat16_and_records_it(tmp_path):
     assert summary["steps_per_s"] > 0 and summary["items_per_s"] == pytest.approx(2 * summary["steps_per_s"], 1e-2)
     config = json.loads((tmp_path / "r" / "config.json").read_text())
     assert config["amp"] is True and config["run"]["precision"] == "bfloat16 autocast"
+
+
+def test_amp_on_a_cpu_without_bfloat16_trains_in_float32_and_says_so(tmp_path, monkeypatch, capsys):
+    import train.distributed
+
+    monkeypatch.setattr(train.distributed, "cpu_has_bf16", lambda: False)  # emulated bfloat16 is many times slower
+    summary = train_dped(DPEDTrainConfig(steps=1, out=str(tmp_path / "r"), amp=True, device="cpu", width=8, batch=2,
+                                         patch=32, val_crop=48), progress=False)
+    assert summary["precision"] == "float32"
+    assert "--amp: this CPU has no native bfloat16" in capsys.readouterr().err
 
 
 @pytest.mark.slow

@@ -48,6 +48,9 @@ class DPEDTrainConfig:
                                                            "the global colour and tone right by itself)"})
     vgg_weights: str | None = field(default=None, metadata={"help": "torchvision VGG-19 state dict for the "
                                                                      "content loss (default: SSIM substitute)"})
+    content_pool: int = field(default=4, metadata={"help": "SSIM substitute: average-pool both images by this "
+                                                            "factor first (4: structure only, as the VGG loss; 1: "
+                                                            "full resolution, so noise counts too)"})
     teacher: str | None = field(default=None, metadata={"help": "distillation: a model name (its shipped weights) "
                                                                 "or a checkpoint; its outputs replace the DSLR side "
                                                                 "as the training target (validation still scores "
@@ -142,7 +145,7 @@ def init_weights(model: torch.nn.Module, spec: str) -> dict:
 def _content_loss(cfg: DPEDTrainConfig) -> tuple[torch.nn.Module | None, str]:
     if cfg.vgg_weights:
         return losses.VGGContentLoss(cfg.vgg_weights), f"vgg19_relu5_4 ({Path(cfg.vgg_weights).name})"
-    return None, "ssim_pool4 (substitute: no --vgg-weights given)"
+    return None, f"ssim_pool{cfg.content_pool} (substitute: no --vgg-weights given)"
 
 
 def _val_tensors(pairs: PairSet, crop: int, count: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -277,7 +280,8 @@ def _train(cfg: DPEDTrainConfig, progress: bool, ctx: Context) -> dict:
             with ctx.autocast():  # D itself, not its DDP wrapper: its gradients here are discarded, not all-reduced
                 texture_logits = disc(losses.grayscale(enhanced))
             parts = {
-                "content": content_fn(enhanced, dslr) if content_fn else losses.ssim_content_loss(enhanced, dslr),
+                "content": (content_fn(enhanced, dslr) if content_fn
+                            else losses.ssim_content_loss(enhanced, dslr, cfg.content_pool)),
                 "color": losses.color_loss(enhanced, dslr),
                 "texture": ctx.global_sum(losses.texture_loss(texture_logits.float())),  # summed over the batch
                 "tv": losses.tv_loss(enhanced),

@@ -33,7 +33,8 @@ class TrainingDiverged(RuntimeError):
 
 
 POSITIVE_INTS = ("steps", "batch", "patch", "save_every", "val_every", "val_count", "val_crop", "threads", "width",
-                 "generator_width", "blocks", "positives", "negatives", "crops", "cells")
+                 "generator_width", "blocks", "positives", "negatives", "crops", "cells",
+                 "content_pool")
 NON_NEGATIVE_INTS = ("pretrain_steps", "seed", "workers")
 ARCHITECTURE = ("model", "width", "head", "out_layer", "generator_width", "blocks")  # must match the run being resumed
 

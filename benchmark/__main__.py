@@ -160,8 +160,11 @@ def _ratios(rows: list[dict]) -> list[str]:
         return next((r["latency_ms_median"] for r in rows if (r["model"], r["target"], r["precision"],
                      r["threads"]) == (model, target, precision, threads) and r["latency_ms_median"]), None)
 
+    def faster(ratio: float) -> str:  # a ratio under 1 said as what it is
+        return f"{ratio:.2f}x faster" if ratio >= 1 else f"{1 / ratio:.2f}x slower"
+
     def goal(target: str, key: str) -> str:
-        return f" (target {LITERT_TARGETS[key]:g}x)" if target == "tflite" and key in LITERT_TARGETS else ""
+        return f" (target {LITERT_TARGETS[key]:g}x faster)" if target == "tflite" and key in LITERT_TARGETS else ""
 
     # the full-resolution row has another input size; extra int8 recipes are compared in the table, not here
     rows = [r for r in rows if r["runtime"] != "litert-tiled" and not r.get("extra_recipe")]
@@ -171,7 +174,7 @@ def _ratios(rows: list[dict]) -> list[str]:
             fp32 = ms(r["model"], "tflite", "fp32", r["threads"])
             if fp32:
                 lines.append(f"LiteRT int8 vs fp32 ({r['model']}, {r['threads']} thr): "
-                             f"{fp32 / r['latency_ms_median']:.2f}x faster"
+                             f"{faster(fp32 / r['latency_ms_median'])}"
                              f"{goal('tflite', 'int8 vs fp32') if r['model'].startswith('dped_mobile') else ''}")
     for r in rows:  # an image-adaptive model against its own local network alone
         if r["model"].endswith("/no-branch") and r["latency_ms_median"]:
@@ -179,18 +182,18 @@ def _ratios(rows: list[dict]) -> list[str]:
             whole = ms(model, r["target"], r["precision"], r["threads"])
             if whole:
                 lines.append(f"{model}'s global branch ({r['target']} {r['precision']}, {r['threads']} thr): "
-                             f"+{100 * (whole / r['latency_ms_median'] - 1):.1f}% latency (target at most 5%)")
+                             f"{100 * (whole / r['latency_ms_median'] - 1):+.1f}% latency (target at most 5%)")
     for r in rows:  # every DPED+ variant (dped_mobile, dped_mobile_s) against DPED
         if r["model"].startswith("dped_mobile") and "/" not in r["model"] and r["latency_ms_median"]:
             same = ms("dped", r["target"], r["precision"], r["threads"])
             if same:
                 key = f"{r['precision']} vs dped {r['precision']}"
                 lines.append(f"{r['model']} vs dped ({r['target']} {r['precision']}, {r['threads']} thr): "
-                             f"{same / r['latency_ms_median']:.2f}x faster{goal(r['target'], key)}")
+                             f"{faster(same / r['latency_ms_median'])}{goal(r['target'], key)}")
             dped_fp32 = ms("dped", r["target"], "fp32", r["threads"])
             if r["precision"] != "fp32" and dped_fp32:
                 lines.append(f"{r['model']} {r['precision']} vs dped fp32 ({r['target']}, {r['threads']} thr): "
-                             f"{dped_fp32 / r['latency_ms_median']:.2f}x faster"
+                             f"{faster(dped_fp32 / r['latency_ms_median'])}"
                              f"{goal(r['target'], r['precision'] + ' vs dped fp32')}")
     return lines
 

@@ -174,6 +174,8 @@ class Recipe:
         return None
 
 
+DEFAULT_RECIPE = Recipe("default", None, ())   # the precision's default calibration method, no weight-side method
+
 NO_BRANCH = "{model}/no-branch"  # the row of an image-adaptive model's local network alone: what the branch costs
 
 
@@ -216,7 +218,7 @@ def run_benchmark(cfg: BenchConfig, log=print) -> list[dict]:
     def base(model: str, target: str, precision: str, rt: str, threads: int | None) -> dict:
         calibrated = target in TARGETS and TARGETS[target].precision(precision).calibration
         return {"model": model, "target": target, "precision": precision,
-                "recipe": Recipe("", None, ()).name(target, precision) if calibrated else None,
+                "recipe": DEFAULT_RECIPE.name(target, precision) if calibrated else None,
                 "runtime": rt, "threads": threads,
                 "input_hw": f"{h}x{w}", "size_bytes": None, "size_mb": None, "latency_ms_median": None,
                 "latency_ms_p90": None, "megapixels_per_s": None, "peak_rss_mb": None, "psnr_db": None,

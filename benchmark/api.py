@@ -113,7 +113,7 @@ def _artifact(model: str, target: str, precision: str, cfg: BenchConfig, checkpo
         except SidecarError:  # an older or foreign sidecar: export afresh
             found = None
         if found and found.status == "ok" and found.weights_sha256 == weights_digest(spec) and found.resizable \
-                and made_with(found.calibration, spec.method, spec.weight_methods):
+                and made_with(found.calibration, spec.method, spec.weight_methods, t.precision(precision).weight_qmax):
             return path, "ok"
     try:
         result = export_one(spec)
@@ -124,20 +124,23 @@ def _artifact(model: str, target: str, precision: str, cfg: BenchConfig, checkpo
     return (path, "ok") if result.ok else (None, "export failed its fidelity gate")
 
 
-def default_recipe(calibration: Calibration | None, method: str | None) -> bool:
+def default_recipe(calibration: Calibration | None, method: str | None, weight_qmax: int | None = None) -> bool:
     """The precision's default quantization recipe: the default calibration method, nothing kept in float, no QAT
     and no weight-side method (an artifact made otherwise is not what the benchmark's row claims to measure)."""
-    return made_with(calibration, method, ())
+    return made_with(calibration, method, (), weight_qmax)
 
 
-def made_with(calibration: Calibration | None, method: str | None, weight_methods: tuple[str, ...]) -> bool:
+def made_with(calibration: Calibration | None, method: str | None, weight_methods: tuple[str, ...],
+              weight_qmax: int | None = None) -> bool:
     """Whether an artifact was quantized with exactly this calibration method and these weight-side methods,
-    nothing kept in float (QAT steps only for the 'qat' method)."""
+    nothing kept in float (QAT steps only for the 'qat' method), and, given ``weight_qmax``, on the weight range
+    the target uses now (an int8 ONNX from before its 7-bit weights records 0 or 127)."""
     if calibration is None:
         return True
     return (calibration.method in ("", method or "") and not calibration.float_layers
             and bool(calibration.qat_steps) == (method == "qat")
-            and list(calibration.weight_methods) == list(weight_methods))
+            and list(calibration.weight_methods) == list(weight_methods)
+            and weight_qmax in (None, calibration.weight_qmax))
 
 
 @dataclass(frozen=True)

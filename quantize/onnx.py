@@ -75,11 +75,23 @@ def preprocess(src: Path, dst: Path) -> None:
     quant_pre_process(str(src), str(dst), skip_symbolic_shape=True)
 
 
-def calibration_feeds(path: Path, calibration: list[np.ndarray], input_name: str = "image") -> list[dict]:
-    """onnxruntime feeds of (H, W, 3) float images: each with its own thumbnail for an image-adaptive model."""
+def calibration_reader(path: Path, calibration: list[np.ndarray], input_name: str = "image"):
+    """An onnxruntime CalibrationDataReader over (H, W, 3) float images, each with its own thumbnail for an
+    image-adaptive model."""
+    from onnxruntime.quantization import CalibrationDataReader
+
     size = thumbnail_size(path)
-    return [{input_name: _nchw(img), **({THUMBNAIL: _nchw(thumbnail(img, size))} if size else {})}
-            for img in calibration]
+    feeds = [{input_name: _nchw(img), **({THUMBNAIL: _nchw(thumbnail(img, size))} if size else {})}
+             for img in calibration]
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self._it = iter(feeds)
+
+        def get_next(self):
+            return next(self._it, None)
+
+    return Reader()
 
 
 def quantize_static_qdq(src: Path, dst: Path, calibration: list[np.ndarray], input_name: str = "image",
@@ -90,7 +102,7 @@ def quantize_static_qdq(src: Path, dst: Path, calibration: list[np.ndarray], inp
     ``method``: onnxruntime's MinMax or Percentile (99.999th) calibration. ``float_layers``: layers
     (``quantizable_layers`` names) left in float; ``only_layers``: quantize these alone. ``preprocessed``: ``src``
     has been through ``preprocess`` already."""
-    from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
+    from onnxruntime.quantization import (CalibrationMethod, QuantFormat, QuantType,
                                           quantize_static)
 
     if not calibration:
@@ -98,15 +110,7 @@ def quantize_static_qdq(src: Path, dst: Path, calibration: list[np.ndarray], inp
     if method not in METHODS:
         raise ValueError(f"unknown calibration method {method!r} for ONNX; choose from {', '.join(METHODS)}")
 
-    feeds = calibration_feeds(src, calibration, input_name)
-
-    class Reader(CalibrationDataReader):
-        def __init__(self) -> None:
-            self._it = iter(feeds)
-
-        def get_next(self):
-            return next(self._it, None)
-
+    reader = calibration_reader(src, calibration, input_name)
     with tempfile.TemporaryDirectory() as tmp:
         pre = src
         if not preprocessed:
@@ -117,7 +121,7 @@ def quantize_static_qdq(src: Path, dst: Path, calibration: list[np.ndarray], inp
         if unknown:
             raise ValueError(f"no layer named {', '.join(unknown)}; layers: {', '.join(nodes)}")
         with contextlib.redirect_stdout(io.StringIO()):  # the histogram calibrators print their progress
-            quantize_static(str(pre), str(dst), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+            quantize_static(str(pre), str(dst), reader, quant_format=QuantFormat.QDQ, per_channel=True,
                             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, reduce_range=True,
                             calibrate_method=getattr(CalibrationMethod, METHODS[method]),
                             nodes_to_exclude=[nodes[layer] for layer in float_layers],

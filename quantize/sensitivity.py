@@ -34,7 +34,7 @@ from artifacts.fidelity import psnr
 from artifacts.runtimes import onnxruntime
 from artifacts.io import png_bytes, write_atomic
 
-from .onnx import calibration_feeds, preprocess, quantizable_layers, quantize_static_qdq
+from .onnx import calibration_reader, preprocess, quantizable_layers, quantize_static_qdq
 
 
 @dataclass
@@ -97,22 +97,14 @@ def activation_ranges(path: Path, calibration: list[np.ndarray]) -> dict[str, di
     """Per layer: the min and max of its (first) input and its output over the calibration crops (onnxruntime's
     MinMax calibrator)."""
     import onnx
-    from onnxruntime.quantization.calibrate import CalibrationDataReader, create_calibrator
+    from onnxruntime.quantization.calibrate import create_calibrator
 
     model = onnx.load(str(path))
-    feeds = calibration_feeds(path, calibration, model.graph.input[0].name)
     nodes = {n.name: n for n in model.graph.node}
-
-    class Reader(CalibrationDataReader):
-        def __init__(self) -> None:
-            self._it = iter(feeds)
-
-        def get_next(self):
-            return next(self._it, None)
 
     with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stdout(io.StringIO()):  # its progress lines
         calibrator = create_calibrator(str(path), augmented_model_path=str(Path(tmp) / "augmented.onnx"))
-        calibrator.collect_data(Reader())
+        calibrator.collect_data(calibration_reader(path, calibration, model.graph.input[0].name))
         ranges = calibrator.compute_data()
     out = {}
     for layer, node in quantizable_layers(path).items():

@@ -243,7 +243,7 @@ def apply(model: nn.Module, methods: tuple[str, ...], calibration: list[np.ndarr
           qmax: int = QMAX) -> nn.Module:
     """A copy of the BN-folded float ``model`` with ``methods`` applied in the order of ``METHODS``.
     ``calibration``: float32 (H, W, 3) images (an image-adaptive model gets each image's own thumbnail);
-    ``qmax``: the target's weight integers lie in [-qmax, qmax] (its quantizer's ``WEIGHT_QMAX``)."""
+    ``qmax``: the target's weight integers lie in [-qmax, qmax] (the precision's ``weight_qmax`` in artifacts.targets)."""
     unknown = sorted(set(methods) - set(METHODS))
     if unknown:
         raise ValueError(f"unknown weight method {', '.join(unknown)}; choose from {', '.join(METHODS)}")

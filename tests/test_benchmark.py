@@ -135,6 +135,9 @@ def test_only_an_artifact_of_the_default_recipe_is_reused():
     assert not default_recipe(Calibration(**{**plain.__dict__, "weight_methods": ["cle"]}), "percentile")
     assert not default_recipe(Calibration(**{**plain.__dict__, "float_layers": ["out.conv"]}), "percentile")
     assert not default_recipe(Calibration(**{**plain.__dict__, "qat_steps": 200}), "percentile")
+    # an int8 ONNX from before its 7-bit weights (no weight_qmax recorded) is not what onnx int8 makes now
+    assert not default_recipe(plain, "percentile", weight_qmax=64)
+    assert default_recipe(Calibration(**{**plain.__dict__, "weight_qmax": 64}), "percentile", weight_qmax=64)
 
 
 def test_int8_recipes_get_their_own_rows(dped_layout, tmp_path):

@@ -65,7 +65,8 @@ def discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> 
 
 
 def ssim_content_loss(enhanced: torch.Tensor, target: torch.Tensor, pool: int = 4) -> torch.Tensor:
-    """The documented substitute for the VGG content loss: 1 - SSIM of 4x4-average-pooled images."""
+    """The documented substitute for the VGG content loss: 1 - SSIM of ``pool`` x ``pool``-average-pooled images
+    (4: structure only; 1: full resolution, where noise counts too)."""
     a, b = F.avg_pool2d(enhanced, pool), F.avg_pool2d(target, pool)
     k = min(7, (min(a.shape[-2:]) // 2) * 2 - 1)  # odd window that fits tiny test patches
     return 1 - structural_similarity_index_measure(a, b, data_range=1.0, kernel_size=max(k, 3), sigma=1.5)

@@ -180,6 +180,7 @@ class Recipe:
 DEFAULT_RECIPE = Recipe("default", None, ())   # the precision's default calibration method, no weight-side method
 
 NO_BRANCH = "{model}/no-branch"  # the row of an image-adaptive model's local network alone: what the branch costs
+PAIRED_RUNS = 5  # at least this many paired runs for the branch's cost: a few percent of the latency, near the noise
 
 
 def without_branch(model: str, out: Path) -> Path:
@@ -227,7 +228,8 @@ def run_benchmark(cfg: BenchConfig, log=print) -> list[dict]:
                 "latency_ms_p90": None, "megapixels_per_s": None, "peak_rss_mb": None, "psnr_db": None,
                 "ssim": None, "psnr_drop_db": None, "fidelity_psnr_db": None, "status": "ok"}
 
-    def timed(row: dict, job: Job, ref_q: dict | None, ref_out: list | None) -> list | None:
+    def timed(row: dict, job: Job, ref_q: dict | None, ref_out: list | None) -> dict | None:
+        """Measure ``job`` into ``row``; returns the child's result (its eval outputs under "outputs")."""
         log(f"  {row['model']} {row['target']} {row['precision']} {row['runtime']} x{row['threads']} ...")
         res = measure_in_child(job)
         if "error" in res:
@@ -242,7 +244,7 @@ def run_benchmark(cfg: BenchConfig, log=print) -> list[dict]:
             row["psnr_drop_db"] = round(ref_q["psnr_db"] - row["psnr_db"], 3)
         if limits is not None and row["model"] in cfg.models:
             limits.fill(row, convs)
-        return res["outputs"]
+        return res
 
     for model in cfg.models:
         net = create_model(model, pretrained=True)
@@ -261,10 +263,10 @@ def run_benchmark(cfg: BenchConfig, log=print) -> list[dict]:
         ref_out, ref_q = None, None
         for threads in cfg.threads:
             row = {**base(model, "pytorch", "fp32", "pytorch", threads), **info}
-            out = timed(row, Job(model, "pytorch", "fp32", "pytorch", threads, model, cfg.size, cfg.runs,
+            res = timed(row, Job(model, "pytorch", "fp32", "pytorch", threads, model, cfg.size, cfg.runs,
                                  cfg.warmup, phones), None, ref_out)
-            if ref_out is None and out is not None:
-                ref_out, ref_q = out, {"psnr_db": row["psnr_db"]}
+            if ref_out is None and res is not None:
+                ref_out, ref_q = res["outputs"], {"psnr_db": row["psnr_db"]}
                 row["psnr_drop_db"], row["fidelity_psnr_db"] = 0.0, None
             else:
                 row["psnr_drop_db"] = round(ref_q["psnr_db"] - row["psnr_db"], 3) if ref_q and row["psnr_db"] else None
@@ -336,8 +338,9 @@ def _recipe_rows(model: str, target: str, precision: str, cfg: BenchConfig, info
 
 def _branch_cost_rows(model: str, precision: str, cfg: BenchConfig, base, timed, phones, ref_q, ref_out
                       ) -> list[dict]:
-    """The same weights without the global branch, on LiteRT: the latency the branch adds (its quality is the
-    local network's without its global input, not a model anyone ships)."""
+    """The same weights without the global branch, on LiteRT: the latency the branch adds, timed in pairs with the
+    whole model's file (``branch_cost_pct``: the median of the per-run differences over this row's median). Its
+    quality is the local network's without its global input, not a model anyone ships."""
     folder = cfg.export_dir / "no-branch"
     ckpt = without_branch(model, folder)
     path, status = _artifact(model, "tflite", precision, cfg, checkpoint=ckpt, out=folder)
@@ -348,11 +351,15 @@ def _branch_cost_rows(model: str, precision: str, cfg: BenchConfig, base, timed,
     size = artifact_size(path)
     info = {"task": "enhance", "macs_per_pixel": conv_macs_per_pixel(local), "parameters": count_parameters(local),
             "size_bytes": size, "size_mb": round(size / 1e6, 3)}
+    whole, _ = _artifact(model, "tflite", precision, cfg)  # exported already for the row before: reused
     rows = []
     for threads in cfg.threads:
-        row = {**base(name, "tflite", precision, "litert", threads), **info}
-        timed(row, Job(model, "tflite", precision, "litert", threads, str(path), cfg.size, cfg.runs, cfg.warmup,
-                       phones), ref_q, ref_out)
+        row = {**base(name, "tflite", precision, "litert", threads), **info, "branch_cost_pct": None}
+        res = timed(row, Job(model, "tflite", precision, "litert", threads, str(path), cfg.size,
+                             max(cfg.runs, PAIRED_RUNS), cfg.warmup, phones, paired=str(whole) if whole else None),
+                    ref_q, ref_out)
+        if res and res.get("paired_extra_ms_median") is not None and row["latency_ms_median"]:
+            row["branch_cost_pct"] = round(100 * res["paired_extra_ms_median"] / row["latency_ms_median"], 1)
         row["fidelity_psnr_db"] = None  # another network than the reference: no fidelity to speak of
         rows.append(row)
     return rows

@@ -29,10 +29,16 @@ class Job:
     tile: int = 256
     halo: int = 18
     thumbnail: int = 0                       # image-adaptive models: thumbnail side (made once per photo)
+    paired: str | None = None                # another artifact of the same runtime, timed alternately with this one
 
 
 def measure(job: Job) -> dict:
-    """Latency (warm-up, then ``runs`` timed runs) on a random image of ``job.size``; outputs on the eval set."""
+    """Latency (warm-up, then ``runs`` timed runs) on a random image of ``job.size``; outputs on the eval set.
+
+    With ``job.paired``, the other artifact runs right after (or before: the order alternates) each timed run, and
+    the median of its extra time per run comes back too (``paired_extra_ms_median``): a difference of a few percent
+    between two files is lost in the drift between two separate measurements, not in paired ones. The peak memory
+    is then both files'."""
     from artifacts.runtimes import runtime
 
     fn = runtime(job.runtime).load(job.source, job.threads)
@@ -47,16 +53,27 @@ def measure(job: Job) -> dict:
         return {"latency_ms_median": ms, "latency_ms_p90": ms, "peak_rss_mb": round(peak_rss_mb(), 1),
                 "outputs": []}
     x = rng.random((*job.size, 3), dtype=np.float32)
+    other = runtime(job.runtime).load(job.paired, job.threads) if job.paired else None
     for _ in range(job.warmup):
         fn(x)
-    times = []
-    for _ in range(job.runs):
-        t0 = time.perf_counter()
-        fn(x)
-        times.append((time.perf_counter() - t0) * 1000)
+        if other:
+            other(x)
+    times, diffs = [], []
+    for i in range(job.runs):
+        t = {}
+        for key in (("own", "other") if i % 2 == 0 else ("other", "own")) if other else ("own",):
+            t0 = time.perf_counter()
+            (fn if key == "own" else other)(x)
+            t[key] = (time.perf_counter() - t0) * 1000
+        times.append(t["own"])
+        if other:
+            diffs.append(t["other"] - t["own"])
     outputs = [np.asarray(fn(img), dtype=np.float32) for img in job.eval_inputs]
-    return {"latency_ms_median": float(np.median(times)), "latency_ms_p90": float(np.percentile(times, 90)),
-            "peak_rss_mb": round(peak_rss_mb(), 1), "outputs": outputs}
+    res = {"latency_ms_median": float(np.median(times)), "latency_ms_p90": float(np.percentile(times, 90)),
+           "peak_rss_mb": round(peak_rss_mb(), 1), "outputs": outputs}
+    if other:  # the paired artifact's extra time, run by run, so that the machine's drift cancels
+        res["paired_extra_ms_median"] = float(np.median(diffs))
+    return res
 
 
 def peak_rss_mb() -> float:

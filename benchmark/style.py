@@ -46,7 +46,7 @@ def quality(steps: int, size: int, photos: tuple[str, ...] = ("coffee", "rocket"
             degradations: tuple[str, ...] = DEGRADATIONS) -> list[dict]:
     from models.style import StyleConfig, style_photo
     from models import create_model, fold_batchnorm
-    from models.recommend import load_recommender, rank_references
+    from models.recommend import describe_references, load_recommender, rank_references
     from photos.baselines import levels
     from photos.samples import SPLITS, sample_photo
     from train.evaluate import night_degradation, unseen_degradation
@@ -55,16 +55,18 @@ def quality(steps: int, size: int, photos: tuple[str, ...] = ("coffee", "rocket"
     net = fold_batchnorm(create_model("dped_mobile", pretrained=True))
     recommender = load_recommender()
     config = StyleConfig(steps=steps, size=size)
+    bank = {n: np.asarray(sample_photo(n)) for n in SPLITS["train+"] + SPLITS["val"]}
+    described = describe_references(recommender, bank)   # once: the ranking of every photo reuses them
     rows = []
     for name in photos:
         truth = np.asarray(sample_photo(name))
-        others = {n: np.asarray(sample_photo(n)) for n in SPLITS["train+"] + SPLITS["val"] if n != name}
+        others = {n: ref for n, ref in bank.items() if n != name}
         for deg in degradations:
             photo = degrade[deg](truth)
             with torch.no_grad():
                 x = torch.from_numpy(photo).permute(2, 0, 1)[None]
                 phase1 = net(x)[0].clamp(0, 1).permute(1, 2, 0).numpy()
-            chosen = rank_references(recommender, phase1, others)[0][0]
+            chosen = rank_references(recommender, phase1, {n: described[n] for n in others})[0][0]
             row = {"photo": name, "degradation": deg, "reference_chosen": chosen}
             for key, image in (("input", photo), ("phase1", phase1), ("levels", levels(photo)),
                                ("phase2_same_scene", style_photo(phase1, truth, recommender.trunk, config).image),

@@ -11,11 +11,23 @@ from models import create_model
 
 pytestmark = pytest.mark.slow
 
+
+@pytest.fixture
+def small_exports(monkeypatch):
+    """The benchmark's own exports traced and calibrated at 128x128 instead of the export command's 512x512: these
+    tests check the rows, and the int8 exports at 512 took two of the suite's minutes."""
+    from functools import partial
+
+    import benchmark.api
+    from export.common import ExportSpec
+
+    monkeypatch.setattr(benchmark.api, "ExportSpec", partial(ExportSpec, size=(128, 128)))
+
 FIELDS = {"model", "target", "precision", "runtime", "threads", "input_hw", "size_bytes", "latency_ms_median",
           "latency_ms_p90", "peak_rss_mb", "psnr_db", "ssim", "psnr_drop_db", "fidelity_psnr_db", "status"}
 
 
-def test_benchmark_on_a_dped_test_patch_layout(dped_layout, tmp_path, capsys):
+def test_benchmark_on_a_dped_test_patch_layout(dped_layout, tmp_path, capsys, small_exports):
     out = tmp_path / "bench"
     code = bench_main(["--models", "dped_mobile", "--targets", "tflite,onnx,coreml,tensorrt",
                        "--precisions", "fp32", "--threads", "1", "--runs", "2", "--size", "64x64",
@@ -53,7 +65,10 @@ def test_benchmark_on_a_dped_test_patch_layout(dped_layout, tmp_path, capsys):
         assert local["runtime"] == "litert" and local["latency_ms_median"] > 0 and local["fidelity_psnr_db"] is None
         assert local["macs_per_pixel"] == by_runtime["litert"]["macs_per_pixel"]  # the branch: a cost per photo
         assert local["parameters"] < by_runtime["litert"]["parameters"]
-        assert re.search(r"dped_mobile's global branch \(tflite fp32, 1 thr\): [+-]\d+\.\d% latency", printed)
+        # the branch's cost, timed in pairs with the whole model's file, is what the report prints
+        cost = re.search(r"dped_mobile's global branch \(tflite fp32, 1 thr\): ([+-]\d+\.\d)% latency, timed in "
+                         r"pairs", printed)
+        assert cost and float(cost.group(1)) == local["branch_cost_pct"]
 
 
 def test_benchmark_usage_errors(capsys, tmp_path):
@@ -140,7 +155,7 @@ def test_only_an_artifact_of_the_default_recipe_is_reused():
     assert default_recipe(Calibration(**{**plain.__dict__, "weight_qmax": 64}), "percentile", weight_qmax=64)
 
 
-def test_int8_recipes_get_their_own_rows(dped_layout, tmp_path):
+def test_int8_recipes_get_their_own_rows(dped_layout, tmp_path, small_exports):
     from benchmark.api import Recipe
 
     assert Recipe.parse("adaround+minmax+cle") == Recipe("adaround+minmax+cle", "minmax", ("cle", "adaround"))
@@ -163,3 +178,14 @@ def test_int8_recipes_get_their_own_rows(dped_layout, tmp_path):
     sidecar = Sidecar.read(exp / "recipes" / "percentile+bias-correction" / "dped_mobile_int8.onnx.json")
     assert sidecar.calibration.method == "percentile" and sidecar.calibration.weight_methods == ["bias-correction"]
     assert "percentile+bias-correction" in (out / "results.md").read_text()
+
+
+def test_paired_timing_measures_the_other_files_extra_time():
+    """Two files timed alternately in one process: the heavier one's extra time per run comes back."""
+    from benchmark.measure import Job, measure
+
+    light, heavy = "dped_mobile_s", "dped"   # about 12x the MACs per pixel
+    res = measure(Job(light, "pytorch", "fp32", "pytorch", 1, light, (64, 64), 3, 1, [], paired=heavy))
+    alone = measure(Job(light, "pytorch", "fp32", "pytorch", 1, light, (64, 64), 3, 1, []))
+    assert res["paired_extra_ms_median"] > res["latency_ms_median"] > 0
+    assert "paired_extra_ms_median" not in alone

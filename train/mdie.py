@@ -178,6 +178,9 @@ def _train(cfg: MDIETrainConfig, progress: bool, ctx: Context) -> dict:
     out = ctx.from_main(lambda: run_folder(cfg))
     keep_freed_memory()
     torch.manual_seed(cfg.seed)
+    if not cfg.resume:  # a missing or wrong F / F' is said before the photos are prepared
+        dec = _intrinsic_weights("intrinsic_decomposer_mobile", cfg.decomposer)
+        comp = _intrinsic_weights("intrinsic_composer_mobile", cfg.composer)
     folders = {"color": cfg.color, "noise": cfg.noise, "texture": cfg.texture}
     train_sets = [domain_pairs(d, folders[d], "train", cfg.seed) for d in DOMAINS]
     val: dict[str, list] = {}
@@ -189,8 +192,6 @@ def _train(cfg: MDIETrainConfig, progress: bool, ctx: Context) -> dict:
     if cfg.resume:  # the run's own pipeline config (F and F' are in its last.pt)
         net = create_model("mdie", **load_last(out)["config"])
     else:
-        dec = _intrinsic_weights("intrinsic_decomposer_mobile", cfg.decomposer)
-        comp = _intrinsic_weights("intrinsic_composer_mobile", cfg.composer)
         net = create_model("mdie", width=dec["config"].get("width", 16), **cfg.model_overrides())
         try:
             net.decomposer.load_state_dict(dec["state_dict"])

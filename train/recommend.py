@@ -87,29 +87,34 @@ def scene_of(name: str) -> str:
     return name.rsplit("_", 1)[0] if name.startswith("stereo_") else name
 
 
-def validation(net: Recommender) -> dict:
-    """Top-1 accuracy of D_sem and of the embedding: degraded photos ranking the clean photos of every scene (a
-    hit when the nearest reference shows the query's scene)."""
+def validation_descriptors(net: Recommender) -> tuple[list[str], torch.Tensor, dict[str, list]]:
+    """What ``validation`` ranks, made once per run (D_sem is frozen, only the embedding trains): the scene of
+    every clean reference photo, their descriptors, and per split the (scene, descriptor) of each degraded query."""
     names = list(SPLITS["train+"] + SPLITS["val"])
-    scenes = [scene_of(n) for n in names]
     refs = _descriptors(net, [sample_photo(n) for n in names])
-    with torch.no_grad():
-        refs_embedded = net.embed(refs)
     degradations = {"camera": lambda p: degrade(p, np.random.default_rng(7), DEGRADATIONS["camera"][0]),
                     "unseen": unseen_degradation, "night": night_degradation}
+    queries = {split: [(scene_of(name), _descriptors(net, [fn(sample_photo(name))]))
+                       for name in SPLITS[split] for fn in degradations.values()] for split in ("val", "train+")}
+    return [scene_of(n) for n in names], refs, queries
+
+
+def validation(net: Recommender, descriptors: tuple | None = None) -> dict:
+    """Top-1 accuracy of D_sem and of the embedding: degraded photos ranking the clean photos of every scene (a
+    hit when the nearest reference shows the query's scene). ``descriptors``: ``validation_descriptors(net)``."""
+    scenes, refs, queries = descriptors or validation_descriptors(net)
+    with torch.no_grad():
+        refs_embedded = net.embed(refs)
     result = {}
-    for split in ("val", "train+"):
-        hits_sem = hits_emb = total = 0
-        for name in SPLITS[split]:
-            for fn in degradations.values():
-                q = _descriptors(net, [fn(sample_photo(name))])
-                truth = scene_of(name)
-                hits_sem += int(scenes[int((refs - q).norm(dim=1).argmin())] == truth)
-                with torch.no_grad():
-                    hits_emb += int(scenes[int((refs_embedded - net.embed(q)).norm(dim=1).argmin())] == truth)
-                total += 1
+    for split, pairs in queries.items():
+        hits_sem = hits_emb = 0
+        for truth, q in pairs:
+            hits_sem += int(scenes[int((refs - q).norm(dim=1).argmin())] == truth)
+            with torch.no_grad():
+                hits_emb += int(scenes[int((refs_embedded - net.embed(q)).norm(dim=1).argmin())] == truth)
         key = "validation_scenes" if split == "val" else "training_scenes"
-        result[key] = {"queries": total, "top1_d_sem": hits_sem / total, "top1_embedding": hits_emb / total}
+        result[key] = {"queries": len(pairs), "top1_d_sem": hits_sem / len(pairs),
+                       "top1_embedding": hits_emb / len(pairs)}
     return result
 
 
@@ -130,7 +135,8 @@ def train_recommend(cfg: RecommendTrainConfig, progress: bool = True) -> dict:
         anchors.append(_descriptors(net, [degrade(_crop(scene, rng), rng, degradations[i % len(degradations)])
                                           for i in range(cfg.crops)]))
         clean.append(_descriptors(net, [_crop(scene, rng) for _ in range(cfg.crops)]))
-    before = validation(net)
+    held_out = validation_descriptors(net)
+    before = validation(net, held_out)
     opt = torch.optim.Adam(net.head.parameters(), lr=cfg.lr)
     losses = []
     for _ in tqdm(range(cfg.steps), desc="recommend", unit="step", disable=not progress, leave=False):
@@ -147,7 +153,7 @@ def train_recommend(cfg: RecommendTrainConfig, progress: bool = True) -> dict:
         loss.backward()
         opt.step()
         losses.append(loss.item())
-    after = validation(net)
+    after = validation(net, held_out)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     summary = {"config": dataclasses.asdict(cfg), "trunk": net.trunk.describe(),

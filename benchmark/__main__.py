@@ -180,7 +180,7 @@ def _ratios(rows: list[dict]) -> list[str]:
         if r["model"].endswith("/no-branch") and r.get("branch_cost_pct") is not None:
             lines.append(f"{r['model'].split('/')[0]}'s global branch ({r['target']} {r['precision']}, "
                          f"{r['threads']} thr): {r['branch_cost_pct']:+.1f}% latency, timed in pairs "
-                         f"(target at most 5%)")
+                         f"(±{r['branch_cost_spread_pct']:.1f}%; target at most 5%)")
     for r in rows:  # every DPED+ variant (dped_mobile, dped_mobile_s) against DPED
         if r["model"].startswith("dped_mobile") and "/" not in r["model"] and r["latency_ms_median"]:
             same = ms("dped", r["target"], r["precision"], r["threads"])

@@ -180,7 +180,7 @@ class Recipe:
 DEFAULT_RECIPE = Recipe("default", None, ())   # the precision's default calibration method, no weight-side method
 
 NO_BRANCH = "{model}/no-branch"  # the row of an image-adaptive model's local network alone: what the branch costs
-PAIRED_RUNS = 5  # at least this many paired runs for the branch's cost: a few percent of the latency, near the noise
+PAIRED_RUNS = 7  # at least this many paired runs for the branch's cost: a few percent of the latency, near the noise
 
 
 def without_branch(model: str, out: Path) -> Path:
@@ -339,7 +339,8 @@ def _recipe_rows(model: str, target: str, precision: str, cfg: BenchConfig, info
 def _branch_cost_rows(model: str, precision: str, cfg: BenchConfig, base, timed, phones, ref_q, ref_out
                       ) -> list[dict]:
     """The same weights without the global branch, on LiteRT: the latency the branch adds, timed in pairs with the
-    whole model's file (``branch_cost_pct``: the median of the per-run differences over this row's median). Its
+    whole model's file (``branch_cost_pct``: the median of the per-run differences over this row's median;
+    ``branch_cost_spread_pct``: half their interquartile range, the noise the figure carries). Its
     quality is the local network's without its global input, not a model anyone ships."""
     folder = cfg.export_dir / "no-branch"
     ckpt = without_branch(model, folder)
@@ -354,12 +355,14 @@ def _branch_cost_rows(model: str, precision: str, cfg: BenchConfig, base, timed,
     whole, _ = _artifact(model, "tflite", precision, cfg)  # exported already for the row before: reused
     rows = []
     for threads in cfg.threads:
-        row = {**base(name, "tflite", precision, "litert", threads), **info, "branch_cost_pct": None}
+        row = {**base(name, "tflite", precision, "litert", threads), **info, "branch_cost_pct": None,
+               "branch_cost_spread_pct": None}
         res = timed(row, Job(model, "tflite", precision, "litert", threads, str(path), cfg.size,
                              max(cfg.runs, PAIRED_RUNS), cfg.warmup, phones, paired=str(whole) if whole else None),
                     ref_q, ref_out)
         if res and res.get("paired_extra_ms_median") is not None and row["latency_ms_median"]:
             row["branch_cost_pct"] = round(100 * res["paired_extra_ms_median"] / row["latency_ms_median"], 1)
+            row["branch_cost_spread_pct"] = round(50 * res["paired_extra_ms_iqr"] / row["latency_ms_median"], 1)
         row["fidelity_psnr_db"] = None  # another network than the reference: no fidelity to speak of
         rows.append(row)
     return rows

@@ -36,9 +36,10 @@ def measure(job: Job) -> dict:
     """Latency (warm-up, then ``runs`` timed runs) on a random image of ``job.size``; outputs on the eval set.
 
     With ``job.paired``, the other artifact runs right after (or before: the order alternates) each timed run, and
-    the median of its extra time per run comes back too (``paired_extra_ms_median``): a difference of a few percent
+    the median of its extra time per run comes back too (``paired_extra_ms_median``, and the interquartile range of
+    those differences, ``paired_extra_ms_iqr``): a difference of a few percent
     between two files is lost in the drift between two separate measurements, not in paired ones. The peak memory
-    is then both files'."""
+    is then taken after one run of this file alone, before the other loads."""
     from artifacts.runtimes import runtime
 
     fn = runtime(job.runtime).load(job.source, job.threads)
@@ -53,11 +54,12 @@ def measure(job: Job) -> dict:
         return {"latency_ms_median": ms, "latency_ms_p90": ms, "peak_rss_mb": round(peak_rss_mb(), 1),
                 "outputs": []}
     x = rng.random((*job.size, 3), dtype=np.float32)
-    other = runtime(job.runtime).load(job.paired, job.threads) if job.paired else None
-    for _ in range(job.warmup):
+    for _ in range(max(job.warmup, 1 if job.paired else 0)):
         fn(x)
-        if other:
-            other(x)
+    own_peak = peak_rss_mb()  # before a paired file loads: the row's memory stays its own file's
+    other = runtime(job.runtime).load(job.paired, job.threads) if job.paired else None
+    for _ in range(job.warmup if other else 0):
+        other(x)
     times, diffs = [], []
     for i in range(job.runs):
         t = {}
@@ -70,9 +72,10 @@ def measure(job: Job) -> dict:
             diffs.append(t["other"] - t["own"])
     outputs = [np.asarray(fn(img), dtype=np.float32) for img in job.eval_inputs]
     res = {"latency_ms_median": float(np.median(times)), "latency_ms_p90": float(np.percentile(times, 90)),
-           "peak_rss_mb": round(peak_rss_mb(), 1), "outputs": outputs}
+           "peak_rss_mb": round(own_peak if other else peak_rss_mb(), 1), "outputs": outputs}
     if other:  # the paired artifact's extra time, run by run, so that the machine's drift cancels
         res["paired_extra_ms_median"] = float(np.median(diffs))
+        res["paired_extra_ms_iqr"] = float(np.subtract(*np.percentile(diffs, [75, 25])))
     return res
 
 

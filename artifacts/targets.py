@@ -16,7 +16,8 @@ class Precision:
     calibration: bool = False  # needs calibration images (static activation quantization)
     from_float: bool = False   # python -m quantize can make it from this target's fp32 artifact alone
     methods: tuple[str, ...] = ()  # calibration methods (--calibration-method), the default first
-    mixed: bool = False        # chosen layers can stay in float (--float-layers, --fidelity-target)
+    mixed: bool = False        # chosen layers can stay in float (--float-layers)
+    searched: bool = False     # and the exporter can choose them for a fidelity target (--fidelity-target)
     weight_qmax: int = 127     # calibrated int8: per-channel symmetric weight integers lie in [-weight_qmax, weight_qmax]
 
     @property
@@ -60,11 +61,12 @@ TARGETS: dict[str, Target] = {t.name: t for t in (
            ("litert-torch", "ai-edge-litert", "ai-edge-quantizer"),
            _precisions(FP32, Precision("fp16", 45.0, from_float=True),
                        Precision("dynamic-int8", 35.0, from_float=True),
-                       Precision("int8", 35.0, calibration=True, methods=("histogram", "minmax", "qat")))),
+                       Precision("int8", 35.0, calibration=True, methods=("histogram", "minmax", "qat"),
+                                 mixed=True))),
     Target("onnx", ".onnx", "onnxruntime", "NCHW", "pip install 'dslr-mobile[onnx]'", ("onnx", "onnxruntime"),
            _precisions(FP32, Precision("fp16", 45.0, from_float=True),
                        Precision("int8", 35.0, calibration=True, from_float=True,
-                                 methods=("percentile", "minmax"), mixed=True,
+                                 methods=("percentile", "minmax"), mixed=True, searched=True,
                                  weight_qmax=64))),   # 7-bit weights: no U8S8 overflow on x86 without VNNI
     Target("coreml", ".mlpackage", "coreml", "NCHW", "pip install 'dslr-mobile[coreml]'", ("coremltools",),
            _precisions(FP32, FP16, Precision("int8", 35.0), Precision("palettized", 35.0))),
@@ -129,14 +131,17 @@ def remove_artifact(path: str | Path) -> None:
         path.unlink(missing_ok=True)
 
 
-def check_recipe(target: Target, precision: str, method: str | None, float_layers: bool) -> None:
+def check_recipe(target: Target, precision: str, method: str | None, float_layers: bool,
+                 fidelity_target: bool = False) -> None:
     """Raise ValueError (naming the option) when a calibration method or layers kept in float do not fit this
     target and precision; ``python -m export`` and ``python -m quantize`` check the same way."""
     p = target.precision(precision)
     if method and method not in p.methods:
         raise ValueError(f"--calibration-method {method}: {target.name} {precision} takes "
                          f"{', '.join(p.methods) or 'no calibration method'}")
-    if float_layers and not p.mixed:
-        mixed = [f"{t.name} {q.name}" for t in TARGETS.values() for q in t.precisions.values() if q.mixed]
-        raise ValueError(f"--float-layers and --fidelity-target: {target.name} {precision} cannot keep layers in "
-                         f"float; {', '.join(mixed)} can")
+    for option, asked, able, what in (("--float-layers", float_layers, "mixed", "keep layers in float"),
+                                      ("--fidelity-target", fidelity_target, "searched",
+                                       "choose float layers for a fidelity target")):
+        if asked and not getattr(p, able):
+            can = [f"{t.name} {q.name}" for t in TARGETS.values() for q in t.precisions.values() if getattr(q, able)]
+            raise ValueError(f"{option}: {target.name} {precision} cannot {what}; {', '.join(can)} can")

@@ -58,8 +58,8 @@ class ExportSpec:
 
     def check_recipe(self) -> None:
         """Raise ValueError when the quantization options do not fit the target and precision."""
-        check_recipe(TARGETS[self.target], self.precision, self.calibration_method,
-                     bool(self.float_layers) or self.fidelity_target is not None)
+        check_recipe(TARGETS[self.target], self.precision, self.calibration_method, bool(self.float_layers),
+                     self.fidelity_target is not None)
         if self.weight_methods:
             from quantize.weights import METHODS
 

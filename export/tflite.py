@@ -194,10 +194,10 @@ def convert(model: nn.Module, spec: ExportSpec, path: Path, calibration: list[np
             if spec.method == "qat":
                 module, config, _ = recipes.pt2e_qat(recipes.own_input_scale(module), sample, calib,
                                                      recipes.qat_crops(calib, QAT_CROP), spec.qat_steps,
-                                                     dynamic_hw=(INPUT,))
+                                                     dynamic_hw=(INPUT,), float_layers=spec.float_layers)
             else:
                 module, config = recipes.pt2e_int8(recipes.own_input_scale(module), sample, calib,
-                                                   method=spec.method)
+                                                   method=spec.method, float_layers=spec.float_layers)
             check_interrupted()  # torch.export may swallow a Ctrl-C while it traces
             edge = litert_torch.signature(SIGNATURE, module, sample_kwargs=sample).convert(quant_config=config)
         else:

@@ -40,10 +40,34 @@ def _same_shapes(node) -> bool:
     return shape is not None and all(getattr(a.meta.get("val"), "shape", None) == shape for a in args)
 
 
-def _quantizer(qat: bool = False):
+WRAPPER = "model"  # the attribute under which export.tflite.NHWCEnhancer holds the network
+
+
+def in_layer(node, layer: str) -> bool:
+    """Whether an exported graph's node belongs to ``layer``, named as ``quantize.onnx.layer_of`` names the ONNX
+    nodes: a PyTorch module path (``out.conv``, ``tail.1``: every op inside it), or ``module:Op`` for the ops of
+    one kind directly in that module (``tail.1.act:LeakyRelu``, ``blocks.0:Add``)."""
+    stack = node.meta.get("nn_module_stack")
+    if node.op != "call_function" or not stack:
+        return False
+    path = list(stack.values())[-1][0]
+    path = path[len(WRAPPER) + 1:] if path.startswith(WRAPPER + ".") else "" if path == WRAPPER else path
+    module, _, kind = layer.partition(":")
+    if kind:
+        op = str(getattr(node.target, "__name__", node.target)).split(".")[0].replace("_", "").lower()
+        return path == module and op.startswith(kind.lower())
+    return path == module or path.startswith(module + ".")
+
+
+def _quantizer(qat: bool = False, float_layers: tuple[str, ...] = ()):
     """litert-torch's PT2E quantizer, with the element-wise ops annotated too (integer end to end); for QAT
     without the conv-BN patterns: BatchNorm is folded before export, so they have nothing to match (and
-    litert-torch 0.10 builds them in a way torch 2.13's export refuses)."""
+    litert-torch 0.10 builds them in a way torch 2.13's export refuses). ``float_layers`` (``in_layer`` names)
+    are left unannotated, and so is everything computed from them, as for ``FLOAT_OPS``: the converter makes a
+    float op int8 again when a QUANTIZE follows it (measured: `dped_mobile`'s output conv, feeding the int8
+    residual add, came back int8). So on TFLite a float layer floats the rest of the network after it, which
+    suits the last layers, the most sensitive ones. (litert-torch 0.10 refuses ``set_module_name(name, None)``,
+    so the annotations are removed here instead.)"""
     from litert_torch.quantize import pt2e_quantizer
     from litert_torch.quantize.pt2e_quantizer_utils import get_input_act_qspec, get_output_act_qspec
     from torchao.quantization.pt2e.quantizer import QuantizationAnnotation
@@ -66,19 +90,33 @@ def _quantizer(qat: bool = False):
                             input_qspec_map=inputs, output_qspec=get_output_act_qspec(config), _annotated=True)
             model = super().annotate(model)
             kept: set[torch.fx.Node] = set()  # a FLOAT_OPS node and everything computed from it
+            matched = {layer: False for layer in float_layers}
             for node in model.graph.nodes:
                 if node.op == "call_function" and (node.target in floats or any(
                         isinstance(a, torch.fx.Node) and a in kept for a in node.args)):
                     kept.add(node)
                     node.meta.pop("quantization_annotation", None)
+                for layer in float_layers:
+                    if in_layer(node, layer):
+                        matched[layer] = True
+                        kept.add(node)
+                        node.meta.pop("quantization_annotation", None)
+            unknown = [layer for layer, found in matched.items() if not found]
+            if unknown:
+                names = sorted({p[len(WRAPPER) + 1:] for n in model.graph.nodes
+                                for p, _ in (n.meta.get("nn_module_stack") or {}).values()
+                                if p.startswith(WRAPPER + ".") and p.count(".") <= 3})
+                raise ValueError(f"--float-layers {','.join(unknown)}: no such layer in this model; its modules: "
+                                 f"{', '.join(names[:40])}")
             return model
 
     return IntegerQuantizer
 
 
 def pt2e_int8(module: nn.Module, example: dict[str, torch.Tensor], calibration: list[dict[str, torch.Tensor]],
-              per_channel: bool = True, method: str = "histogram"):
+              per_channel: bool = True, method: str = "histogram", float_layers: tuple[str, ...] = ()):
     """Quantize ``module`` (keyword inputs) with PT2E; returns (quantized module, litert-torch QuantConfig).
+    ``float_layers``: layers kept in float (``in_layer``).
 
     ``method``: the activation observer: ``histogram`` (litert-torch's default: the range that minimises the L2
     quantization error of a histogram) or ``minmax`` (the observed extremes)."""
@@ -95,7 +133,7 @@ def pt2e_int8(module: nn.Module, example: dict[str, torch.Tensor], calibration: 
                                   observer_or_fake_quant_ctr=MinMaxObserver.with_args(eps=2 ** -12))
         config = dataclasses.replace(config, input_activation=act, output_activation=act)
     graph = torch.export.export(module.eval(), (), example).module()
-    quantizer = _quantizer()().set_global(config)
+    quantizer = _quantizer(float_layers=float_layers)().set_global(config)
     graph = quantize_pt2e.prepare_pt2e(graph, quantizer)
     with torch.no_grad():
         for kwargs in calibration:
@@ -119,7 +157,7 @@ def qat_crops(data: list[dict[str, torch.Tensor]], size: int) -> list[dict[str, 
 
 def pt2e_qat(module: nn.Module, example: dict[str, torch.Tensor], calibration: list[dict[str, torch.Tensor]],
              data: list[dict[str, torch.Tensor]], steps: int, lr: float = 1e-5, per_channel: bool = True,
-             dynamic_hw: tuple[str, ...] = (), progress: bool = False):
+             dynamic_hw: tuple[str, ...] = (), progress: bool = False, float_layers: tuple[str, ...] = ()):
     """Quantization-aware fine-tuning with PT2E; returns (quantized module, litert-torch QuantConfig, losses).
 
     1. The graph gets litert-torch's QAT config: weights fake-quantized per channel. Activations are fake-quantized
@@ -147,7 +185,7 @@ def pt2e_qat(module: nn.Module, example: dict[str, torch.Tensor], calibration: l
     # the exported graph shares its parameters with the module it traced: train a copy, never the caller's weights
     graph = torch.export.export(copy.deepcopy(module).eval(), (), example,
                                 dynamic_shapes=shapes if dynamic_hw else None).module()
-    quantizer = _quantizer(qat=True)().set_global(config)
+    quantizer = _quantizer(qat=True, float_layers=float_layers)().set_global(config)
     graph = quantize_pt2e.prepare_qat_pt2e(graph, quantizer)
     graph.apply(disable_fake_quant)
     with torch.no_grad():

@@ -220,3 +220,38 @@ def test_adaround_rounds_on_the_int8_grid_and_beats_rounding_to_nearest():
         reference = conv(x)
         error = lambda w: (nn.functional.conv2d(x, w, conv.bias, padding=1) - reference).pow(2).mean()  # noqa: E731
         assert error(learned) < 0.95 * error(fake_int8(conv.weight))
+
+
+@pytest.mark.slow
+def test_tflite_keeps_the_named_layers_in_float_and_the_rest_int8(tmp_path, tiny_checkpoint, capsys):
+    """--float-layers on int8 TFLite: the named modules' ops run in float, every other conv in int8, the sidecar
+    lists them, and XNNPACK still takes the whole graph."""
+    import torch
+    from ai_edge_litert.compiled_model import CompiledModel
+    from ai_edge_litert.interpreter import Interpreter
+
+    from export.__main__ import main as export_main
+
+    def convs(path):
+        graph = Interpreter(model_path=str(path))
+        dtype = {t["index"]: t["dtype"].__name__ for t in graph.get_tensor_details()}
+        return [dtype[op["inputs"][1]] for op in graph._get_ops_details()  # noqa: SLF001 - LiteRT's only listing
+                if op["op_name"] in ("CONV_2D", "DEPTHWISE_CONV_2D")]
+
+    common = ["--target", "tflite", "--checkpoint", str(tiny_checkpoint), "--precision", "int8", "--size", "64x64",
+              "--calibration-count", "2"]
+    assert export_main([*common, "--out", str(tmp_path / "all")]) == 0
+    assert export_main([*common, "--float-layers", "out,tail.1.act:LeakyRelu", "--out", str(tmp_path / "mixed")]) == 0
+    sidecar = Sidecar.read(tmp_path / "mixed" / "dped_mobile_int8.json")
+    assert sidecar.calibration.float_layers == ["out", "tail.1.act:LeakyRelu"] and sidecar.fidelity.passed
+    path = tmp_path / "mixed" / "dped_mobile_int8.tflite"
+    every, mixed = convs(tmp_path / "all" / "dped_mobile_int8.tflite"), convs(path)
+    weights = torch.load(tiny_checkpoint, weights_only=True)["state_dict"]
+    out_convs = sum(1 for name in weights if name.startswith("out.") and name.endswith(".weight"))
+    assert set(every) == {"int8"} and len(mixed) == len(every)
+    assert mixed.count("float32") == out_convs and mixed[-out_convs:] == ["float32"] * out_convs  # the last layer
+    assert CompiledModel.from_file(str(path)).is_fully_accelerated()
+    capsys.readouterr()
+    assert export_main([*common, "--float-layers", "tail.9", "--out", str(tmp_path / "bad")]) == 1
+    err = capsys.readouterr().err
+    assert "--float-layers tail.9: no such layer" in err and "tail.1.act" in err and "Traceback" not in err

@@ -11,6 +11,7 @@ Examples:
   python -m export --target all --model mdie                     # the whole MDIE pipeline
   python -m export --target onnx --precision int8 --calibration-method minmax
   python -m export --target onnx --model dped --precision int8 --fidelity-target 40   # mixed precision, measured
+  python -m export --target tflite --model dped --precision int8 --float-layers tail   # its tail in float
 
 Targets and precisions (gate: the worst PSNR against PyTorch fp32 an artifact must reach to be kept):
 {table}
@@ -65,8 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="--calibration-method qat (int8 TFLite): quantization-aware fine-tuning steps toward the "
                         "float model's own output, on 128x128 crops of the calibration photos (default 200)")
     p.add_argument("--float-layers", default="",
-                   help="comma-separated layers kept in float in an int8 ONNX (names as python -m quantize "
-                        "sensitivity lists them)")
+                   help="comma-separated layers kept in float in an int8 ONNX or TFLite (names as python -m "
+                        "quantize sensitivity lists them: module paths, or module:Op; in TFLite everything "
+                        "computed from them stays float too)")
     p.add_argument("--fidelity-target", type=float, default=None, metavar="DB",
                    help="int8 ONNX: keep the most sensitive layers in float, measured one by one, until the "
                         "fidelity reaches DB; the gate becomes DB")

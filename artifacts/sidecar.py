@@ -90,7 +90,7 @@ class Calibration:
     count: int                     # crops
     size: list[int]                # crop H, W
     method: str = ""               # activation range method (--calibration-method); "" in files made before it
-    float_layers: list[str] = field(default_factory=list)   # layers kept in float (mixed precision)
+    float_layers: list[str] = field(default_factory=list)   # kept in float (TFLite: and all computed from them)
     qat_steps: int = 0             # method 'qat': quantization-aware fine-tuning steps (0: calibration alone)
     weight_methods: list[str] = field(default_factory=list)   # quantize.weights methods applied before quantizing
     weight_qmax: int = 0           # weight integers lie in [-weight_qmax, weight_qmax]; 0 in files made before it

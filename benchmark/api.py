@@ -298,7 +298,8 @@ def run_benchmark(cfg: BenchConfig, log=print) -> list[dict]:
                     rows.extend(_recipe_rows(model, target, precision, cfg, info, base, timed, phones, ref_q,
                                              ref_out, rows[-1]))
                 if net.contract.thumbnail and target == "tflite":  # what the global branch costs on LiteRT
-                    rows.extend(_branch_cost_rows(model, precision, cfg, base, timed, phones, ref_q, ref_out))
+                    rows.extend(_branch_cost_rows(model, precision, cfg, base, timed, phones, ref_q, ref_out,
+                                                  path))
     if cfg.full_res:
         rows.append(_full_res_row(cfg, base, log))
     _pirm(rows)
@@ -336,10 +337,10 @@ def _recipe_rows(model: str, target: str, precision: str, cfg: BenchConfig, info
     return rows
 
 
-def _branch_cost_rows(model: str, precision: str, cfg: BenchConfig, base, timed, phones, ref_q, ref_out
-                      ) -> list[dict]:
+def _branch_cost_rows(model: str, precision: str, cfg: BenchConfig, base, timed, phones, ref_q, ref_out,
+                      whole: Path) -> list[dict]:
     """The same weights without the global branch, on LiteRT: the latency the branch adds, timed in pairs with the
-    whole model's file (``branch_cost_pct``: the median of the per-run differences over this row's median;
+    whole model's file ``whole`` (``branch_cost_pct``: the median of the per-run differences over this row's median;
     ``branch_cost_spread_pct``: half their interquartile range, the noise the figure carries). Its
     quality is the local network's without its global input, not a model anyone ships."""
     folder = cfg.export_dir / "no-branch"
@@ -352,13 +353,12 @@ def _branch_cost_rows(model: str, precision: str, cfg: BenchConfig, base, timed,
     size = artifact_size(path)
     info = {"task": "enhance", "macs_per_pixel": conv_macs_per_pixel(local), "parameters": count_parameters(local),
             "size_bytes": size, "size_mb": round(size / 1e6, 3)}
-    whole, _ = _artifact(model, "tflite", precision, cfg)  # exported already for the row before: reused
     rows = []
     for threads in cfg.threads:
         row = {**base(name, "tflite", precision, "litert", threads), **info, "branch_cost_pct": None,
                "branch_cost_spread_pct": None}
         res = timed(row, Job(model, "tflite", precision, "litert", threads, str(path), cfg.size,
-                             max(cfg.runs, PAIRED_RUNS), cfg.warmup, phones, paired=str(whole) if whole else None),
+                             max(cfg.runs, PAIRED_RUNS), cfg.warmup, phones, paired=str(whole)),
                     ref_q, ref_out)
         if res and res.get("paired_extra_ms_median") is not None and row["latency_ms_median"]:
             row["branch_cost_pct"] = round(100 * res["paired_extra_ms_median"] / row["latency_ms_median"], 1)

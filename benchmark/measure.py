@@ -60,12 +60,13 @@ def measure(job: Job) -> dict:
     other = runtime(job.runtime).load(job.paired, job.threads) if job.paired else None
     for _ in range(job.warmup if other else 0):
         other(x)
+    files = {"own": fn, "other": other} if other else {"own": fn}
     times, diffs = [], []
     for i in range(job.runs):
         t = {}
-        for key in (("own", "other") if i % 2 == 0 else ("other", "own")) if other else ("own",):
+        for key in list(files)[::1 if i % 2 == 0 else -1]:   # the paired order alternates
             t0 = time.perf_counter()
-            (fn if key == "own" else other)(x)
+            files[key](x)
             t[key] = (time.perf_counter() - t0) * 1000
         times.append(t["own"])
         if other:

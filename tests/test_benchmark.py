@@ -165,16 +165,18 @@ def test_int8_recipes_get_their_own_rows(dped_layout, tmp_path, small_exports):
     assert bench_main(["--models", "dped_mobile", "--targets", "onnx", "--precisions", "int8", "--threads", "1",
                        "--runs", "1", "--size", "64x64", "--full-res", "none", "--no-roofline", "--export-dir",
                        str(exp), "--data", str(dped_layout), "--phone", "iphone",
-                       "--recipes", "bias-correction,percentile,histogram", "--out", str(out)]) == 0
+                       "--recipes", "minmax,bias-correction,percentile,histogram", "--out", str(out)]) == 0
     rows = {r["recipe"]: r for r in json.loads((out / "results.json").read_text())
             if r["model"] == "dped_mobile" and r["precision"] == "int8"}
     # "percentile" is onnx's default recipe: its row is the default one, not a second
-    assert set(rows) == {"percentile", "percentile+bias-correction", "histogram"}
+    assert set(rows) == {"percentile", "minmax", "percentile+bias-correction", "histogram"}
     assert rows["histogram"]["status"].startswith("skipped: onnx int8 has no calibration method histogram")
     assert "extra_recipe" not in rows["percentile"]
-    row = rows["percentile+bias-correction"]
-    assert row["status"] == "ok" and row["latency_ms_median"] > 0 and row["extra_recipe"]
-    assert row["fidelity_vs_default_db"] == round(row["fidelity_psnr_db"] - rows["percentile"]["fidelity_psnr_db"], 2)
+    for name in ("minmax", "percentile+bias-correction"):
+        row = rows[name]
+        assert row["status"] == "ok" and row["latency_ms_median"] > 0 and row["extra_recipe"]
+        assert row["fidelity_vs_default_db"] == round(row["fidelity_psnr_db"] - rows["percentile"]["fidelity_psnr_db"],
+                                                      2)
     sidecar = Sidecar.read(exp / "recipes" / "percentile+bias-correction" / "dped_mobile_int8.onnx.json")
     assert sidecar.calibration.method == "percentile" and sidecar.calibration.weight_methods == ["bias-correction"]
     assert "percentile+bias-correction" in (out / "results.md").read_text()

@@ -62,7 +62,7 @@ TARGETS: dict[str, Target] = {t.name: t for t in (
            _precisions(FP32, Precision("fp16", 45.0, from_float=True),
                        Precision("dynamic-int8", 35.0, from_float=True),
                        Precision("int8", 35.0, calibration=True, methods=("histogram", "minmax", "qat"),
-                                 mixed=True))),
+                                 mixed=True, searched=True))),
     Target("onnx", ".onnx", "onnxruntime", "NCHW", "pip install 'dslr-mobile[onnx]'", ("onnx", "onnxruntime"),
            _precisions(FP32, Precision("fp16", 45.0, from_float=True),
                        Precision("int8", 35.0, calibration=True, from_float=True,

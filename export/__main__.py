@@ -12,6 +12,7 @@ Examples:
   python -m export --target onnx --precision int8 --calibration-method minmax
   python -m export --target onnx --model dped --precision int8 --fidelity-target 40   # mixed precision, measured
   python -m export --target tflite --model dped --precision int8 --float-layers tail   # its tail in float
+  python -m export --target tflite --model dped --precision int8 --fidelity-target 45   # float from where it must
 
 Targets and precisions (gate: the worst PSNR against PyTorch fp32 an artifact must reach to be kept):
 {table}
@@ -70,8 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "quantize sensitivity lists them: module paths, or module:Op; in TFLite everything "
                         "computed from them stays float too)")
     p.add_argument("--fidelity-target", type=float, default=None, metavar="DB",
-                   help="int8 ONNX: keep the most sensitive layers in float, measured one by one, until the "
-                        "fidelity reaches DB; the gate becomes DB")
+                   help="int8: keep layers in float until the fidelity reaches DB (ONNX: the most sensitive "
+                        "first, measured one by one; TFLite: the latest layer from which on the network runs in "
+                        "float, by bisection); the gate becomes DB")
     p.add_argument("--weight-methods", default="",
                    help="int8: comma list of weight-side methods applied to the float model first: cle "
                         "(cross-layer equalization), adaround (learned rounding), bias-correction (of the int8 weights' "

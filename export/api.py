@@ -60,7 +60,9 @@ def export_one(spec: ExportSpec) -> Written:
 
             converted = apply(folded, spec.weight_methods, images, thumbnail_size(model), calibration.weight_qmax)
         if spec.fidelity_target is not None:  # mixed precision: which layers stay in float, measured
-            spec = replace(spec, float_layers=tuple(_choose_float_layers(spec, backend, converted, images, out)))
+            chosen = backend.choose_float_layers(converted, spec, images, fidelity_inputs(spec.size, resizable=False),
+                                                 out)
+            spec = replace(spec, float_layers=tuple(chosen))
             calibration = replace(calibration, float_layers=list(spec.float_layers))
         try:
             backend.convert(converted, spec, tmp, images)
@@ -174,24 +176,6 @@ def _calibration(spec: ExportSpec) -> tuple[Calibration | None, list | None]:
                        qat_steps=spec.qat_steps if spec.method == "qat" else 0,
                        weight_methods=list(spec.weight_methods),
                        weight_qmax=TARGETS[spec.target].precision(spec.precision).weight_qmax), images
-
-
-def _choose_float_layers(spec: ExportSpec, backend, folded, images: list, out: Path) -> list[str]:
-    """The layers to keep in float so that the int8 file reaches ``spec.fidelity_target`` (measured on the
-    held-out photos at the export size against the float file; the export gate then measures the result)."""
-    from quantize.sensitivity import Trials, choose_float_layers
-
-    fp32 = out / f".{spec.stem}.float-for-mixed{TARGETS[spec.target].suffix}"
-    try:
-        backend.convert(folded, replace(spec, precision="fp32", fidelity_target=None, float_layers=()), fp32, None)
-        trials = Trials(fp32, images, fidelity_inputs(spec.size, resizable=False), method=spec.method)
-        try:
-            layers, _, _ = choose_float_layers(trials, spec.fidelity_target)
-        finally:
-            trials.close()
-    finally:
-        remove_artifact(fp32)
-    return layers
 
 
 def prepare_tensorrt(spec: ExportSpec) -> dict:

@@ -35,6 +35,29 @@ def _require(module: str, extra: str = "onnx"):
                           f"({err})") from None
 
 
+def choose_float_layers(model: nn.Module, spec: ExportSpec, calibration: list[np.ndarray],
+                        inputs: list[tuple[str, np.ndarray]], out: Path) -> list[str]:
+    """--fidelity-target on int8: the layers to keep in float so that the file reaches the target, measured by
+    re-quantizing the float file with onnxruntime (``quantize.sensitivity``); the export gate then measures the
+    result."""
+    from dataclasses import replace
+
+    from artifacts.targets import remove_artifact
+    from quantize.sensitivity import Trials, choose_float_layers as choose
+
+    fp32 = out / f".{spec.stem}.float-for-mixed.onnx"
+    try:
+        convert(model, replace(spec, precision="fp32", fidelity_target=None, float_layers=()), fp32, None)
+        trials = Trials(fp32, calibration, inputs, method=spec.method)
+        try:
+            layers, _, _ = choose(trials, spec.fidelity_target)
+        finally:
+            trials.close()
+    finally:
+        remove_artifact(fp32)
+    return layers
+
+
 def convert(model: nn.Module, spec: ExportSpec, path: Path, calibration: list[np.ndarray] | None = None) -> None:
     _require("onnx")
     _require("onnxruntime")

@@ -171,6 +171,31 @@ def _require_litert_torch():
     return litert_torch
 
 
+def keyword_inputs(image: np.ndarray, thumbnail_side: int | None) -> dict[str, torch.Tensor]:
+    """The NHWC module's inputs for one float32 (H, W, 3) photo: the image, and its thumbnail if the model takes
+    one."""
+    return {INPUT: torch.from_numpy(np.array(image, dtype=np.float32))[None],
+            **({THUMBNAIL: torch.from_numpy(thumbnail(image, thumbnail_side))[None]} if thumbnail_side else {})}
+
+
+def choose_float_layers(model: nn.Module, spec: ExportSpec, calibration: list[np.ndarray],
+                        inputs: list[tuple[str, np.ndarray]], out: Path) -> list[str]:
+    """--fidelity-target on int8: the layer to float, with what follows it, so that the file reaches the target,
+    chosen on PT2E's graph run in PyTorch (``quantize.sensitivity_tflite``); the export gate then measures the
+    converted file."""
+    from quantize import tflite as recipes
+    from quantize.sensitivity_tflite import PT2ETrials, choose_float_suffix
+
+    module = recipes.own_input_scale(NHWCEnhancer(as_converted(model)).eval())
+    size = thumbnail_size(model)
+    with _quiet():
+        trials = PT2ETrials(module, [keyword_inputs(img, size) for img in calibration],
+                            [(name, keyword_inputs(img, size)) for name, img in inputs],
+                            method="histogram" if spec.method == "qat" else spec.method)  # QAT starts from PTQ
+        layers, _, _ = choose_float_suffix(trials, spec.fidelity_target)
+    return layers
+
+
 def convert(model: nn.Module, spec: ExportSpec, path: Path, calibration: list[np.ndarray] | None = None) -> None:
     """Convert an eval-mode (BN-folded) model traced at ``spec.size`` (H, W) and write it to ``path``.
 
@@ -188,9 +213,7 @@ def convert(model: nn.Module, spec: ExportSpec, path: Path, calibration: list[np
         if precision == "int8":
             if not calibration:
                 raise ValueError("int8 export needs calibration images")
-            calib = [{INPUT: torch.from_numpy(np.array(img))[None],
-                      **({THUMBNAIL: torch.from_numpy(thumbnail(img, size))[None]} if size else {})}
-                     for img in calibration]
+            calib = [keyword_inputs(img, size) for img in calibration]
             if spec.method == "qat":
                 module, config, _ = recipes.pt2e_qat(recipes.own_input_scale(module), sample, calib,
                                                      recipes.qat_crops(calib, QAT_CROP), spec.qat_steps,

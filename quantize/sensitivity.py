@@ -46,6 +46,7 @@ class Trials:
     inputs: list[tuple[str, np.ndarray]]
     method: str = "percentile"
     threads: int | None = None
+    quantizer: str = "onnxruntime QDQ int8"
     layers: list[str] = field(init=False)
     count: int = field(init=False, default=0)
 
@@ -66,6 +67,17 @@ class Trials:
         run = onnxruntime.load(path, self.threads)
         self.count += 1
         return min(psnr(run(image), ref) for (_, image), ref in zip(self.inputs, self._reference))
+
+    def op_types(self) -> dict[str, str]:
+        return quantizable_layers(self.pre, op_types=True)
+
+    @property
+    def source(self) -> str:
+        return str(self.fp32)
+
+    def ranges(self) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, float]]]:
+        """(weight ranges, activation ranges) per layer."""
+        return weight_ranges(self.pre), activation_ranges(self.pre, self.calibration)
 
     def close(self) -> None:
         self._work.cleanup()
@@ -117,13 +129,13 @@ def activation_ranges(path: Path, calibration: list[np.ndarray]) -> dict[str, di
     return out
 
 
-def analyze(trials: Trials, progress: Callable[[str], None] | None = None) -> dict:
+def analyze(trials, progress: Callable[[str], None] | None = None) -> dict:
     """The sensitivity report of every conv layer (see the module's docstring), most sensitive first."""
     say = progress or (lambda _: None)
     full = trials.fidelity()
     say(f"all layers int8: {full:.2f} dB")
-    weights, acts = weight_ranges(trials.pre), activation_ranges(trials.pre, trials.calibration)
-    ops = quantizable_layers(trials.pre, op_types=True)
+    weights, acts = trials.ranges()
+    ops = trials.op_types()
     rows = []
     for i, layer in enumerate(trials.layers, 1):
         only, without = trials.fidelity(only=(layer,)), trials.fidelity(float_layers=(layer,))
@@ -132,12 +144,12 @@ def analyze(trials: Trials, progress: Callable[[str], None] | None = None) -> di
                      "all_but_it_int8_db": round(without, 2), "gain_in_float_db": round(without - full, 2),
                      **acts.get(layer, {}), **weights.get(layer, {})})
     rows.sort(key=lambda r: (r["only_int8_db"], -r["gain_in_float_db"]))
-    return {"artifact": str(trials.fp32), "method": trials.method, "calibration_crops": len(trials.calibration),
+    return {"artifact": trials.source, "quantizer": trials.quantizer, "method": trials.method, "calibration_crops": len(trials.calibration),
             "inputs": [name for name, _ in trials.inputs], "all_int8_db": round(full, 2), "trials": trials.count,
             "layers": rows}
 
 
-def choose_float_layers(trials: Trials, target_db: float, report: dict | None = None,
+def choose_float_layers(trials, target_db: float, report: dict | None = None,
                         progress: Callable[[str], None] | None = None) -> tuple[list[str], float, list[dict]]:
     """Layers to keep in float so that the int8 file's fidelity reaches ``target_db``: the most sensitive first
     (the lowest "only" score: the ranking of ``analyze``), one at a time, each step measured. Returns (layers,
@@ -178,7 +190,7 @@ def write_report(report: dict, out: Path) -> list[Path]:
         return f"[{r[side + '_min']:.3g}, {r[side + '_max']:.3g}]" if side + "_min" in r else "–"
 
     lines = [f"# Quantization sensitivity: {Path(report['artifact']).name}", "",
-             f"onnxruntime QDQ int8, {report['method']} calibration on {report['calibration_crops']} crops; "
+             f"{report['quantizer']}, {report['method']} calibration on {report['calibration_crops']} crops; "
              f"fidelity = worst PSNR against the float file on {', '.join(report['inputs'])}. All layers int8: "
              f"**{report['all_int8_db']} dB**. Most sensitive first.", "", head]
     for r in rows:

@@ -47,16 +47,39 @@ def in_layer(node, layer: str) -> bool:
     """Whether an exported graph's node belongs to ``layer``, named as ``quantize.onnx.layer_of`` names the ONNX
     nodes: a PyTorch module path (``out.conv``, ``tail.1``: every op inside it), or ``module:Op`` for the ops of
     one kind directly in that module (``tail.1.act:LeakyRelu``, ``blocks.0:Add``)."""
-    stack = node.meta.get("nn_module_stack")
-    if node.op != "call_function" or not stack:
+    path = _module_path(node)
+    if path is None:
         return False
-    path = list(stack.values())[-1][0]
-    path = path[len(WRAPPER) + 1:] if path.startswith(WRAPPER + ".") else "" if path == WRAPPER else path
     module, _, kind = layer.partition(":")
     if kind:
-        op = str(getattr(node.target, "__name__", node.target)).split(".")[0].replace("_", "").lower()
-        return path == module and op.startswith(kind.lower())
+        return path == module and aten_op(node).replace("_", "").lower().startswith(kind.lower())
     return path == module or path.startswith(module + ".")
+
+
+WEIGHTED = ("conv2d", "conv_transpose2d", "linear")  # ops named by their module alone, as ONNX names its Conv
+
+
+def layer_name(node) -> str | None:
+    """The ``in_layer`` name of an exported graph's op: its module path for a conv or linear layer, else
+    ``module:Op`` (``blocks.0:Add``, ``tail.1.act:LeakyRelu``; ``:Mul`` for an op of the network's own forward)."""
+    path = _module_path(node)
+    if path is None:
+        return None
+    op = aten_op(node)
+    return path if op in WEIGHTED else f"{path}:{''.join(w.capitalize() for w in op.split('_'))}"
+
+
+def _module_path(node) -> str | None:
+    stack = node.meta.get("nn_module_stack")
+    if node.op != "call_function" or not stack:
+        return None
+    path = list(stack.values())[-1][0]
+    return path[len(WRAPPER) + 1:] if path.startswith(WRAPPER + ".") else "" if path == WRAPPER else path
+
+
+def aten_op(node) -> str:
+    """A graph node's aten op without its overload: ``conv2d``, ``leaky_relu``, ``add``."""
+    return str(getattr(node.target, "__name__", node.target)).split(".")[0]
 
 
 def _quantizer(qat: bool = False, float_layers: tuple[str, ...] = ()):
@@ -120,9 +143,21 @@ def pt2e_int8(module: nn.Module, example: dict[str, torch.Tensor], calibration: 
 
     ``method``: the activation observer: ``histogram`` (litert-torch's default: the range that minimises the L2
     quantization error of a histogram) or ``minmax`` (the observed extremes)."""
+    from litert_torch.quantize import quant_config
+    from torchao.quantization.pt2e import quantize_pt2e
+
+    graph, quantizer = calibrated(module, example, calibration, method, per_channel, float_layers)
+    graph = quantize_pt2e.convert_pt2e(graph, fold_quantize=False)  # BN is folded already: train/eval is moot
+    return graph, quant_config.QuantConfig(pt2e_quantizer=quantizer)
+
+
+def calibrated(module: nn.Module, example: dict[str, torch.Tensor], calibration: list[dict[str, torch.Tensor]],
+               method: str = "histogram", per_channel: bool = True, float_layers: tuple[str, ...] = ()):
+    """``module`` traced, annotated by our quantizer and run on ``calibration`` (its observers hold the ranges);
+    returns (graph, quantizer). ``pt2e_int8`` converts it."""
     import dataclasses
 
-    from litert_torch.quantize import pt2e_quantizer, quant_config
+    from litert_torch.quantize import pt2e_quantizer
     from torchao.quantization.pt2e import MinMaxObserver, quantize_pt2e
 
     if method not in METHODS:
@@ -138,8 +173,7 @@ def pt2e_int8(module: nn.Module, example: dict[str, torch.Tensor], calibration: 
     with torch.no_grad():
         for kwargs in calibration:
             graph(**kwargs)
-    graph = quantize_pt2e.convert_pt2e(graph, fold_quantize=False)  # BN is folded already: train/eval is moot
-    return graph, quant_config.QuantConfig(pt2e_quantizer=quantizer)
+    return graph, quantizer
 
 
 def qat_crops(data: list[dict[str, torch.Tensor]], size: int) -> list[dict[str, torch.Tensor]]:

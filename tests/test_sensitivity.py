@@ -37,8 +37,8 @@ def test_calibration_methods_come_from_the_target_table(capsys, exported):
     assert export_main(["--target", "tflite", "--precision", "int8", "--calibration-method", "qat",
                         "--qat-steps", "0"]) == 2
     assert "--qat-steps must be a positive integer" in capsys.readouterr().err
-    assert export_main(["--target", "tflite", "--precision", "int8", "--fidelity-target", "40"]) == 2
-    assert "onnx int8 can" in capsys.readouterr().err
+    assert export_main(["--target", "tflite", "--precision", "fp16", "--fidelity-target", "40"]) == 2
+    assert "int8 can" in capsys.readouterr().err
     written, _ = exported
     assert written[("onnx", "int8")].sidecar.calibration.method == "percentile"
     assert written[("tflite", "int8")].sidecar.calibration.method == "histogram"
@@ -255,3 +255,48 @@ def test_tflite_keeps_the_named_layers_in_float_and_the_rest_int8(tmp_path, tiny
     assert export_main([*common, "--float-layers", "tail.9", "--out", str(tmp_path / "bad")]) == 1
     err = capsys.readouterr().err
     assert "--float-layers tail.9: no such layer" in err and "tail.1.act" in err and "Traceback" not in err
+
+
+@pytest.mark.slow
+def test_tflite_sensitivity_ranks_layers_and_its_choice_reaches_the_target_once_converted(tmp_path, tiny_checkpoint,
+                                                                                        capsys):
+    """python -m quantize sensitivity --target tflite: PT2E's graph run in PyTorch with pairs removed. The layer it
+    chooses for --fidelity-target, exported for real with --float-layers, passes the same target in the gate."""
+    from export.__main__ import main as export_main
+
+    out = tmp_path / "report"
+    common = ["--model", "dped_mobile", "--checkpoint", str(tiny_checkpoint), "--size", "64x64",
+              "--calibration-count", "2", "--threads", "1"]
+    assert sensitivity_main([*common, "--out", str(out)]) == 0
+    report = json.loads((out / "sensitivity.json").read_text())
+    layers = report["layers"]
+    assert "PT2E" in report["quantizer"] and report["trials"] == 1 + 2 * len(layers)
+    names = [r["layer"] for r in layers]
+    assert {"stem.conv", "out.conv", ":Add"} <= set(names) and any(":" in n for n in names)
+    only = [float("inf") if r["only_int8_db"] is None else r["only_int8_db"] for r in layers]
+    assert only == sorted(only)  # most sensitive first
+    assert all(r["channel_absmax_max"] >= r["channel_absmax_min"] > 0 for r in layers if r["op"] == "Conv")
+    # floating a layer floats what follows it: all but the first layer in float is close to float
+    assert max(r["all_but_it_int8_db"] or float("inf") for r in layers) > report["all_int8_db"]
+
+    target = round(report["all_int8_db"] + 3, 1)
+    assert sensitivity_main([*common, "--out", str(out), "--fidelity-target", str(target)]) == 0
+    chosen = json.loads((out / "sensitivity.json").read_text())["mixed_precision"]
+    assert chosen["fidelity_db"] >= target and len(chosen["float_layers"]) == 1
+    assert f"--float-layers {chosen['float_layers'][0]}" in capsys.readouterr().out
+
+    # the export's own search: the same choice, then converted and gated for real
+    assert export_main(["--target", "tflite", "--checkpoint", str(tiny_checkpoint), "--precision", "int8",
+                        "--size", "64x64", "--calibration-count", "2", "--fidelity-target", str(target),
+                        "--out", str(tmp_path / "mixed")]) == 0
+    sidecar = Sidecar.read(tmp_path / "mixed" / "dped_mobile_int8.json")
+    assert sidecar.calibration.float_layers == chosen["float_layers"]
+    assert sidecar.fidelity.passed and sidecar.fidelity.psnr_db_min >= target - 1.0  # simulated vs converted
+
+    capsys.readouterr()
+    assert sensitivity_main(["--model", "no_such_model"]) == 2
+    assert "no_such_model" in capsys.readouterr().err
+    bogus = tmp_path / "m.tflite"
+    bogus.write_bytes(b"x")
+    assert sensitivity_main([str(bogus)]) == 2
+    assert "--target tflite" in capsys.readouterr().err

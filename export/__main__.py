@@ -157,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
             rows.append([target.name, precision, "prepared for trtexec", "", "", f"{time.perf_counter() - t0:.1f}"])
             continue
         try:
-            result = export_one(spec)
+            result = export_one(spec, progress=lambda line: print(line, file=sys.stderr, flush=True))
         except MissingBackend as err:
             if args.target != "all":  # asked for by name: a failure
                 print(f"{target.name} {precision}: error: {err}", file=sys.stderr)
@@ -175,6 +175,8 @@ def main(argv: list[str] | None = None) -> int:
         rows.append([target.name, precision, ("ok" if result.ok else "exported, failed fidelity gate") + emulated,
                      f"{result.size_bytes / 1e6:.2f}", f"{fid.psnr_db_min:.1f}", f"{sc.export_seconds:.1f}"])
         io = f"{sc.input.dtype} in, {sc.outputs[0].dtype} out"
+        if sc.calibration and sc.calibration.float_layers:
+            io += f"  float layers {','.join(sc.calibration.float_layers)}"
         print(f"{target.name} {precision}: {sc.status}  {result.artifact}  {result.size_bytes / 1e6:.2f} MB  "
               f"{sc.macs_per_pixel / 1e3:.1f} K MACs/pixel  {io}  fidelity {fid.psnr_db_min:.1f} dB{emulated} "
               f"(gate {fid.gate_db:.0f} dB)  {sc.export_seconds:.1f} s")

@@ -8,6 +8,7 @@ import time
 from dataclasses import asdict, replace
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -30,8 +31,11 @@ from .common import ExportError, ExportSpec, MissingBackend, check_size, torch_r
 DEFAULT_TILE = 256  # python -m enhance's default: a third of the peak memory of 512 px for the same time
 
 
-def export_one(spec: ExportSpec) -> Written:
+def export_one(spec: ExportSpec, progress: Callable[[str], None] | None = None) -> Written:
     """Convert, run the fidelity gate, write ``OUT/<model>_<precision><suffix>`` and its sidecar.
+
+    With ``spec.fidelity_target`` the backend proposes layers to keep in float (best first); each is converted
+    and gated in turn until one passes (``progress`` hears why it moves on).
 
     The sidecar's tensor fields are what the runtime reports for the file; the same JSON is embedded in the
     artifact's metadata. An artifact that fails its gate is renamed ``<file>.rejected`` (with
@@ -59,28 +63,19 @@ def export_one(spec: ExportSpec) -> Written:
             from quantize.weights import apply
 
             converted = apply(folded, spec.weight_methods, images, thumbnail_size(model), calibration.weight_qmax)
+        choices = [spec.float_layers]
         if spec.fidelity_target is not None:  # mixed precision: which layers stay in float, measured
-            chosen = backend.choose_float_layers(converted, spec, images, fidelity_inputs(spec.size, resizable=False),
-                                                 out)
-            spec = replace(spec, float_layers=tuple(chosen))
-            calibration = replace(calibration, float_layers=list(spec.float_layers))
-        try:
-            backend.convert(converted, spec, tmp, images)
-        except ExportError:  # MissingBackend included: the converter said what is wrong
-            raise
-        except ImportError as err:
-            raise MissingBackend(f"{target.name} needs a package that is not installed ({err}): {target.install}") \
-                from None
-        except Exception as err:  # a converter failure: report it as this artifact's failure, not a traceback
-            raise ExportError(f"conversion failed: {type(err).__name__}: {str(err).strip().splitlines()[0][:300]}") \
-                from err
-        check_interrupted()  # the converter may have swallowed a Ctrl-C
-        try:
-            fidelity = _gate(spec, target, backend, model, folded, tmp)
-            described = _describe(target, spec, model.contract, tmp)
-        except Exception as err:  # the runtime rejected the artifact: this export's failure, not a traceback
-            raise ExportError(f"the exported {target.name} artifact does not run: {type(err).__name__}: "
-                              f"{str(err).strip().splitlines()[0][:300]}") from err
+            choices = [tuple(c) for c in backend.choose_float_layers(
+                converted, spec, images, fidelity_inputs(spec.size, resizable=False), out, progress)]
+        for i, layers in enumerate(choices):
+            spec = replace(spec, float_layers=layers)
+            fidelity, described = _convert_and_gate(spec, target, backend, model, folded, converted, images, tmp)
+            if fidelity.passed or i == len(choices) - 1:
+                break
+            (progress or (lambda _: None))(
+                f"--float-layers {','.join(layers)}: {fidelity.psnr_db_min:.1f} dB once converted, below "
+                f"{spec.gate:g} dB; trying {','.join(choices[i + 1])}")
+        calibration = replace(calibration, float_layers=list(spec.float_layers))
 
         contract = model.contract
         inputs = {t["name"]: t for t in described["inputs"]}
@@ -121,6 +116,27 @@ def export_one(spec: ExportSpec) -> Written:
         return Written(sidecar, dest, dest_sidecar, artifact_size(dest))
     finally:
         remove_artifact(tmp)
+
+
+def _convert_and_gate(spec: ExportSpec, target: Target, backend, model, folded, converted, images, tmp: Path
+                      ) -> tuple[Fidelity, dict]:
+    """Convert ``converted`` into ``tmp``; (its gate's fidelity, what its runtime reports)."""
+    try:
+        backend.convert(converted, spec, tmp, images)
+    except ExportError:  # MissingBackend included: the converter said what is wrong
+        raise
+    except ImportError as err:
+        raise MissingBackend(f"{target.name} needs a package that is not installed ({err}): {target.install}") \
+            from None
+    except Exception as err:  # a converter failure: report it as this artifact's failure, not a traceback
+        raise ExportError(f"conversion failed: {type(err).__name__}: {str(err).strip().splitlines()[0][:300]}") \
+            from err
+    check_interrupted()  # the converter may have swallowed a Ctrl-C
+    try:
+        return _gate(spec, target, backend, model, folded, tmp), _describe(target, spec, model.contract, tmp)
+    except Exception as err:  # the runtime rejected the artifact: this export's failure, not a traceback
+        raise ExportError(f"the exported {target.name} artifact does not run: {type(err).__name__}: "
+                          f"{str(err).strip().splitlines()[0][:300]}") from err
 
 
 def _gate(spec: ExportSpec, target: Target, backend, model, folded, path: Path) -> Fidelity:

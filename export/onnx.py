@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -36,10 +37,11 @@ def _require(module: str, extra: str = "onnx"):
 
 
 def choose_float_layers(model: nn.Module, spec: ExportSpec, calibration: list[np.ndarray],
-                        inputs: list[tuple[str, np.ndarray]], out: Path) -> list[str]:
+                        inputs: list[tuple[str, np.ndarray]], out: Path,
+                        progress: Callable[[str], None] | None = None) -> list[list[str]]:
     """--fidelity-target on int8: the layers to keep in float so that the file reaches the target, measured by
-    re-quantizing the float file with onnxruntime (``quantize.sensitivity``); the export gate then measures the
-    result."""
+    re-quantizing the float file with onnxruntime (``quantize.sensitivity``), as the one choice to convert; the
+    export gate then measures the result."""
     from dataclasses import replace
 
     from artifacts.targets import remove_artifact
@@ -50,12 +52,12 @@ def choose_float_layers(model: nn.Module, spec: ExportSpec, calibration: list[np
         convert(model, replace(spec, precision="fp32", fidelity_target=None, float_layers=()), fp32, None)
         trials = Trials(fp32, calibration, inputs, method=spec.method)
         try:
-            layers, _, _ = choose(trials, spec.fidelity_target)
+            layers, _, _ = choose(trials, spec.fidelity_target, progress=progress)
         finally:
             trials.close()
     finally:
         remove_artifact(fp32)
-    return layers
+    return [layers]
 
 
 def convert(model: nn.Module, spec: ExportSpec, path: Path, calibration: list[np.ndarray] | None = None) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -179,12 +180,13 @@ def keyword_inputs(image: np.ndarray, thumbnail_side: int | None) -> dict[str, t
 
 
 def choose_float_layers(model: nn.Module, spec: ExportSpec, calibration: list[np.ndarray],
-                        inputs: list[tuple[str, np.ndarray]], out: Path) -> list[str]:
-    """--fidelity-target on int8: the layer to float, with what follows it, so that the file reaches the target,
-    chosen on PT2E's graph run in PyTorch (``quantize.sensitivity_tflite``); the export gate then measures the
-    converted file."""
+                        inputs: list[tuple[str, np.ndarray]], out: Path,
+                        progress: Callable[[str], None] | None = None) -> list[list[str]]:
+    """--fidelity-target on int8: choices of the layer to float, with what follows it, so that the file reaches
+    the target, best first, measured on PT2E's graph run in PyTorch (``quantize.sensitivity_tflite``); the export
+    converts them in turn until its gate passes."""
     from quantize import tflite as recipes
-    from quantize.sensitivity_tflite import PT2ETrials, choose_float_suffix
+    from quantize.sensitivity_tflite import PT2ETrials, float_suffix_candidates
 
     module = recipes.own_input_scale(NHWCEnhancer(as_converted(model)).eval())
     size = thumbnail_size(model)
@@ -192,8 +194,7 @@ def choose_float_layers(model: nn.Module, spec: ExportSpec, calibration: list[np
         trials = PT2ETrials(module, [keyword_inputs(img, size) for img in calibration],
                             [(name, keyword_inputs(img, size)) for name, img in inputs],
                             method="histogram" if spec.method == "qat" else spec.method)  # QAT starts from PTQ
-        layers, _, _ = choose_float_suffix(trials, spec.fidelity_target)
-    return layers
+    return float_suffix_candidates(trials, spec.fidelity_target, progress)
 
 
 def convert(model: nn.Module, spec: ExportSpec, path: Path, calibration: list[np.ndarray] | None = None) -> None:

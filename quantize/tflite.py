@@ -31,6 +31,11 @@ ELEMENTWISE = ("leaky_relu.default", "add.Tensor")   # on same-shaped tensors
 FLOAT_OPS = ("clamp.default", "clamp.Tensor", "clamp_min.default", "clamp_max.default", "exp.default",
              "maximum.default", "minimum.default")
 
+# A float layer's concat must take no int8 input: the converter makes a concat with one int8 input int8, and
+# quantizes its float inputs with that input's scale (measured on mdie's U-Net: its float decoder output clipped to
+# the int8 skip's range, 42.7 dB against 46.7 simulated). So the ops feeding it are floated too.
+CONCATS = (torch.ops.aten.cat.default,)
+
 
 def _same_shapes(node) -> bool:
     """Every tensor input has the output's shape: a plain element-wise op. A broadcast of per-photo parameters (the
@@ -112,18 +117,28 @@ def _quantizer(qat: bool = False, float_layers: tuple[str, ...] = ()):
                         node.meta["quantization_annotation"] = QuantizationAnnotation(
                             input_qspec_map=inputs, output_qspec=get_output_act_qspec(config), _annotated=True)
             model = super().annotate(model)
-            kept: set[torch.fx.Node] = set()  # a FLOAT_OPS node and everything computed from it
+            kept: set[torch.fx.Node] = set()  # a FLOAT_OPS node and what is computed from it, up to a concat
+            floated: set[torch.fx.Node] = set()  # a float layer's ops and everything computed from them
             matched = {layer: False for layer in float_layers}
             for node in model.graph.nodes:
-                if node.op == "call_function" and (node.target in floats or any(
-                        isinstance(a, torch.fx.Node) and a in kept for a in node.args)):
+                if node.op != "call_function":
+                    continue
+                if node.target in floats or any(isinstance(a, torch.fx.Node) and a in kept for a in node.args):
                     kept.add(node)
                     node.meta.pop("quantization_annotation", None)
+                # a list's items too: a float layer that feeds a concat (a U-Net's skip) would come back int8
+                if any(a in floated for a in node.all_input_nodes):
+                    floated.add(node)
                 for layer in float_layers:
                     if in_layer(node, layer):
                         matched[layer] = True
-                        kept.add(node)
-                        node.meta.pop("quantization_annotation", None)
+                        floated.add(node)
+                if node in floated:
+                    node.meta.pop("quantization_annotation", None)
+                    if node.target in CONCATS:  # its int8 inputs would set the scale of its float ones
+                        for a in node.all_input_nodes:
+                            if a.op == "call_function":
+                                a.meta.pop("quantization_annotation", None)
             unknown = [layer for layer, found in matched.items() if not found]
             if unknown:
                 names = sorted({p[len(WRAPPER) + 1:] for n in model.graph.nodes

@@ -300,3 +300,56 @@ def test_tflite_sensitivity_ranks_layers_and_its_choice_reaches_the_target_once_
     bogus.write_bytes(b"x")
     assert sensitivity_main([str(bogus)]) == 2
     assert "--target tflite" in capsys.readouterr().err
+
+
+def test_a_float_layer_feeding_a_concat_keeps_the_concat_float(tmp_path):
+    """The converter makes a concat with one int8 input int8 and quantizes its float inputs on that input's scale;
+    so the quantizer floats the concat's other feeders too, and the float branch keeps its negative values."""
+    import litert_torch
+    import numpy as np
+    import torch
+    from ai_edge_litert.interpreter import Interpreter
+    from torch import nn
+
+    from quantize import tflite as recipes
+
+    class Skip(nn.Module):  # a U-Net's join: a decoder branch (signed) and a skip (after a ReLU: non-negative)
+        def __init__(self):
+            super().__init__()
+            self.a, self.b, self.out = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(3, 8, 1), nn.Conv2d(16, 3, 1)
+
+        def forward(self, image):
+            x = image.permute(0, 3, 1, 2)
+            return self.out(torch.cat([self.a(x), torch.relu(self.b(x))], 1)).permute(0, 2, 3, 1)
+
+    torch.manual_seed(0)
+    module = Skip().eval()
+    sample = {"image": torch.rand(1, 16, 16, 3)}
+    quantized, config = recipes.pt2e_int8(module, sample, [sample], float_layers=("a",))
+    path = tmp_path / "skip.tflite"
+    litert_torch.signature("serving_default", quantized, sample_kwargs=sample).convert(quant_config=config) \
+        .export(str(path))
+    graph = Interpreter(model_path=str(path))
+    dtype = {t["index"]: t["dtype"].__name__ for t in graph.get_tensor_details()}
+    concat = [op for op in graph._get_ops_details() if op["op_name"] == "CONCATENATION"]  # noqa: SLF001
+    assert len(concat) == 1 and {dtype[i] for i in concat[0]["inputs"]} == {"float32"}
+    runner = graph.get_signature_runner()
+    out = next(iter(runner(image=sample["image"].numpy()).values()))
+    with torch.no_grad():
+        ref = module(**sample).numpy()
+    assert np.abs(out - ref).max() < 0.02 * np.abs(ref).max()  # int8 elsewhere; nothing clipped at the join
+
+
+@pytest.mark.slow
+def test_fidelity_target_converts_the_next_choice_when_the_first_falls_short(tmp_path, tiny_checkpoint, monkeypatch,
+                                                                            capsys):
+    import export.tflite as backend
+    from export.__main__ import main as export_main
+
+    choices = [[":Relu"], ["stem.conv"]]  # the output clip alone (about all-int8), then the whole network
+    monkeypatch.setattr(backend, "choose_float_layers", lambda *args, **kwargs: choices)
+    assert export_main(["--target", "tflite", "--checkpoint", str(tiny_checkpoint), "--precision", "int8", "--size",
+                        "64x64", "--calibration-count", "2", "--fidelity-target", "70", "--out", str(tmp_path)]) == 0
+    assert "--float-layers :Relu: " in capsys.readouterr().err
+    sidecar = Sidecar.read(tmp_path / "dped_mobile_int8.json")
+    assert sidecar.calibration.float_layers == ["stem.conv"] and sidecar.fidelity.psnr_db_min >= 70

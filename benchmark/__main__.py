@@ -10,6 +10,7 @@ Examples:
   python -m benchmark --targets tflite --adb --benchmark-binary android_aarch64_benchmark_model
   python -m benchmark --profile --models dped_mobile --targets tflite,onnx --size 720x1280 --threads 2
   python -m benchmark --precisions fp32,int8 --recipes minmax,cle,bias-correction,adaround   # int8 recipes side by side
+  python -m benchmark --models dped,mdie --precisions fp32,int8 --recipes fidelity-45   # float layers for 45 dB, timed
 
 Artifacts are taken from --export-dir (exported/) or exported there first. Each runtime is timed in a fresh
 child process (warm-up, then --runs timed runs: median and p90; peak RSS of that process). Quality: PSNR/SSIM
@@ -17,8 +18,9 @@ against the DSLR side of the evaluation pairs, the drop against PyTorch fp32, an
 artifact's output against PyTorch's. Roofline: each row's GMAC/s, its share of this machine's peak (a 3x3 conv
 64->64 probe exported for the same target and precision, timed at the same size and threads) and of its roofline
 floor (per conv, the longer of its MACs at that peak and its activation traffic at the measured copy bandwidth).
-Each --recipes entry adds an int8 row per calibrated target (a calibration method and/or weight-side methods
-joined by '+'), exported to <export-dir>/recipes/<recipe>/; the default recipe's row names its method.
+Each --recipes entry adds an int8 row per calibrated target (a calibration method, weight-side methods and a
+fidelity-DB target, which keeps the layers python -m export --fidelity-target chooses in float, joined by '+'),
+exported to <export-dir>/recipes/<recipe>/; the default recipe's row names its method.
 Results: a table here and results.json/.csv/.md and latency_vs_psnr.png in --out.
 """
 from __future__ import annotations
@@ -65,7 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--delegates", default="cpu,gpu,nnapi", help="phone delegates (default cpu,gpu,nnapi)")
     p.add_argument("--recipes", default="",
                    help="extra int8 recipes, each its own row: a comma list of a calibration method and/or weight "
-                        "methods joined by '+' (minmax, percentile+cle, bias-correction, adaround)")
+                        "methods and a fidelity-DB target joined by '+' (minmax, percentile+cle, bias-correction, "
+                        "adaround, fidelity-45)")
     p.add_argument("--no-roofline", action="store_true",
                    help="skip the roofline columns (GMAC/s, %% of this machine's peak for the row's runtime, "
                         "precision and threads, %% of the roofline floor) and the probes that measure the peak")

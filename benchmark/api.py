@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import platform
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -105,15 +106,19 @@ def _artifact(model: str, target: str, precision: str, cfg: BenchConfig, checkpo
     spec = ExportSpec(model=model, target=target, precision=precision, out=out,
                       checkpoint=str(checkpoint) if checkpoint else None,
                       calibration_method=recipe.method if recipe else None,
-                      weight_methods=recipe.weight_methods if recipe else ())
+                      weight_methods=recipe.weight_methods if recipe else (),
+                      fidelity_target=recipe.fidelity_target if recipe else None)
     path, sidecar = out / f"{model}_{precision}{t.suffix}", out / t.sidecar_name(spec.stem)
     if path.exists() and sidecar.exists():  # reuse only an artifact of the shipped weights it would export now
         try:
             found = Sidecar.read(sidecar)
         except SidecarError:  # an older or foreign sidecar: export afresh
             found = None
+        searched = spec.fidelity_target is not None
         if found and found.status == "ok" and found.weights_sha256 == weights_digest(spec) and found.resizable \
-                and made_with(found.calibration, spec.method, spec.weight_methods, t.precision(precision).weight_qmax):
+                and made_with(found.calibration, spec.method, spec.weight_methods, t.precision(precision).weight_qmax,
+                              float_layers=searched) \
+                and (not searched or found.fidelity.gate_db == spec.fidelity_target):
             return path, "ok"
     try:
         result = export_one(spec)
@@ -131,13 +136,14 @@ def default_recipe(calibration: Calibration | None, method: str | None, weight_q
 
 
 def made_with(calibration: Calibration | None, method: str | None, weight_methods: tuple[str, ...],
-              weight_qmax: int | None = None) -> bool:
+              weight_qmax: int | None = None, float_layers: bool = False) -> bool:
     """Whether an artifact was quantized with exactly this calibration method and these weight-side methods,
-    nothing kept in float (QAT steps only for the 'qat' method), and, given ``weight_qmax``, on the weight range
-    the target uses now (an int8 ONNX from before its 7-bit weights records 0 or 127)."""
+    nothing kept in float unless ``float_layers`` (QAT steps only for the 'qat' method), and, given
+    ``weight_qmax``, on the weight range the target uses now (an int8 ONNX from before its 7-bit weights records 0
+    or 127)."""
     if calibration is None:
         return True
-    return (calibration.method in ("", method or "") and not calibration.float_layers
+    return (calibration.method in ("", method or "") and (float_layers or not calibration.float_layers)
             and bool(calibration.qat_steps) == (method == "qat")
             and list(calibration.weight_methods) == list(weight_methods)
             and weight_qmax in (None, calibration.weight_qmax))
@@ -145,11 +151,14 @@ def made_with(calibration: Calibration | None, method: str | None, weight_method
 
 @dataclass(frozen=True)
 class Recipe:
-    """An int8 recipe the benchmark adds as its own row: a calibration method (None: the precision's default) and
-    weight-side methods (quantize.weights), written ``minmax``, ``cle+bias-correction``, ``minmax+adaround``."""
+    """An int8 recipe the benchmark adds as its own row: a calibration method (None: the precision's default),
+    weight-side methods (quantize.weights) and a fidelity target (``fidelity-45``: the export's --fidelity-target,
+    layers kept in float to reach it), written ``minmax``, ``cle+bias-correction``, ``minmax+adaround``,
+    ``fidelity-45``."""
     text: str
     method: str | None
     weight_methods: tuple[str, ...]
+    fidelity_target: float | None = None
 
     @classmethod
     def parse(cls, text: str) -> "Recipe":
@@ -158,25 +167,32 @@ class Recipe:
         calibration = {m for t in TARGETS.values() for p in t.precisions.values() for m in p.methods}
         parts = [x.strip() for x in text.split("+") if x.strip()]
         methods = [x for x in parts if x in calibration]
-        unknown = [x for x in parts if x not in calibration and x not in WEIGHT_METHODS]
-        if not parts or unknown or len(methods) > 1:
-            raise ValueError(f"recipe {text!r}: one calibration method at most ({', '.join(sorted(calibration))}) "
-                             f"and weight methods ({', '.join(WEIGHT_METHODS)}) joined by '+'")
-        return cls(text, methods[0] if methods else None, tuple(m for m in WEIGHT_METHODS if m in parts))
+        goals = [x for x in parts if x.startswith(FIDELITY)]
+        targets = [float(x[len(FIDELITY):]) for x in goals if re.fullmatch(r"\d+(\.\d+)?", x[len(FIDELITY):])]
+        unknown = [x for x in parts if x not in calibration and x not in WEIGHT_METHODS and x not in goals]
+        if not parts or unknown or len(methods) > 1 or len(goals) > 1 or len(targets) != len(goals):
+            raise ValueError(f"recipe {text!r}: one calibration method at most ({', '.join(sorted(calibration))}), "
+                             f"weight methods ({', '.join(WEIGHT_METHODS)}) and one {FIDELITY}DB, joined by '+'")
+        return cls(text, methods[0] if methods else None, tuple(m for m in WEIGHT_METHODS if m in parts),
+                   targets[0] if targets else None)
 
     def name(self, target: str, precision: str) -> str:
-        """The recipe in full for one target: its calibration method first (``percentile+cle``)."""
+        """The recipe in full for one target: its calibration method first (``percentile+cle+fidelity-45``)."""
         method = self.method or TARGETS[target].precision(precision).default_method or ""
-        return "+".join(x for x in (method, *self.weight_methods) if x)
+        goal = f"{FIDELITY}{self.fidelity_target:g}" if self.fidelity_target is not None else ""
+        return "+".join(x for x in (method, *self.weight_methods, goal) if x)
 
     def unfit(self, target: str, precision: str) -> str | None:
         """Why this target's precision cannot be made with it, or None."""
         p = TARGETS[target].precision(precision)
         if self.method and self.method not in p.methods:
             return f"{target} {precision} has no calibration method {self.method} ({', '.join(p.methods) or 'none'})"
+        if self.fidelity_target is not None and not p.searched:
+            return f"{target} {precision} cannot choose float layers for a fidelity target"
         return None
 
 
+FIDELITY = "fidelity-"  # a recipe part: the export's --fidelity-target
 DEFAULT_RECIPE = Recipe("default", None, ())   # the precision's default calibration method, no weight-side method
 
 NO_BRANCH = "{model}/no-branch"  # the row of an image-adaptive model's local network alone: what the branch costs
@@ -329,6 +345,8 @@ def _recipe_rows(model: str, target: str, precision: str, cfg: BenchConfig, info
                 break
             size = artifact_size(path)
             row.update(size_bytes=size, size_mb=round(size / 1e6, 3))
+            if recipe.fidelity_target is not None:  # what the search kept in float
+                row["float_layers"] = Sidecar.read(TARGETS[target].sidecar_path(path)).calibration.float_layers
             timed(row, Job(model, target, precision, rt.NAME, threads, str(path), cfg.size, cfg.runs, cfg.warmup,
                            phones), ref_q, ref_out)
             if row["fidelity_psnr_db"] is not None and default_row.get("fidelity_psnr_db") is not None:

@@ -8,7 +8,8 @@ from pathlib import Path
 
 from artifacts.io import png_bytes, write_atomic
 
-COLUMNS = [("model", "model"), ("target", "target"), ("precision", "prec"), ("recipe", "recipe"), ("runtime", "runtime"),
+COLUMNS = [("model", "model"), ("target", "target"), ("precision", "prec"), ("recipe", "recipe"),
+           ("float_layers", "float layers"), ("runtime", "runtime"),
            ("threads", "thr"), ("status", "status"), ("size_mb", "MB"), ("latency_ms_median", "ms med"),
            ("latency_ms_p90", "ms p90"), ("megapixels_per_s", "MP/s"), ("peak_rss_mb", "peak MB"),
            ("gmacs_per_s", "GMAC/s"), ("peak_pct", "% peak"), ("floor_pct", "% floor"), ("psnr_db", "PSNR"),
@@ -18,6 +19,8 @@ COLUMNS = [("model", "model"), ("target", "target"), ("precision", "prec"), ("re
 def _fmt(v) -> str:
     if v is None:
         return "-"
+    if isinstance(v, list):
+        return ",".join(map(str, v)) or "(none)"
     if isinstance(v, float):
         return f"{v:.3f}" if abs(v) < 10 else f"{v:.1f}"
     return str(v)

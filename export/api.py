@@ -75,7 +75,8 @@ def export_one(spec: ExportSpec, progress: Callable[[str], None] | None = None) 
             (progress or (lambda _: None))(
                 f"--float-layers {','.join(layers)}: {fidelity.psnr_db_min:.1f} dB once converted, below "
                 f"{spec.gate:g} dB; trying {','.join(choices[i + 1])}")
-        calibration = replace(calibration, float_layers=list(spec.float_layers))
+        if calibration is not None:
+            calibration = replace(calibration, float_layers=list(spec.float_layers))
 
         contract = model.contract
         inputs = {t["name"]: t for t in described["inputs"]}

@@ -185,16 +185,24 @@ def choose_float_layers(model: nn.Module, spec: ExportSpec, calibration: list[np
     """--fidelity-target on int8: choices of the layer to float, with what follows it, so that the file reaches
     the target, best first, measured on PT2E's graph run in PyTorch (``quantize.sensitivity_tflite``); the export
     converts them in turn until its gate passes."""
+    from quantize.sensitivity_tflite import float_suffix_candidates
+
+    trials = sensitivity_trials(model, calibration, inputs, "histogram" if spec.method == "qat" else spec.method)
+    return float_suffix_candidates(trials, spec.fidelity_target, progress)  # QAT starts from PTQ's ranges
+
+
+def sensitivity_trials(model: nn.Module, calibration: list[np.ndarray], inputs: list[tuple[str, np.ndarray]],
+                       method: str, source: str = ""):
+    """``quantize.sensitivity_tflite.PT2ETrials`` of a BN-folded model as ``convert`` quantizes it (NHWC, keyword
+    inputs, the same rewrites), calibrated on ``calibration`` and scored on the named ``inputs``."""
     from quantize import tflite as recipes
-    from quantize.sensitivity_tflite import PT2ETrials, float_suffix_candidates
+    from quantize.sensitivity_tflite import PT2ETrials
 
     module = recipes.own_input_scale(NHWCEnhancer(as_converted(model)).eval())
     size = thumbnail_size(model)
     with _quiet():
-        trials = PT2ETrials(module, [keyword_inputs(img, size) for img in calibration],
-                            [(name, keyword_inputs(img, size)) for name, img in inputs],
-                            method="histogram" if spec.method == "qat" else spec.method)  # QAT starts from PTQ
-    return float_suffix_candidates(trials, spec.fidelity_target, progress)
+        return PT2ETrials(module, [keyword_inputs(img, size) for img in calibration],
+                          [(name, keyword_inputs(img, size)) for name, img in inputs], method, source=source)
 
 
 def convert(model: nn.Module, spec: ExportSpec, path: Path, calibration: list[np.ndarray] | None = None) -> None:

@@ -131,20 +131,12 @@ def _model_trials(args: argparse.Namespace, target: str, method: str, size: tupl
         fp32 = work / f"{args.model}_fp32.onnx"
         convert(model, replace(spec, fixed_size=True), fp32, None)
         return Trials(fp32, images, inputs, method, args.threads)
-    from artifacts.quiet import quiet
-    from export.tflite import NHWCEnhancer, as_converted, keyword_inputs
-    from models.contract import thumbnail_size
-    from quantize import tflite as recipes
-    from quantize.sensitivity_tflite import PT2ETrials
+    from export.tflite import sensitivity_trials
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    side = thumbnail_size(model)
-    with quiet():
-        return PT2ETrials(recipes.own_input_scale(NHWCEnhancer(as_converted(model)).eval()),
-                          [keyword_inputs(img, side) for img in images],
-                          [(n, keyword_inputs(img, side)) for n, img in inputs], method,
-                          source=f"{args.model} ({args.checkpoint or 'shipped weights'})")
+    return sensitivity_trials(model, images, inputs, method,
+                              source=f"{args.model} ({args.checkpoint or 'shipped weights'})")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -91,9 +91,13 @@ def test_target_table_is_the_only_definition():
         assert '".tflite": ' not in text and "FIDELITY_GATES" not in text, path
 
 
-def _imports(package: str) -> set[str]:
+def _imports(package: str, front_ends: bool = True) -> set[str]:
+    """The top-level packages ``package`` imports; without its command-line front ends (``__main__``, ``*_cli``)
+    if not ``front_ends``."""
     found = set()
     for path in (ROOT / package).rglob("*.py"):
+        if not front_ends and (path.stem == "__main__" or path.stem.endswith("_cli")):
+            continue
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
                 found.add(node.module.split(".")[0])
@@ -105,7 +109,9 @@ def _imports(package: str) -> set[str]:
 def test_packages_import_downwards_only():
     assert not {"export", "benchmark", "enhance", "train", "quantize", "torch"} & _imports("photos")
     assert not {"export", "benchmark", "enhance", "train", "quantize"} & _imports("artifacts")
-    assert "export" not in _imports("quantize") and "enhance" not in _imports("quantize")
+    # quantize's recipes sit below export, which uses them; its sensitivity command (--model) builds the network
+    # as the export converts it, so that front end alone sits above export
+    assert "export" not in _imports("quantize", front_ends=False) and "enhance" not in _imports("quantize")
     assert "benchmark" not in _imports("enhance") and "enhance" not in _imports("benchmark")
     assert not {"enhance", "export", "benchmark"} & _imports("train")
     assert "enhance" not in _imports("export")

@@ -182,6 +182,30 @@ def test_int8_recipes_get_their_own_rows(dped_layout, tmp_path, small_exports):
     assert "percentile+bias-correction" in (out / "results.md").read_text()
 
 
+def test_a_fidelity_target_recipe_reports_the_layers_it_kept_in_float(dped_layout, tmp_path, small_exports):
+    """--recipes fidelity-DB: the export's --fidelity-target as a row beside the default recipe, with the float
+    layers it chose (from its sidecar) and its latency; a target that cannot search gets a skipped row."""
+    from benchmark.api import Recipe
+
+    assert Recipe.parse("minmax+fidelity-45").name("tflite", "int8") == "minmax+fidelity-45"
+    assert Recipe.parse("fidelity-45").unfit("tflite", "fp16") == "tflite fp16 cannot choose float layers for a " \
+                                                                  "fidelity target"
+    with pytest.raises(ValueError, match="one fidelity-DB"):
+        Recipe.parse("fidelity-high")
+    out, exp = tmp_path / "bench", tmp_path / "exp"
+    assert bench_main(["--models", "dped_mobile", "--targets", "tflite", "--precisions", "int8", "--threads", "1",
+                       "--runs", "1", "--size", "64x64", "--full-res", "none", "--no-roofline", "--export-dir",
+                       str(exp), "--data", str(dped_layout), "--phone", "iphone", "--recipes", "fidelity-50",
+                       "--out", str(out)]) == 0
+    rows = {r["recipe"]: r for r in json.loads((out / "results.json").read_text())
+            if r["model"] == "dped_mobile" and r["precision"] == "int8" and r["target"] == "tflite"}
+    row = rows["histogram+fidelity-50"]
+    sidecar = Sidecar.read(exp / "recipes" / "histogram+fidelity-50" / "dped_mobile_int8.json")
+    assert row["status"] == "ok" and row["latency_ms_median"] > 0 and row["fidelity_psnr_db"] is not None
+    assert row["float_layers"] == sidecar.calibration.float_layers != [] and sidecar.fidelity.gate_db == 50
+    assert ",".join(row["float_layers"]) in (out / "results.md").read_text()
+
+
 def test_paired_timing_measures_the_other_files_extra_time():
     """Two files timed alternately in one process: the heavier one's extra time per run comes back."""
     from benchmark.measure import Job, measure

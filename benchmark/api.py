@@ -1,11 +1,12 @@
 """The benchmark: every model x target x precision x runtime x threads, speed and quality side by side."""
 from __future__ import annotations
 
+import math
 import os
 import platform
 import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,7 @@ from artifacts.fidelity import psnr
 from artifacts.sidecar import Calibration, Sidecar
 from artifacts.targets import artifact_size
 from photos.baselines import BASELINES
-from export.api import export_one, weights_digest
+from export.api import export_one, size_multiple as artifact_multiple, weights_digest
 from export.common import ExportError, ExportSpec, MissingBackend
 from models import (CheckpointError, DeploymentContract, conv_macs_per_pixel, count_parameters, create_model,
                     fold_batchnorm)
@@ -264,7 +265,10 @@ def run_benchmark(cfg: BenchConfig, log=print) -> list[dict]:
 
     for model in cfg.models:
         net = create_model(model, pretrained=True)
-        phones[:], dslrs[:] = eval_pairs(cfg, net.contract)
+        # every row scores the same photos: cropped to what each target's files take (a rewrite may need more)
+        multiple = math.lcm(net.contract.size_multiple, *(artifact_multiple(net, t) for t in cfg.targets
+                                                           if t in TARGETS))
+        phones[:], dslrs[:] = eval_pairs(cfg, replace(net.contract, size_multiple=multiple))
         task = "enhance" if net.contract.output_names == ("enhanced",) else "decompose"
         if task == "enhance":
             input_q = quality(phones, dslrs, None)

@@ -46,6 +46,7 @@ def export_one(spec: ExportSpec, progress: Callable[[str], None] | None = None) 
     target = TARGETS[spec.target]
     backend = importlib.import_module(f"export.{target.name}")
     model = exportable_model(spec)
+    check_size(spec.size, _contract(backend, model).size_multiple, spec.model)
     folded = fold_batchnorm(model)
     out = Path(spec.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -78,7 +79,7 @@ def export_one(spec: ExportSpec, progress: Callable[[str], None] | None = None) 
         if calibration is not None:
             calibration = replace(calibration, float_layers=list(spec.float_layers))
 
-        contract = model.contract
+        contract = _contract(backend, model)
         inputs = {t["name"]: t for t in described["inputs"]}
         image, thumb = inputs[contract.input_name], inputs.get(THUMBNAIL)
         channels = dict(contract.outputs)
@@ -140,10 +141,23 @@ def _convert_and_gate(spec: ExportSpec, target: Target, backend, model, folded, 
                           f"{str(err).strip().splitlines()[0][:300]}") from err
 
 
+def size_multiple(model, target: str) -> int:
+    """H and W of ``target``'s files of ``model`` must be multiples of this (the sidecar's ``size_multiple``)."""
+    return _contract(importlib.import_module(f"export.{target}"), model).size_multiple
+
+
+def _contract(backend, model):
+    """The model's deployment contract as the target's file has it: an exact rewrite may need a larger size
+    multiple (``export.tflite.size_multiple``)."""
+    if not hasattr(backend, "size_multiple"):
+        return model.contract
+    return replace(model.contract, size_multiple=backend.size_multiple(model))
+
+
 def _gate(spec: ExportSpec, target: Target, backend, model, folded, path: Path) -> Fidelity:
     """Fidelity against PyTorch fp32: measured in the target's runtime, or emulated where it cannot run here
     (Core ML off macOS), then with the saved program checked as well."""
-    contract = model.contract
+    contract = _contract(backend, model)
     inputs = fidelity_inputs(spec.size, not spec.fixed_size, contract.size_multiple)
     key = (spec.model, spec.checkpoint, weights_digest(spec))
     reference = lambda image: _reference(key, image, model)  # noqa: E731

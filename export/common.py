@@ -77,7 +77,7 @@ class ExportSpec:
 
 def check_size(size: tuple[int, int], multiple: int, model: str) -> None:
     if size[0] % multiple or size[1] % multiple:
-        raise ValueError(f"{model} needs H and W in multiples of {multiple} (five stride-2 levels); "
+        raise ValueError(f"{model} needs H and W in multiples of {multiple} here; "
                          f"got --size {size[0]}x{size[1]}")
 
 

@@ -157,9 +157,59 @@ def wide_separables_as_dense(model: nn.Module) -> nn.Module:
     return model
 
 
+# A wide conv from many channels to few (DPED's 9x9 output conv, 64 -> 3) is exported as a stride-2 conv that
+# computes the four output phases as 4x the channels, then a pixel shuffle (as a transposed conv, above).
+# XNNPACK's conv kernels tile output channels by 8 or 16, so 3 outputs use a fifth of each tile: the 9x9 64->3 conv
+# ran at 19 % of LiteRT's fp32 peak on an AVX-512 CPU (397 ms of dped_mobile's 863 at 720x1280, in
+# python -m benchmark --profile), and its phase form, 1.23x the MACs on 12 outputs, took 132 ms against 390 alone.
+PHASE_MIN_KERNEL, PHASE_MAX_OUT, PHASE_MIN_IN = 5, 4, 32
+
+
+def _phased(m: nn.Module) -> bool:
+    return (isinstance(m, nn.Conv2d) and m.groups == 1 and m.stride == (1, 1) and m.dilation == (1, 1)
+            and m.padding_mode == "zeros" and m.kernel_size[0] == m.kernel_size[1] >= PHASE_MIN_KERNEL
+            and m.kernel_size[0] % 2 == 1 and m.padding == (m.kernel_size[0] // 2,) * 2
+            and m.out_channels <= PHASE_MAX_OUT and m.in_channels >= PHASE_MIN_IN)
+
+
+def few_outputs_as_phases(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` in which every wide SAME conv from many channels to few (see ``PHASE_MIN_KERNEL``) is a
+    (k+1)x(k+1) stride-2 conv with 4 x C outputs, output phase (dy, dx) of channel c in channel 4c + 2dy + dx with
+    the k x k kernel placed at (dy, dx), followed by the pixel shuffle that interleaves the phases. Each output
+    pixel is the same sum of the same products, so the result is exact for even H and W (``size_multiple``)."""
+    names = [name for name, m in model.named_modules() if _phased(m)]
+    if not names:
+        return model
+    model = copy.deepcopy(model)
+    for name in names:
+        conv = model.get_submodule(name)
+        k, cout = conv.kernel_size[0], conv.out_channels
+        phases = nn.Conv2d(conv.in_channels, 4 * cout, k + 1, stride=2, padding=k // 2, bias=conv.bias is not None)
+        with torch.no_grad():
+            phases.weight.zero_()
+            for dy in range(2):
+                for dx in range(2):
+                    phases.weight[2 * dy + dx::4, :, dy:dy + k, dx:dx + k] = conv.weight
+            if conv.bias is not None:
+                phases.bias.copy_(conv.bias.repeat_interleave(4))
+        parent_name, _, attr = name.rpartition(".")
+        setattr(model.get_submodule(parent_name) if parent_name else model, attr,
+                shuffles_as_transposed_convs(nn.Sequential(phases, nn.PixelShuffle(2)), channels=conv.in_channels))
+    return model
+
+
+def size_multiple(model: nn.Module) -> int:
+    """H and W of the converted graph must be multiples of this: the model's own, and 2 where a conv is phased."""
+    import math
+
+    own = model.contract.size_multiple
+    return math.lcm(own, 2) if any(_phased(m) for m in model.modules()) else own
+
+
 def as_converted(model: nn.Module) -> nn.Module:
     """The network the TFLite export converts: ``model`` (BN folded) with the exact rewrites above, NCHW."""
-    return wide_separables_as_dense(same_pads_as_wider_kernels(shuffles_as_transposed_convs(model)))
+    return few_outputs_as_phases(wide_separables_as_dense(same_pads_as_wider_kernels(
+        shuffles_as_transposed_convs(model))))
 
 
 def _require_litert_torch():

@@ -210,3 +210,31 @@ def test_python_m_artifacts_reports_the_contract_and_what_breaks_it(exported, tm
     (tmp_path / "moved_int8.tflite").rename(tmp_path / "dped_mobile_int8.tflite")
     assert artifacts_main([str(tmp_path / "dped_mobile_int8.tflite")]) == 1
     assert "differs from the embedded one in: input, halo" in capsys.readouterr().err
+
+
+def test_a_wide_conv_to_few_channels_is_exported_as_its_four_phases():
+    """DPED's 9x9 output conv (64 -> 3) runs in XNNPACK at a fifth of its conv tile; the TFLite export computes it
+    as a stride-2 conv with 12 outputs and a pixel shuffle, which equals it on even sizes."""
+    import torch
+    from torch import nn
+
+    from export.tflite import as_converted, few_outputs_as_phases, size_multiple
+    from models import create_model
+
+    torch.manual_seed(0)
+    head = nn.Sequential(nn.Conv2d(64, 3, 9, padding=4))
+    phased = few_outputs_as_phases(head)
+    assert [type(m).__name__ for m in phased.modules()].count("ConvTranspose2d") == 1
+    assert phased[0][0].stride == (2, 2) and phased[0][0].out_channels == 12
+    for h, w in ((2, 2), (10, 14), (64, 96)):
+        x = torch.randn(1, 64, h, w)
+        with torch.no_grad():
+            assert torch.allclose(phased(x), head(x), atol=1e-5, rtol=0), (h, w)
+    for kept in (nn.Conv2d(8, 3, 9, padding=4), nn.Conv2d(64, 16, 9, padding=4), nn.Conv2d(64, 3, 3, padding=1),
+                 nn.Conv2d(64, 3, 9, padding=0)):  # few inputs, many outputs, narrow, not SAME: left as they are
+        assert isinstance(few_outputs_as_phases(nn.Sequential(kept))[0], nn.Conv2d)
+    model = create_model("dped_mobile", pretrained=True).eval()
+    assert size_multiple(model) == 2 and model.contract.size_multiple == 1
+    x = torch.rand(1, 3, 40, 56)
+    with torch.no_grad():
+        assert torch.allclose(as_converted(model)(x), model(x), atol=1e-5, rtol=0)

@@ -276,7 +276,8 @@ def convert(model: nn.Module, spec: ExportSpec, path: Path, calibration: list[np
             if spec.method == "qat":
                 module, config, _ = recipes.pt2e_qat(recipes.own_input_scale(module), sample, calib,
                                                      recipes.qat_crops(calib, QAT_CROP), spec.qat_steps,
-                                                     dynamic_hw=(INPUT,), float_layers=spec.float_layers)
+                                                     dynamic_hw=(INPUT,), float_layers=spec.float_layers,
+                                                     multiple=size_multiple(model))
             else:
                 module, config = recipes.pt2e_int8(recipes.own_input_scale(module), sample, calib,
                                                    method=spec.method, float_layers=spec.float_layers)

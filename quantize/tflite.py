@@ -206,7 +206,8 @@ def qat_crops(data: list[dict[str, torch.Tensor]], size: int) -> list[dict[str, 
 
 def pt2e_qat(module: nn.Module, example: dict[str, torch.Tensor], calibration: list[dict[str, torch.Tensor]],
              data: list[dict[str, torch.Tensor]], steps: int, lr: float = 1e-5, per_channel: bool = True,
-             dynamic_hw: tuple[str, ...] = (), progress: bool = False, float_layers: tuple[str, ...] = ()):
+             dynamic_hw: tuple[str, ...] = (), progress: bool = False, float_layers: tuple[str, ...] = (),
+             multiple: int = 1):
     """Quantization-aware fine-tuning with PT2E; returns (quantized module, litert-torch QuantConfig, losses).
 
     1. The graph gets litert-torch's QAT config: weights fake-quantized per channel. Activations are fake-quantized
@@ -215,8 +216,8 @@ def pt2e_qat(module: nn.Module, example: dict[str, torch.Tensor], calibration: l
     2. The weights are fine-tuned for ``steps`` Adam steps, with fake quantization on, to reproduce the float
        model's own output (mean squared error against ``module``): the fidelity the export gate measures.
     ``data``: keyword inputs, cycled, flipped left-right every other pass. The inputs named in ``dynamic_hw`` are
-    traced with dynamic H and W, so the model fine-tunes on small crops (fake quantization makes each step several
-    times a float step) and converts at the export size."""
+    traced with dynamic H and W (multiples of ``multiple``), so the model fine-tunes on small crops (fake
+    quantization makes each step several times a float step) and converts at the export size."""
     import copy
     import dataclasses
 
@@ -229,7 +230,8 @@ def pt2e_qat(module: nn.Module, example: dict[str, torch.Tensor], calibration: l
     act = dataclasses.replace(config.input_activation,
                               observer_or_fake_quant_ctr=FakeQuantize.with_args(observer=HistogramObserver))
     config = dataclasses.replace(config, input_activation=act, output_activation=act)
-    dims = {"h": torch.export.Dim("h", min=8, max=16384), "w": torch.export.Dim("w", min=8, max=16384)}
+    dims = {k: torch.export.Dim(k, min=8, max=16384) if multiple == 1 else
+            torch.export.Dim(k, min=max(1, 8 // multiple), max=16384 // multiple) * multiple for k in ("h", "w")}
     shapes = {k: ({1: dims["h"], 2: dims["w"]} if k in dynamic_hw else None) for k in example}
     # the exported graph shares its parameters with the module it traced: train a copy, never the caller's weights
     graph = torch.export.export(copy.deepcopy(module).eval(), (), example,

@@ -139,21 +139,29 @@ def wide_separables_as_dense(model: nn.Module) -> nn.Module:
         return (isinstance(m, SeparableConv2d) and min(m.depthwise.kernel_size) >= DENSE_MIN_KERNEL
                 and m.pointwise.out_channels <= DENSE_MAX_OUT and m.depthwise.stride == (1, 1))
 
-    names = [name for name, m in model.named_modules() if wide(m)]
+    def dense(sep: SeparableConv2d) -> nn.Conv2d:
+        dw, pw = sep.depthwise, sep.pointwise
+        conv = nn.Conv2d(dw.in_channels, pw.out_channels, dw.kernel_size, 1, dw.padding, dw.dilation,
+                         bias=pw.bias is not None)
+        with torch.no_grad():
+            conv.weight.copy_(pw.weight[:, :, 0, 0, None, None] * dw.weight[:, 0][None])
+            if pw.bias is not None:
+                conv.bias.copy_(pw.bias)
+        return conv
+
+    return _replaced(model, wide, dense)
+
+
+def _replaced(model: nn.Module, match: Callable[[nn.Module], bool], build: Callable[[nn.Module], nn.Module]
+              ) -> nn.Module:
+    """``model`` itself if no submodule matches, else a copy with ``build(m)`` in place of each matching ``m``."""
+    names = [name for name, m in model.named_modules() if match(m)]
     if not names:
         return model
     model = copy.deepcopy(model)
     for name in names:
-        sep = model.get_submodule(name)
-        dw, pw = sep.depthwise, sep.pointwise
-        dense = nn.Conv2d(dw.in_channels, pw.out_channels, dw.kernel_size, 1, dw.padding, dw.dilation,
-                          bias=pw.bias is not None)
-        with torch.no_grad():
-            dense.weight.copy_(pw.weight[:, :, 0, 0, None, None] * dw.weight[:, 0][None])
-            if pw.bias is not None:
-                dense.bias.copy_(pw.bias)
         parent_name, _, attr = name.rpartition(".")
-        setattr(model.get_submodule(parent_name) if parent_name else model, attr, dense)
+        setattr(model.get_submodule(parent_name) if parent_name else model, attr, build(model.get_submodule(name)))
     return model
 
 
@@ -177,12 +185,7 @@ def few_outputs_as_phases(model: nn.Module) -> nn.Module:
     (k+1)x(k+1) stride-2 conv with 4 x C outputs, output phase (dy, dx) of channel c in channel 4c + 2dy + dx with
     the k x k kernel placed at (dy, dx), followed by the pixel shuffle that interleaves the phases. Each output
     pixel is the same sum of the same products, so the result is exact for even H and W (``size_multiple``)."""
-    names = [name for name, m in model.named_modules() if _phased(m)]
-    if not names:
-        return model
-    model = copy.deepcopy(model)
-    for name in names:
-        conv = model.get_submodule(name)
+    def phased(conv: nn.Conv2d) -> nn.Module:
         k, cout = conv.kernel_size[0], conv.out_channels
         phases = nn.Conv2d(conv.in_channels, 4 * cout, k + 1, stride=2, padding=k // 2, bias=conv.bias is not None)
         with torch.no_grad():
@@ -192,10 +195,9 @@ def few_outputs_as_phases(model: nn.Module) -> nn.Module:
                     phases.weight[2 * dy + dx::4, :, dy:dy + k, dx:dx + k] = conv.weight
             if conv.bias is not None:
                 phases.bias.copy_(conv.bias.repeat_interleave(4))
-        parent_name, _, attr = name.rpartition(".")
-        setattr(model.get_submodule(parent_name) if parent_name else model, attr,
-                shuffles_as_transposed_convs(nn.Sequential(phases, nn.PixelShuffle(2)), channels=conv.in_channels))
-    return model
+        return shuffles_as_transposed_convs(nn.Sequential(phases, nn.PixelShuffle(2)), channels=conv.in_channels)
+
+    return _replaced(model, _phased, phased)
 
 
 def size_multiple(model: nn.Module) -> int:

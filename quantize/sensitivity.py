@@ -144,8 +144,8 @@ def analyze(trials, progress: Callable[[str], None] | None = None) -> dict:
                      "all_but_it_int8_db": round(without, 2), "gain_in_float_db": round(without - full, 2),
                      **acts.get(layer, {}), **weights.get(layer, {})})
     rows.sort(key=lambda r: (r["only_int8_db"], -r["gain_in_float_db"]))
-    return {"artifact": trials.source, "quantizer": trials.quantizer, "method": trials.method, "calibration_crops": len(trials.calibration),
-            "inputs": [name for name, _ in trials.inputs], "all_int8_db": round(full, 2), "trials": trials.count,
+    return {"artifact": trials.source, "quantizer": trials.quantizer, "method": trials.method,
+            "calibration_crops": len(trials.calibration), "inputs": [name for name, _ in trials.inputs], "all_int8_db": round(full, 2), "trials": trials.count,
             "layers": rows}
 
 

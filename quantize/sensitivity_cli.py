@@ -91,13 +91,13 @@ def _usage(parser: argparse.ArgumentParser, args: argparse.Namespace) -> tuple[s
             raise ValueError(f"{src.name} is {source.precision}: sensitivity starts from the fp32 file")
         target, size, multiple, name = "onnx", tuple(source.input.hw), source.size_multiple, source.model
     else:
-        from export.api import check_exportable
+        from export.api import check_exportable, size_multiple
         from export.common import DEFAULT_SIZE
         from models import create_model
 
         target, size, name = args.target or "tflite", DEFAULT_SIZE, args.model
         check_exportable(args.model, size)
-        multiple = create_model(args.model).contract.size_multiple
+        multiple = size_multiple(create_model(args.model), target)  # what the converted graph takes
     methods = TARGETS[target].precision("int8").methods
     method = args.calibration_method or methods[0]
     if method not in methods or method == "qat":

@@ -201,8 +201,9 @@ def float_suffix_candidates(trials: PT2ETrials, target_db: float, progress: Call
                             limit: int = 3) -> list[list[str]]:
     """``--float-layers`` choices to convert in turn until the converted file reaches ``target_db``: the one
     ``choose_float_suffix`` found, then the earlier layers the bisection measured above the target (each floats
-    more of the network), at most ``limit``. The simulation runs PT2E's graph in PyTorch, and the converted file's
-    kernels may round differently: on ``mdie`` the chosen layer measured 45.8 dB simulated and 43.7 dB converted."""
+    more of the network), at most ``limit``. The simulation runs PT2E's graph in PyTorch; the converter may still
+    build something else (before ``recipes.CONCATS``, ``mdie``'s choice measured 45.8 dB simulated and 43.7 dB
+    converted), so the export gates each converted file and moves on only when it falls short."""
     layers, _, steps = choose_float_suffix(trials, target_db, progress)
     if not layers:
         return [[]]

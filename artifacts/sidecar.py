@@ -94,6 +94,8 @@ class Calibration:
     qat_steps: int = 0             # method 'qat': quantization-aware fine-tuning steps (0: calibration alone)
     weight_methods: list[str] = field(default_factory=list)   # quantize.weights methods applied before quantizing
     weight_qmax: int = 0           # weight integers lie in [-weight_qmax, weight_qmax]; 0 in files made before it
+    relu_layers: list[str] = field(default_factory=list)    # LeakyReLUs run as ReLUs (quantize.activations)
+    relu_min_db: float = 0.0       # ... chosen to keep the float model this close to itself; 0: none considered
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ class Precision:
     mixed: bool = False        # chosen layers can stay in float (--float-layers)
     searched: bool = False     # and the exporter can choose them for a fidelity target (--fidelity-target)
     weight_qmax: int = 127     # calibrated int8: per-channel symmetric weight integers lie in [-weight_qmax, weight_qmax]
+    leaky_as_relu: bool = False  # LeakyReLUs measured harmless as ReLUs become ReLUs (quantize.activations)
 
     @property
     def default_method(self) -> str | None:
@@ -62,7 +63,7 @@ TARGETS: dict[str, Target] = {t.name: t for t in (
            _precisions(FP32, Precision("fp16", 45.0, from_float=True),
                        Precision("dynamic-int8", 35.0, from_float=True),
                        Precision("int8", 35.0, calibration=True, methods=("histogram", "minmax", "qat"),
-                                 mixed=True, searched=True))),
+                                 mixed=True, searched=True, leaky_as_relu=True))),
     Target("onnx", ".onnx", "onnxruntime", "NCHW", "pip install 'dslr-mobile[onnx]'", ("onnx", "onnxruntime"),
            _precisions(FP32, Precision("fp16", 45.0, from_float=True),
                        Precision("int8", 35.0, calibration=True, from_float=True,

@@ -118,7 +118,7 @@ def _artifact(model: str, target: str, precision: str, cfg: BenchConfig, checkpo
         searched = spec.fidelity_target is not None
         if found and found.status == "ok" and found.weights_sha256 == weights_digest(spec) and found.resizable \
                 and made_with(found.calibration, spec.method, spec.weight_methods, t.precision(precision).weight_qmax,
-                              float_layers=searched) \
+                              float_layers=searched, relu_min_db=relu_floor(spec)) \
                 and (not searched or found.fidelity.gate_db == spec.fidelity_target):
             return path, "ok"
     try:
@@ -137,17 +137,25 @@ def default_recipe(calibration: Calibration | None, method: str | None, weight_q
 
 
 def made_with(calibration: Calibration | None, method: str | None, weight_methods: tuple[str, ...],
-              weight_qmax: int | None = None, float_layers: bool = False) -> bool:
+              weight_qmax: int | None = None, float_layers: bool = False, relu_min_db: float | None = None) -> bool:
     """Whether an artifact was quantized with exactly this calibration method and these weight-side methods,
     nothing kept in float unless ``float_layers`` (QAT steps only for the 'qat' method), and, given
     ``weight_qmax``, on the weight range the target uses now (an int8 ONNX from before its 7-bit weights records 0
-    or 127)."""
+    or 127), and given ``relu_min_db``, with LeakyReLUs chosen as ReLUs at that floor (0: none considered)."""
     if calibration is None:
         return True
     return (calibration.method in ("", method or "") and (float_layers or not calibration.float_layers)
             and bool(calibration.qat_steps) == (method == "qat")
             and list(calibration.weight_methods) == list(weight_methods)
-            and weight_qmax in (None, calibration.weight_qmax))
+            and weight_qmax in (None, calibration.weight_qmax)
+            and relu_min_db in (None, calibration.relu_min_db))
+
+
+def relu_floor(spec: ExportSpec) -> float:
+    """The ``relu_min_db`` an export of ``spec`` records (quantize.activations)."""
+    from quantize.activations import min_db
+
+    return min_db(spec.fidelity_target) if spec.calibrated and spec.relu else 0.0
 
 
 @dataclass(frozen=True)

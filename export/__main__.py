@@ -79,6 +79,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "(cross-layer equalization), adaround (learned rounding), bias-correction (of the int8 weights' "
                         "mean error); "
                         "see README, 'Weight-side methods'")
+    p.add_argument("--keep-leaky-relu", action="store_true",
+                   help="int8 TFLite: keep every LeakyReLU (default: those whose negative slope measures as "
+                        "harmless on the calibration images become ReLUs, which the int8 conv runs for free; the "
+                        "sidecar lists them under calibration.relu_layers)")
     p.add_argument("--coreml-io", default="float32", choices=IO_DTYPES,
                    help="Core ML input/output dtype (default float32; float16 skips the casts, fp16 precisions)")
     p.add_argument("--trt-prepare", action="store_true",
@@ -98,6 +102,7 @@ def recipe_spec(args: argparse.Namespace, target: str, precision: str, size: tup
                       float_layers=tuple(x for x in args.float_layers.split(",") if x),
                       fidelity_target=args.fidelity_target, qat_steps=args.qat_steps,
                       weight_methods=tuple(x for x in args.weight_methods.split(",") if x),
+                      leaky_as_relu=False if args.keep_leaky_relu else None,
                       **({"size": size, "fixed_size": True} if size else {}))
 
 

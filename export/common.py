@@ -40,6 +40,7 @@ class ExportSpec:
     fidelity_target: float | None = None    # choose float layers until the fidelity reaches it (and gate on it)
     qat_steps: int = 200                    # --calibration-method qat: fine-tuning steps
     weight_methods: tuple[str, ...] = ()    # quantize.weights methods applied before int8
+    leaky_as_relu: bool | None = None       # None: the precision's default (artifacts.targets); quantize.activations
 
     @property
     def stem(self) -> str:
@@ -69,6 +70,12 @@ class ExportSpec:
             if not self.calibrated:
                 raise ValueError(f"--weight-methods: {self.target} {self.precision} is not a calibrated int8 "
                                  "precision; they apply before int8 quantization")
+
+    @property
+    def relu(self) -> bool:
+        """Whether LeakyReLUs measured harmless become ReLUs before quantization."""
+        return self.leaky_as_relu if self.leaky_as_relu is not None else \
+            TARGETS[self.target].precision(self.precision).leaky_as_relu
 
     @property
     def calibrated(self) -> bool:

@@ -356,3 +356,33 @@ def test_fidelity_target_converts_the_next_choice_when_the_first_falls_short(tmp
     assert "--float-layers :Relu: " in capsys.readouterr().err
     sidecar = Sidecar.read(tmp_path / "dped_mobile_int8.json")
     assert sidecar.calibration.float_layers == ["stem.conv"] and sidecar.fidelity.psnr_db_min >= 70
+
+
+def test_leaky_relus_become_relus_only_where_their_slope_is_measured_harmless():
+    """quantize.activations: a LeakyReLU whose input is never negative is a ReLU already; one whose negative side
+    the next layer amplifies is kept."""
+    import numpy as np
+    import torch
+    from torch import nn
+
+    from quantize import activations
+
+    class Two(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.pos, self.neg = nn.LeakyReLU(0.005), nn.LeakyReLU(0.005)
+
+        def forward(self, x):
+            return self.pos(x) + 100 * self.neg(-x)   # x in [0, 1]: pos sees no negative value, neg only those
+
+    images = [np.random.default_rng(i).random((32, 32, 3), dtype=np.float32) for i in range(2)]
+    assert activations.choose(Two(), images) == ["pos"]
+    x = torch.rand(1, 3, 8, 8)
+    swapped = activations.with_relus(Two(), ["pos"])
+    assert isinstance(swapped.pos, nn.ReLU) and torch.equal(swapped(x), Two()(x))
+    assert not torch.equal(activations.with_relus(Two(), ["neg"])(x), Two()(x))
+    with pytest.raises(ValueError, match="not a LeakyReLU"):
+        activations.with_relus(nn.Sequential(nn.ReLU()), ["0"])
+    assert activations.choose(Two(), images, keep=["pos:LeakyRelu"]) == []   # what --float-layers names stays
+    assert activations.in_layers("tail.1.act", ["tail.1"]) and not activations.in_layers("tail.10.act", ["tail.1"])
+    assert activations.min_db(None) == activations.MIN_DB and activations.min_db(50) == 50 + activations.MARGIN_DB

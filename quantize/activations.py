@@ -1,0 +1,110 @@
+"""LeakyReLUs that an int8 file runs as ReLUs, where measurement shows that their negative slope does not matter.
+
+XNNPACK folds a ReLU into the int8 conv before it (the clamp of its requantization, free) but runs LEAKY_RELU as
+a pass of its own over the tensor. DPED+ has eleven of them on 64 channels at full resolution: together 16 ms of
+``dped_mobile``'s 293 ms at 720x1280 (LiteRT int8, 2 threads, timed against the same file with them as ReLUs).
+
+Whether the paper's slope of 0.005 matters depends on the weights, so it is measured, one activation at a time.
+In ``dped_mobile`` every LeakyReLU of the local network as a ReLU still gives 48 dB against the float model, and
+the int8 file comes out closer to it than before (43.0 against 42.6 dB at the export gate: a ReLU's output
+range starts at zero, so no int8 level goes to the negative side). In ``dped`` the tail's activations feed a
+full 9x9 output conv that sums their small negative values over 5,184 taps: as ReLUs they give 21 dB.
+
+``choose``: activations are tried in turn, the least harmful alone first, and each is kept as a ReLU while the
+model with all the chosen ones stays at least ``MIN_DB`` (``min_db``) from the float model on the calibration images (a copy
+that never sees the held-out photos the gate scores). The export's fidelity gate still compares the int8 file
+with the unchanged float model.
+"""
+from __future__ import annotations
+
+import copy
+import math
+
+import numpy as np
+import torch
+from torch import nn
+
+MIN_DB = 48.0   # the float model with the chosen ReLUs, against itself: about 6 dB above int8's own error (42 dB)
+MARGIN_DB = 6.0  # with a fidelity target (--fidelity-target): at least this far above it
+CROP = 128      # activations are measured on the centre crop of each calibration image (the thumbnail: the whole)
+
+
+def _feeds(images: list[np.ndarray], thumbnail_size: int) -> list[tuple[torch.Tensor, ...]]:
+    from artifacts.thumbnail import thumbnail
+
+    def nchw(img: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1)))[None].float()
+
+    feeds = []
+    for img in images:
+        h, w = img.shape[:2]
+        y, x = max(0, (h - CROP) // 2), max(0, (w - CROP) // 2)
+        crop = nchw(img[y:y + CROP, x:x + CROP])
+        feeds.append((crop, nchw(thumbnail(img, thumbnail_size))) if thumbnail_size else (crop,))
+    return feeds
+
+
+def _outputs(model: nn.Module, feeds: list[tuple[torch.Tensor, ...]]) -> list[torch.Tensor]:
+    with torch.no_grad():
+        outs = [model(*args) for args in feeds]
+    return [torch.cat([o.flatten() for o in out]) if isinstance(out, tuple) else out.flatten() for out in outs]
+
+
+def _psnr(a: list[torch.Tensor], b: list[torch.Tensor]) -> float:
+    """Worst PSNR over the images (values in [0, 1])."""
+    worst = math.inf
+    for x, y in zip(a, b):
+        mse = float(torch.mean((x.double() - y.double()) ** 2))
+        worst = min(worst, math.inf if mse == 0 else 10 * math.log10(1.0 / mse))
+    return worst
+
+
+def min_db(fidelity_target: float | None = None) -> float:
+    """How close the float model with its ReLUs must stay to itself, for an int8 file gated at its default gate
+    or at ``fidelity_target``."""
+    return MIN_DB if fidelity_target is None else max(MIN_DB, fidelity_target + MARGIN_DB)
+
+
+def with_relus(model: nn.Module, names: list[str] | tuple[str, ...]) -> nn.Module:
+    """A copy of ``model`` with the named LeakyReLU modules replaced by ReLUs (``model`` itself if none)."""
+    if not names:
+        return model
+    model = copy.deepcopy(model)
+    for name in names:
+        if not isinstance(model.get_submodule(name), nn.LeakyReLU):
+            raise ValueError(f"{name} is not a LeakyReLU")
+        parent, _, attr = name.rpartition(".")
+        setattr(model.get_submodule(parent) if parent else model, attr, nn.ReLU())
+    return model
+
+
+def in_layers(name: str, layers: tuple[str, ...] | list[str]) -> bool:
+    """Whether the LeakyReLU module ``name`` is one of ``layers`` (``--float-layers`` names: a module path, every op
+    inside it, or ``module:Op``, the ops of one kind directly in it)."""
+    for layer in layers:
+        module, _, op = layer.partition(":")
+        if (op.lower() == "leakyrelu" and name == module) or \
+                (not op and module and (name == module or name.startswith(module + "."))):
+            return True
+    return False
+
+
+def choose(model: nn.Module, images: list[np.ndarray], thumbnail_size: int = 0, floor_db: float = MIN_DB,
+           keep: tuple[str, ...] | list[str] = ()) -> list[str]:
+    """The LeakyReLUs of the float ``model`` that can be ReLUs (see the module doc), in the model's order.
+    ``images``: float32 (H, W, 3) calibration images; an image-adaptive model gets each one's thumbnail. Those in
+    the ``keep`` layers (``in_layers``: what --float-layers keeps in float) stay LeakyReLUs."""
+    model = model.eval()
+    names = [name for name, m in model.named_modules() if isinstance(m, nn.LeakyReLU) and not in_layers(name, keep)]
+    if not names:
+        return []
+    feeds = _feeds(images, thumbnail_size)
+    reference = _outputs(model, feeds)
+    alone = {name: _psnr(_outputs(with_relus(model, [name]), feeds), reference) for name in names}
+    chosen: list[str] = []
+    for name in sorted(names, key=lambda n: -alone[n]):
+        if alone[name] < floor_db:
+            break
+        if _psnr(_outputs(with_relus(model, [*chosen, name]), feeds), reference) >= floor_db:
+            chosen.append(name)
+    return [name for name in names if name in chosen]

@@ -43,6 +43,9 @@ class DPEDTrainConfig:
     w_color: float = field(default=0.5, metadata={"help": "colour loss weight"})
     w_texture: float = field(default=1.0, metadata={"help": "texture (adversarial) loss weight"})
     w_tv: float = field(default=2000.0, metadata={"help": "total variation loss weight"})
+    w_pixel: float = field(default=0.0, metadata={"help": "weight of the mean absolute error at full resolution "
+                                                          "(noise counts, which the blurred colour loss does not "
+                                                          "see); 0: the paper's losses only"})
     w_global: float = field(default=0.5, metadata={"help": "global branch: weight of the colour loss on the input "
                                                            "after the branch's curves alone (the branch must get "
                                                            "the global colour and tone right by itself)"})
@@ -286,11 +289,13 @@ def _train(cfg: DPEDTrainConfig, progress: bool, ctx: Context) -> dict:
                 "texture": ctx.global_sum(losses.texture_loss(texture_logits.float())),  # summed over the batch
                 "tv": losses.tv_loss(enhanced),
             }
+            if cfg.w_pixel:
+                parts["pixel"] = (enhanced - dslr).abs().mean()
             if curved is not None:  # the global branch's curves alone, on the colour loss
                 parts["global"] = losses.color_loss(curved.float(), dslr)
             total = (cfg.w_content * parts["content"] + cfg.w_color * parts["color"]
                      + cfg.w_texture * parts["texture"] + cfg.w_tv * parts["tv"]
-                     + cfg.w_global * parts.get("global", 0.0))
+                     + cfg.w_global * parts.get("global", 0.0) + cfg.w_pixel * parts.get("pixel", 0.0))
             values = run.check({"total": total.detach().item(), "discriminator": d_loss.detach().item(),
                                 **{k: v.detach().item() for k, v in parts.items()}, "lr": sched_g.get_last_lr()[0]})
             scaler.scale(total).backward()

@@ -47,6 +47,13 @@ def test_divergence_stops_with_a_message_and_keeps_the_last_checkpoint(tmp_path)
     assert (out / "last.pt").read_bytes() == before
 
 
+def test_the_pixel_loss_enters_the_generator_objective(tmp_path):
+    """--w-pixel adds the full-resolution mean absolute error to the total (a NaN weight makes it diverge)."""
+    with pytest.raises(TrainingDiverged):
+        train_dped(DPEDTrainConfig(steps=2, out=str(tmp_path / "run"), **{**TINY, "w_pixel": float("nan")}),
+                   progress=False)
+
+
 def test_cli_errors_exit_cleanly(tmp_path, capsys):
     with pytest.raises(SystemExit) as err:
         train_main(["dped", "--model", "unet"])

@@ -80,8 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "mean error); "
                         "see README, 'Weight-side methods'")
     p.add_argument("--keep-leaky-relu", action="store_true",
-                   help="int8 TFLite: keep every LeakyReLU (default: those whose negative slope measures as "
-                        "harmless on the calibration images become ReLUs, which the int8 conv runs for free; the "
+                   help="int8 TFLite and ONNX: keep every LeakyReLU (default: those whose negative slope measures "
+                        "as harmless on the calibration images become ReLUs, which the int8 conv runs for free; the "
                         "sidecar lists them under calibration.relu_layers)")
     p.add_argument("--coreml-io", default="float32", choices=IO_DTYPES,
                    help="Core ML input/output dtype (default float32; float16 skips the casts, fp16 precisions)")

@@ -125,23 +125,23 @@ def _model_trials(args: argparse.Namespace, target: str, method: str, size: tupl
     model = fold_batchnorm(exportable_model(spec))
     images = calibration_images(args.calibration, size, args.calibration_count)
     inputs = fidelity_inputs(size, resizable=False)
+    if TARGETS[target].precision("int8").leaky_as_relu:  # the model the int8 export quantizes
+        from models.contract import thumbnail_size
+
+        from . import activations
+
+        floor = activations.min_db(args.fidelity_target)
+        model = activations.with_relus(model, activations.choose(model, images, thumbnail_size(model) or 0, floor))
     if target == "onnx":
         from export.onnx import convert
 
         fp32 = work / f"{args.model}_fp32.onnx"
         convert(model, replace(spec, fixed_size=True), fp32, None)
         return Trials(fp32, images, inputs, method, args.threads)
-    from artifacts import TARGETS
     from export.tflite import sensitivity_trials
-    from models.contract import thumbnail_size
-
-    from . import activations
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    if TARGETS["tflite"].precision("int8").leaky_as_relu:  # what the export quantizes
-        floor = activations.min_db(args.fidelity_target)
-        model = activations.with_relus(model, activations.choose(model, images, thumbnail_size(model) or 0, floor))
     return sensitivity_trials(model, images, inputs, method,
                               source=f"{args.model} ({args.checkpoint or 'shipped weights'})")
 

@@ -244,6 +244,15 @@ def test_tflite_keeps_the_named_layers_in_float_and_the_rest_int8(tmp_path, tiny
     assert export_main([*common, "--float-layers", "out,tail.1.act:LeakyRelu", "--out", str(tmp_path / "mixed")]) == 0
     sidecar = Sidecar.read(tmp_path / "mixed" / "dped_mobile_int8.json")
     assert sidecar.calibration.float_layers == ["out", "tail.1.act:LeakyRelu"] and sidecar.fidelity.passed
+    # a LeakyReLU named to stay in float is never swapped for a ReLU; --keep-leaky-relu swaps none
+    from quantize.activations import MIN_DB
+
+    swapped = Sidecar.read(tmp_path / "all" / "dped_mobile_int8.json").calibration
+    assert "tail.1.act" in swapped.relu_layers and swapped.relu_min_db == MIN_DB
+    assert "tail.1.act" not in sidecar.calibration.relu_layers
+    assert export_main([*common, "--keep-leaky-relu", "--out", str(tmp_path / "leaky")]) == 0
+    kept = Sidecar.read(tmp_path / "leaky" / "dped_mobile_int8.json").calibration
+    assert kept.relu_layers == [] and kept.relu_min_db == 0
     path = tmp_path / "mixed" / "dped_mobile_int8.tflite"
     every, mixed = convs(tmp_path / "all" / "dped_mobile_int8.tflite"), convs(path)
     weights = torch.load(tiny_checkpoint, weights_only=True)["state_dict"]

@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="skip the roofline columns (GMAC/s, %% of this machine's peak for the row's runtime, "
                         "precision and threads, %% of the roofline floor) and the probes that measure the peak")
     p.add_argument("--profile", action="store_true",
-                   help="instead: per-layer profiles (ONNX Runtime's profiler; LiteRT: each conv alone) against "
+                   help="instead: per-layer profiles (ONNX Runtime's profiler; LiteRT: each conv alone, fp32) against "
                         "this machine's 1x1-conv peak, at --size and the largest --threads; writes profile.md, "
                         ".json and .png in --out")
     args = p.parse_args(argv)

@@ -518,6 +518,10 @@ def run_profiles(cfg: BenchConfig, log=print) -> list[Path]:
                 log(f"  profiling {model} onnx {precision} x{threads} ...")
                 profiles.append(onnx_profile(f"{model} {precision}", net, cfg.size, threads, cfg.runs, path))
         if "tflite" in cfg.targets:
+            asked = [p for p in cfg.precisions if p not in ("fp32", "all")]
+            if asked:  # say so rather than profile fp32 in their place unannounced
+                log(f"  {model} litert {', '.join(asked)}: not profiled (LiteRT layers are timed alone in fp32; "
+                    "compare whole int8 files with python -m benchmark)")
             path, status = _artifact(model, "tflite", "fp32", cfg)
             whole = None
             if path is not None:

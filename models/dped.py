@@ -131,6 +131,12 @@ class DPEDGenerator(nn.Module):
         nn.Sequential (quantize.weights: cross-layer equalization)."""
         return [(self.tail[-1], self.out)]
 
+    def modulated(self) -> list[str]:
+        """Modules whose output the global branch scales per photo (the stem's activation, before the feature
+        scale and shift): how much their values matter depends on the photo, beyond what calibration images show
+        (quantize.activations leaves them as they are)."""
+        return ["stem.act"] if self.globe is not None and self.config.global_film else []
+
     def _head(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         if self.config.head == "tanh":
             return torch.tanh(y) * 0.58 + 0.5

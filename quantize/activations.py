@@ -1,19 +1,25 @@
 """LeakyReLUs that an int8 file runs as ReLUs, where measurement shows that their negative slope does not matter.
 
 XNNPACK folds a ReLU into the int8 conv before it (the clamp of its requantization, free) but runs LEAKY_RELU as
-a pass of its own over the tensor. DPED+ has eleven of them on 64 channels at full resolution: together 16 ms of
-``dped_mobile``'s 293 ms at 720x1280 (LiteRT int8, 2 threads, timed against the same file with them as ReLUs).
+a pass of its own over the tensor. DPED+ has eleven of them on 64 channels at full resolution: ten of them cost
+14.6 ms of ``dped_mobile``'s 284.7 ms at 720x1280 (LiteRT int8, 2 threads, timed against the file with them as
+ReLUs).
 
 Whether the paper's slope of 0.005 matters depends on the weights, so it is measured, one activation at a time.
 In ``dped_mobile`` every LeakyReLU of the local network as a ReLU still gives 48 dB against the float model, and
-the int8 file comes out closer to it than before (43.0 against 42.6 dB at the export gate: a ReLU's output
-range starts at zero, so no int8 level goes to the negative side). In ``dped`` the tail's activations feed a
-full 9x9 output conv that sums their small negative values over 5,184 taps: as ReLUs they give 21 dB.
+the int8 file is no further from it (a ReLU's output range starts at zero, so no int8 level goes to the negative
+side). In ``dped`` the tail's activations feed a full 9x9 output conv that sums their small negative values over
+5,184 taps: as ReLUs they give 21 dB.
+
+An activation whose output a global branch scales per photo (``modulated()`` of the model: DPED+'s stem, before
+its feature scale and shift) is never swapped. The branch's gain on a dark phone photo amplifies the negative side
+far beyond what the calibration photos show: with the stem swapped too, ``dped_mobile``'s int8 file was 1.5 dB
+further from the float model on the benchmark's degraded ``coffee`` photo (43.83 against 45.31 dB), and kept, 45.05.
 
 ``choose``: activations are tried in turn, the least harmful alone first, and each is kept as a ReLU while the
-model with all the chosen ones stays at least ``MIN_DB`` (``min_db``) from the float model on the calibration images (a copy
-that never sees the held-out photos the gate scores). The export's fidelity gate still compares the int8 file
-with the unchanged float model.
+model with all the chosen ones stays at least ``MIN_DB`` (``min_db``) from the float model on the calibration
+images (which never include the held-out photos the gate scores). The export's fidelity gate still compares the
+int8 file with the unchanged float model.
 """
 from __future__ import annotations
 
@@ -93,9 +99,12 @@ def choose(model: nn.Module, images: list[np.ndarray], thumbnail_size: int = 0, 
            keep: tuple[str, ...] | list[str] = ()) -> list[str]:
     """The LeakyReLUs of the float ``model`` that can be ReLUs (see the module doc), in the model's order.
     ``images``: float32 (H, W, 3) calibration images; an image-adaptive model gets each one's thumbnail. Those in
-    the ``keep`` layers (``in_layers``: what --float-layers keeps in float) stay LeakyReLUs."""
+    the ``keep`` layers (``in_layers``: what --float-layers keeps in float) and the model's ``modulated()`` ones stay
+    LeakyReLUs."""
     model = model.eval()
-    names = [name for name, m in model.named_modules() if isinstance(m, nn.LeakyReLU) and not in_layers(name, keep)]
+    modulated = set(getattr(model, "modulated", list)())
+    names = [name for name, m in model.named_modules()
+             if isinstance(m, nn.LeakyReLU) and not in_layers(name, keep) and name not in modulated]
     if not names:
         return []
     feeds = _feeds(images, thumbnail_size)

@@ -394,4 +394,12 @@ def test_leaky_relus_become_relus_only_where_their_slope_is_measured_harmless():
         activations.with_relus(nn.Sequential(nn.ReLU()), ["0"])
     assert activations.choose(Two(), images, keep=["pos:LeakyRelu"]) == []   # what --float-layers names stays
     assert activations.in_layers("tail.1.act", ["tail.1"]) and not activations.in_layers("tail.10.act", ["tail.1"])
+    # the activation a global branch scales per photo is never swapped (its range follows the photo's gain)
+    from models import create_model
+
+    adaptive = create_model("dped_mobile", width=8, blocks=1, global_branch=True).eval()
+    assert adaptive.modulated() == ["stem.act"] and create_model("dped", width=8, blocks=1).modulated() == []
+    photos = [np.random.default_rng(i).random((160, 160, 3), dtype=np.float32) for i in range(2)]
+    chosen = activations.choose(adaptive, photos, thumbnail_size=adaptive.config.thumbnail, floor_db=0)
+    assert "stem.act" not in chosen and "tail.1.act" in chosen
     assert activations.min_db(None) == activations.MIN_DB and activations.min_db(50) == 50 + activations.MARGIN_DB

@@ -67,9 +67,8 @@ def export_one(spec: ExportSpec, progress: Callable[[str], None] | None = None) 
         if calibration is not None and spec.relu:  # LeakyReLUs whose slope measures as harmless: fused ReLUs
             from quantize import activations
 
-            floor = activations.min_db(spec.fidelity_target)
-            relus = activations.choose(converted, images, thumbnail_size(model) or 0, floor, spec.float_layers)
-            converted = activations.with_relus(converted, relus)
+            converted, relus, floor = activations.swap(converted, images, thumbnail_size(model) or 0,
+                                                       spec.fidelity_target, spec.float_layers)
             calibration = replace(calibration, relu_layers=relus, relu_min_db=floor)
         choices = [spec.float_layers]
         if spec.fidelity_target is not None:  # mixed precision: which layers stay in float, measured

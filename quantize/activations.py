@@ -24,45 +24,28 @@ int8 file with the unchanged float model.
 from __future__ import annotations
 
 import copy
-import math
 
 import numpy as np
 import torch
 from torch import nn
+
+from artifacts.fidelity import psnr
+
+from .calibration import model_inputs
 
 MIN_DB = 48.0   # the float model with the chosen ReLUs, against itself: about 6 dB above int8's own error (42 dB)
 MARGIN_DB = 6.0  # with a fidelity target (--fidelity-target): at least this far above it
 CROP = 128      # activations are measured on the centre crop of each calibration image (the thumbnail: the whole)
 
 
-def _feeds(images: list[np.ndarray], thumbnail_size: int) -> list[tuple[torch.Tensor, ...]]:
-    from artifacts.thumbnail import thumbnail
-
-    def nchw(img: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1)))[None].float()
-
-    feeds = []
-    for img in images:
-        h, w = img.shape[:2]
-        y, x = max(0, (h - CROP) // 2), max(0, (w - CROP) // 2)
-        crop = nchw(img[y:y + CROP, x:x + CROP])
-        feeds.append((crop, nchw(thumbnail(img, thumbnail_size))) if thumbnail_size else (crop,))
-    return feeds
-
-
-def _outputs(model: nn.Module, feeds: list[tuple[torch.Tensor, ...]]) -> list[torch.Tensor]:
+def _outputs(model: nn.Module, feeds: list[tuple]) -> list[np.ndarray]:
     with torch.no_grad():
         outs = [model(*args) for args in feeds]
-    return [torch.cat([o.flatten() for o in out]) if isinstance(out, tuple) else out.flatten() for out in outs]
+    return [torch.cat([o.flatten() for o in (out if isinstance(out, tuple) else (out,))]).numpy() for out in outs]
 
 
-def _psnr(a: list[torch.Tensor], b: list[torch.Tensor]) -> float:
-    """Worst PSNR over the images (values in [0, 1])."""
-    worst = math.inf
-    for x, y in zip(a, b):
-        mse = float(torch.mean((x.double() - y.double()) ** 2))
-        worst = min(worst, math.inf if mse == 0 else 10 * math.log10(1.0 / mse))
-    return worst
+def _worst_psnr(a: list[np.ndarray], b: list[np.ndarray]) -> float:
+    return min(psnr(x, y) for x, y in zip(a, b))
 
 
 def min_db(fidelity_target: float | None = None) -> float:
@@ -107,13 +90,27 @@ def choose(model: nn.Module, images: list[np.ndarray], thumbnail_size: int = 0, 
              if isinstance(m, nn.LeakyReLU) and not in_layers(name, keep) and name not in modulated]
     if not names:
         return []
-    feeds = _feeds(images, thumbnail_size)
+    feeds = [model_inputs([img], thumbnail_size, _centre(img))[0] for img in images]
     reference = _outputs(model, feeds)
-    alone = {name: _psnr(_outputs(with_relus(model, [name]), feeds), reference) for name in names}
+    alone = {name: _worst_psnr(_outputs(with_relus(model, [name]), feeds), reference) for name in names}
     chosen: list[str] = []
     for name in sorted(names, key=lambda n: -alone[n]):
         if alone[name] < floor_db:
             break
-        if _psnr(_outputs(with_relus(model, [*chosen, name]), feeds), reference) >= floor_db:
+        if _worst_psnr(_outputs(with_relus(model, [*chosen, name]), feeds), reference) >= floor_db:
             chosen.append(name)
     return [name for name in names if name in chosen]
+
+
+def _centre(img: np.ndarray) -> tuple[slice, slice]:
+    y, x = max(0, (img.shape[0] - CROP) // 2), max(0, (img.shape[1] - CROP) // 2)
+    return slice(y, y + CROP), slice(x, x + CROP)
+
+
+def swap(model: nn.Module, images: list[np.ndarray], thumbnail_size: int = 0, fidelity_target: float | None = None,
+         keep: tuple[str, ...] | list[str] = ()) -> tuple[nn.Module, list[str], float]:
+    """What an int8 export quantizes: (``model`` with the LeakyReLUs ``choose`` picks as ReLUs, their names, the
+    floor they were chosen at, ``min_db(fidelity_target)``)."""
+    floor = min_db(fidelity_target)
+    names = choose(model, images, thumbnail_size, floor, keep)
+    return with_relus(model, names), names, floor

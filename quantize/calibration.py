@@ -64,3 +64,18 @@ def calibration_images(folder: str | Path | None, size: tuple[int, int], count: 
         bar.update(1)
     bar.close()
     return crops
+
+
+def model_inputs(images: list[np.ndarray], thumbnail_size: int = 0, crop: tuple[slice, slice] | None = None
+                 ) -> list[tuple]:
+    """Positional NCHW inputs of a PyTorch model for float32 (H, W, 3) images: each image (``crop`` of it, if given)
+    and, for an image-adaptive model (``thumbnail_size``), the thumbnail of the whole image."""
+    import torch
+
+    from artifacts.thumbnail import thumbnail
+
+    def nchw(img: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1)))[None].float()
+
+    return [(nchw(img[crop] if crop else img), *((nchw(thumbnail(img, thumbnail_size)),) if thumbnail_size else ()))
+            for img in images]

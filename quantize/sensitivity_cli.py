@@ -130,8 +130,7 @@ def _model_trials(args: argparse.Namespace, target: str, method: str, size: tupl
 
         from . import activations
 
-        floor = activations.min_db(args.fidelity_target)
-        model = activations.with_relus(model, activations.choose(model, images, thumbnail_size(model) or 0, floor))
+        model, _, _ = activations.swap(model, images, thumbnail_size(model) or 0, args.fidelity_target)
     if target == "onnx":
         from export.onnx import convert
 

@@ -247,12 +247,9 @@ def apply(model: nn.Module, methods: tuple[str, ...], calibration: list[np.ndarr
     unknown = sorted(set(methods) - set(METHODS))
     if unknown:
         raise ValueError(f"unknown weight method {', '.join(unknown)}; choose from {', '.join(METHODS)}")
-    from artifacts.thumbnail import thumbnail
+    from .calibration import model_inputs
 
-    def nchw(img: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1)))[None].float()
-
-    feeds = [(nchw(img), *((nchw(thumbnail(img, thumbnail_size)),) if thumbnail_size else ())) for img in calibration]
+    feeds = model_inputs(calibration, thumbnail_size)
     out = copy.deepcopy(model).eval()
     if "cle" in methods:
         equalize(out)
@@ -265,8 +262,8 @@ def apply(model: nn.Module, methods: tuple[str, ...], calibration: list[np.ndarr
                                  "output is used beyond the pair it was equalized in")
     rounded = None
     if "adaround" in methods:  # on crops: each conv's input is recorded whole
-        crops = [(nchw(img[:ADAROUND_CROP, :ADAROUND_CROP]), *args[1:]) for img, args in zip(calibration, feeds)]
-        crops += [(nchw(img[-ADAROUND_CROP:, -ADAROUND_CROP:]), *args[1:]) for img, args in zip(calibration, feeds)]
+        crops = [*model_inputs(calibration, thumbnail_size, (slice(None, ADAROUND_CROP),) * 2),
+                 *model_inputs(calibration, thumbnail_size, (slice(-ADAROUND_CROP, None),) * 2)]
         rounded = adaround(out, crops, qmax=qmax)
     if "bias-correction" in methods:
         correct_bias(out, feeds, rounded, qmax)

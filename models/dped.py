@@ -19,7 +19,7 @@ from torch import nn
 
 from .contract import DeploymentContract
 from .globe import THUMBNAIL, GlobalBranch, thumbnail_of, tone_curve
-from .layers import ConvBNAct, clip_unit, last_conv, make_activation
+from .layers import ConvBNAct, Smoothing, clip_unit, last_conv, make_activation
 from .registry import register_model
 
 HEADS = ("tanh", "residual")
@@ -44,6 +44,10 @@ class DPEDConfig:
                                      # scale/shift (models.globe); False keeps the paper's networks
     thumbnail: int = THUMBNAIL       # thumbnail side for the global branch
     global_film: bool = True         # the branch also scales and shifts the stem's features (False: curves only)
+    smooth: float = 0.0              # > 0: the output blended with its 3x3 mean by this weight (a convex
+                                     # combination: it stays in [0, 1]; models.layers.Smoothing): trades a little
+                                     # sharpness for less of the noise the residual head passes through; 0 keeps
+                                     # the paper's networks
 
     def __post_init__(self) -> None:
         if self.head not in HEADS:
@@ -51,6 +55,8 @@ class DPEDConfig:
         if self.out_layer not in OUT_LAYERS:
             raise ValueError(f"Unknown out_layer {self.out_layer!r}. Supported: {', '.join(OUT_LAYERS)}")
         make_activation(self.activation, self.negative_slope)  # validates the name
+        if not 0 <= self.smooth <= 1:
+            raise ValueError(f"smooth must be in [0, 1] (0: no output smoothing), got {self.smooth}")
         if self.width < 1 or self.blocks < 0:
             raise ValueError(f"width must be >= 1 and blocks >= 0, got width={self.width}, blocks={self.blocks}")
 
@@ -99,9 +105,12 @@ class DPEDGenerator(nn.Module):
             ConvBNAct(w, w, 3, sep, bn=False, act=act()),
         )
         self.out = _out_layer(w, cfg.out_layer if sep else "full")
-        # 9x9 stem, two 3x3 per block, two 3x3 in the tail, 9x9 out: each k x k conv widens the field by k-1.
+        self.smooth = Smoothing(cfg.smooth) if cfg.smooth > 0 else nn.Identity()
+        # 9x9 stem, two 3x3 per block, two 3x3 in the tail, 9x9 out (and the 3x3 smoothing): each k x k conv widens
+        # the field by k-1.
         self.globe = GlobalBranch(w if cfg.global_film else 0) if cfg.global_branch else None
-        self.contract = DeploymentContract(receptive_field=1 + 8 + 2 * 2 * cfg.blocks + 2 * 2 + 8,
+        self.contract = DeploymentContract(receptive_field=1 + 8 + 2 * 2 * cfg.blocks + 2 * 2 + 8
+                                           + (2 if cfg.smooth > 0 else 0),
                                            thumbnail=cfg.thumbnail if cfg.global_branch else None,
                                            notes="sRGB photo in, enhanced sRGB photo out")
         if cfg.head == "residual":
@@ -139,8 +148,8 @@ class DPEDGenerator(nn.Module):
 
     def _head(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         if self.config.head == "tanh":
-            return torch.tanh(y) * 0.58 + 0.5
-        return clip_unit(x + y)
+            return self.smooth(torch.tanh(y) * 0.58 + 0.5)
+        return self.smooth(clip_unit(x + y))
 
 
 @register_model

@@ -59,6 +59,27 @@ def clip_unit(x: torch.Tensor) -> torch.Tensor:
     return torch.relu(x) - torch.relu(x - 1.0)
 
 
+class Smoothing(nn.Module):
+    """(1 - weight) x + weight x mean of the 3x3 neighbourhood, per channel: a fixed low-pass with no learned
+    weights. At the photo's border the mean is over the neighbours inside it (``count_include_pad=False``), so a
+    flat field stays flat and a tile's border agrees with the whole photo's.
+
+    A 3x3 mean rather than a Gaussian because runtimes have it as one op that excludes the border: TFLite's
+    AVERAGE_POOL_2D with SAME padding. A Gaussian needs a zero-padded depthwise conv on 3 channels (XNNPACK's
+    slowest kind) plus its own border weights, about twice the time at 720p (README, "Output smoothing"). Int8
+    exports keep it in float (quantize.tflite.FLOAT_MODULES): it follows the output clip, which is float already."""
+
+    def __init__(self, weight: float):
+        super().__init__()
+        if not 0 < weight <= 1:
+            raise ValueError(f"smoothing weight must be in (0, 1], got {weight}")
+        self.weight = weight
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mean = nn.functional.avg_pool2d(x, 3, stride=1, padding=1, count_include_pad=False)
+        return (1.0 - self.weight) * x + self.weight * mean
+
+
 class InputSkip(nn.Identity):
     """The identity through which a model's input joins a concatenation. An int8 export replaces it with an
     identity 1x1 conv (quantize.tflite.own_input_scale), so that the input keeps a quantization scale of its own
@@ -108,13 +129,16 @@ def conv_macs_per_pixel(model: nn.Module, size: int = 64) -> int:
     total = 0
     fixed = {id(c) for m in model.modules() if getattr(m, "per_photo", False) for c in m.modules()}
 
-    def hook(mod: nn.Conv2d, _inp, out: torch.Tensor) -> None:
+    def hook(mod: nn.Module, _inp, out: torch.Tensor) -> None:
         nonlocal total
+        if isinstance(mod, Smoothing):  # a 3x3 mean and a blend: about 10 multiply-adds per value
+            total += out.shape[2] * out.shape[3] * out.shape[1] * 10
+            return
         kh, kw = mod.kernel_size
         total += out.shape[2] * out.shape[3] * mod.out_channels * (mod.in_channels // mod.groups) * kh * kw
 
     handles = [m.register_forward_hook(hook) for m in model.modules()
-               if isinstance(m, nn.Conv2d) and id(m) not in fixed]
+               if isinstance(m, (nn.Conv2d, Smoothing)) and id(m) not in fixed]
     try:
         channels = getattr(getattr(model, "contract", None), "channels", 3)
         model.eval()(torch.zeros(1, channels, size, size))

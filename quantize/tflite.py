@@ -31,6 +31,11 @@ ELEMENTWISE = ("leaky_relu.default", "add.Tensor")   # on same-shaped tensors
 FLOAT_OPS = ("clamp.default", "clamp.Tensor", "clamp_min.default", "clamp_max.default", "exp.default",
              "maximum.default", "minimum.default")
 
+# Modules kept in float, with everything computed from them, whatever --float-layers says: DPED+'s output smoothing
+# (models.layers.Smoothing) follows the output clip, which runs in float already (ELEMENTWISE above), and XNNPACK
+# does not take an int8 AVERAGE_POOL_2D.
+FLOAT_MODULES = ("Smoothing",)
+
 # A float layer's concat must take no int8 input: the converter makes a concat with one int8 input int8, and
 # quantizes its float inputs with that input's scale (measured on mdie's U-Net: its float decoder output clipped to
 # the int8 skip's range, 42.7 dB against 46.7 simulated). So the ops feeding it are floated too.
@@ -133,6 +138,9 @@ def _quantizer(qat: bool = False, float_layers: tuple[str, ...] = ()):
                     if in_layer(node, layer):
                         matched[layer] = True
                         floated.add(node)
+                if any(str(kind).rsplit(".", 1)[-1] in FLOAT_MODULES
+                       for _, kind in (node.meta.get("nn_module_stack") or {}).values()):
+                    floated.add(node)
                 if node in floated:
                     node.meta.pop("quantization_annotation", None)
                     if node.target in CONCATS:  # its int8 inputs would set the scale of its float ones

@@ -82,7 +82,8 @@ def test_branch_output_depends_on_the_thumbnail_only():
 
 @pytest.mark.parametrize("hw, tile", [((150, 233), 64), ((300, 90), 96)])
 def test_tiles_with_the_photos_thumbnail_equal_the_whole_image(tmp_path, hw, tile):
-    model = fold_batchnorm(create_model("dped_mobile", checkpoint=_branchy(tmp_path, width=8, blocks=4)))
+    model = fold_batchnorm(create_model("dped_mobile", checkpoint=_branchy(tmp_path, width=8, blocks=4,
+                                                                           smooth=0.6)))
     image = np.random.default_rng(0).random((*hw, 3), dtype=np.float32)
 
     @torch.no_grad()
@@ -104,7 +105,7 @@ def adaptive_exports(tmp_path_factory):
     from export.common import ExportSpec
 
     root = tmp_path_factory.mktemp("adaptive")
-    ckpt = _branchy(root, width=8, blocks=1)
+    ckpt = _branchy(root, width=8, blocks=1, smooth=0.6)  # the shipped dped_mobile's form: branch and smoothing
     written = {(t, p): export_one(ExportSpec(checkpoint=str(ckpt), target=t, precision=p, size=(64, 64),
                                              out=root / "out", calibration_count=2))
                for t, p in (("tflite", "fp32"), ("tflite", "int8"), ("onnx", "int8"), ("coreml", "fp16"))}

@@ -96,9 +96,9 @@ def test_texture_discriminator_takes_gray_patches_of_any_size():
     assert d(torch.rand(2, 1, 64, 48)).shape == (2,)
 
 
-@pytest.mark.parametrize("blocks", [0, 2])
-def test_stated_receptive_field_is_the_real_one(blocks):
-    model = create_model("dped", width=4, blocks=blocks, head="tanh")
+@pytest.mark.parametrize("blocks, smooth", [(0, 0.0), (2, 0.0), (2, 0.6)])
+def test_stated_receptive_field_is_the_real_one(blocks, smooth):
+    model = create_model("dped", width=4, blocks=blocks, head="tanh", smooth=smooth)
     x = torch.rand(1, 3, 81, 81)
     bumped = x.clone()
     bumped[0, :, 40, 40] += 0.5
@@ -115,3 +115,33 @@ def test_the_small_dped_mobile_is_half_width_and_records_its_teacher():
     from models.registry import WEIGHTS_DIR, load_checkpoint
 
     assert load_checkpoint(WEIGHTS_DIR / "dped_mobile_s.pt")["meta"]["teacher"] == "dped_mobile"
+
+
+def test_smoothing_keeps_flat_fields_flat_to_the_border_and_the_unit_range():
+    from hypothesis import given, settings, strategies as st
+
+    from models.layers import Smoothing
+
+    @settings(max_examples=25, deadline=None)
+    @given(st.floats(0.01, 1.0), st.floats(0.0, 1.0), st.integers(1, 9), st.integers(1, 9))
+    def check(weight, level, h, w):
+        smooth = Smoothing(weight)
+        assert torch.allclose(smooth(torch.full((1, 3, h, w), level)), torch.tensor(level), atol=1e-6)
+        x = torch.rand(1, 3, h, w, generator=torch.Generator().manual_seed(h * 10 + w))
+        y = smooth(x)
+        assert float(y.min()) >= 0 and float(y.max()) <= 1
+
+    check()
+    # a bright dot spreads to its 8 neighbours by weight / 9 (fewer neighbours at the border: weight / 4 in a corner)
+    x = torch.zeros(1, 1, 5, 5)
+    x[0, 0, 2, 2] = x[0, 0, 0, 0] = 1.0
+    y = Smoothing(0.6)(x)[0, 0]
+    assert torch.isclose(y[2, 2], torch.tensor(0.4 + 0.6 / 9)) and torch.isclose(y[1, 2], torch.tensor(0.6 / 9))
+    assert torch.isclose(y[0, 0], torch.tensor(0.4 + 0.6 / 4))
+    with pytest.raises(ValueError, match="smooth"):
+        create_model("dped_mobile", smooth=1.5)
+
+
+def test_shipped_dped_mobile_smooths_its_output_and_the_paper_networks_do_not():
+    assert create_model("dped_mobile", pretrained=True).config.smooth > 0
+    assert create_model("dped", pretrained=True).config.smooth == 0 == create_model("dped_mobile").config.smooth

@@ -62,6 +62,9 @@ class DPEDTrainConfig:
     head: str | None = field(default=None, metadata={"help": "override the output head: tanh or residual"})
     out_layer: str | None = field(default=None, metadata={"help": "override DPED+'s last 9x9 layer: separable, "
                                                                    "full or pointwise_first"})
+    smooth: float | None = field(default=None, metadata={"help": "blend the output with its 3x3 mean by this weight "
+                                                                  "(0 to 1; models.layers.Smoothing): less of the "
+                                                                  "noise the residual head passes through"})
     global_branch: bool = field(default=False, metadata={"help": "add the image-adaptive global branch (a "
                                                                   "thumbnail encoder: per-image curves and feature "
                                                                   "scale/shift, models.globe)"})
@@ -116,8 +119,8 @@ class DPEDTrainConfig:
                              f"a checkpoint file")
 
     def model_overrides(self) -> dict:
-        chosen = {k: v for k, v in (("width", self.width), ("head", self.head), ("out_layer", self.out_layer))
-                  if v is not None}
+        chosen = {k: v for k, v in (("width", self.width), ("head", self.head), ("out_layer", self.out_layer),
+                                    ("smooth", self.smooth)) if v is not None}
         if not self.global_branch:
             return chosen
         return {**chosen, "global_branch": True, **({"global_film": False} if self.curves_only else {})}

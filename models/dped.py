@@ -44,6 +44,7 @@ class DPEDConfig:
                                      # scale/shift (models.globe); False keeps the paper's networks
     thumbnail: int = THUMBNAIL       # thumbnail side for the global branch
     global_film: bool = True         # the branch also scales and shifts the stem's features (False: curves only)
+    film_scale: bool = True          # with global_film: scale and shift (False: shift alone, one pass fewer)
     smooth: float = 0.0              # > 0: the output blended with its 3x3 mean by this weight (a convex
                                      # combination: it stays in [0, 1]; models.layers.Smoothing): trades a little
                                      # sharpness for less of the noise the residual head passes through; 0 keeps
@@ -108,7 +109,7 @@ class DPEDGenerator(nn.Module):
         self.smooth = Smoothing(cfg.smooth) if cfg.smooth > 0 else nn.Identity()
         # 9x9 stem, two 3x3 per block, two 3x3 in the tail, 9x9 out (and the 3x3 smoothing): each k x k conv widens
         # the field by k-1.
-        self.globe = GlobalBranch(w if cfg.global_film else 0) if cfg.global_branch else None
+        self.globe = GlobalBranch(w if cfg.global_film else 0, cfg.film_scale) if cfg.global_branch else None
         self.contract = DeploymentContract(receptive_field=1 + 8 + 2 * 2 * cfg.blocks + 2 * 2 + 8
                                            + (2 if cfg.smooth > 0 else 0),
                                            thumbnail=cfg.thumbnail if cfg.global_branch else None,
@@ -129,7 +130,9 @@ class DPEDGenerator(nn.Module):
                                               else thumbnail_of(x, self.config.thumbnail))
             x = curved = tone_curve(x, curves)
             f = self.stem(x)
-            y = self.out(self.tail(self.blocks(f if scale is None else f * (1.0 + scale) + shift)))
+            if scale is not None:
+                f = f * (1.0 + scale)
+            y = self.out(self.tail(self.blocks(f if shift is None else f + shift)))
         else:
             y = self.out(self.tail(self.blocks(self.stem(x))))
         out = self._head(x, y)
@@ -142,9 +145,10 @@ class DPEDGenerator(nn.Module):
 
     def modulated(self) -> list[str]:
         """Modules whose output the global branch scales per photo (the stem's activation, before the feature
-        scale and shift): how much their values matter depends on the photo, beyond what calibration images show
+        scale; a shift alone does not make it one): how much their values matter depends on the photo, beyond what calibration images show
         (quantize.activations leaves them as they are)."""
-        return ["stem.act"] if self.globe is not None and self.config.global_film else []
+        cfg = self.config
+        return ["stem.act"] if self.globe is not None and cfg.global_film and cfg.film_scale else []
 
     def _head(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         if self.config.head == "tanh":

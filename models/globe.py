@@ -30,13 +30,14 @@ def thumbnail_of(x: torch.Tensor, size: int = THUMBNAIL) -> torch.Tensor:
 
 class GlobalBranch(nn.Module):
     """thumbnail (N, 3, S, S) -> (curve parameters (N, 12), feature scale (N, C, 1, 1), feature shift (same));
-    with ``film_channels`` 0, curves only (scale and shift None).
+    with ``film_channels`` 0, curves only (scale and shift None); with ``film_scale`` False, a shift alone (scale
+    None): one pass over the features instead of two.
 
     About 13.5 M multiply-adds per photo at S = 128, whatever the photo's size (15 per pixel at 720p)."""
 
     per_photo = True  # a fixed cost per photo, not per pixel (models.layers.conv_macs_per_pixel)
 
-    def __init__(self, film_channels: int):
+    def __init__(self, film_channels: int, film_scale: bool = True):
         super().__init__()
         layers, cin = [], 3
         for cout in ENCODER:  # four stride-2 3x3 convs: 128 -> 8
@@ -44,10 +45,10 @@ class GlobalBranch(nn.Module):
             cin = cout
         self.encoder = nn.Sequential(*layers)
         self.fc = nn.Sequential(nn.Linear(2 * cin, 64), nn.LeakyReLU(0.2),
-                                nn.Linear(64, CURVE_PARAMS + 2 * film_channels))
+                                nn.Linear(64, CURVE_PARAMS + (2 if film_scale else 1) * film_channels))
         nn.init.zeros_(self.fc[-1].weight)  # start as the identity: gain 1, offset 0, straight curves, no FiLM
         nn.init.zeros_(self.fc[-1].bias)
-        self.film_channels = film_channels
+        self.film_channels, self.film_scale = film_channels, film_scale
 
     def forward(self, thumb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         f = self.encoder(thumb)
@@ -58,6 +59,8 @@ class GlobalBranch(nn.Module):
         c = self.film_channels
         if not c:  # curves only
             return v, None, None
+        if not self.film_scale:
+            return v[:, :CURVE_PARAMS], None, v[:, CURVE_PARAMS:].reshape(-1, c, 1, 1)
         film = v[:, CURVE_PARAMS:].reshape(-1, 2 * c, 1, 1)
         return v[:, :CURVE_PARAMS], film[:, :c], film[:, c:]
 

@@ -64,6 +64,20 @@ def test_curves_only_branch_has_no_feature_path():
         assert torch.equal(curves(x), plain(x))  # the identity at initialisation, as with the feature path
 
 
+def test_shift_only_branch_shifts_the_features_and_leaves_the_stem_swappable():
+    torch.manual_seed(0)
+    plain = create_model("dped_mobile", width=8, blocks=1).eval()
+    shift = create_model("dped_mobile", width=8, blocks=1, global_branch=True, film_scale=False).eval()
+    _, scale, offset = shift.globe(torch.rand(1, 3, 128, 128))
+    assert shift.globe.fc[-1].out_features == 12 + 8 and scale is None and offset.shape == (1, 8, 1, 1)
+    shift.load_state_dict(plain.state_dict(), strict=False)
+    x = torch.rand(1, 3, 40, 56)
+    with torch.no_grad():
+        assert torch.equal(shift(x), plain(x))  # the identity at initialisation
+    # a shift does not scale the stem's activation per photo: quantize.activations may swap it
+    assert shift.modulated() == [] and create_model("dped_mobile", global_branch=True).modulated() == ["stem.act"]
+
+
 def test_tone_curve_keeps_the_unit_range_and_can_brighten_and_darken():
     x = torch.linspace(0, 1, 101).reshape(1, 1, 1, 101).expand(1, 3, 1, 101)
     up, down = torch.full((1, 12), 3.0), torch.full((1, 12), -3.0)
@@ -200,6 +214,7 @@ def test_freeze_local_trains_the_branch_alone(tmp_path):
 @pytest.mark.parametrize("argv, needle", [
     (["--freeze-local"], "--freeze-local trains the global branch alone"),
     (["--curves-only"], "--curves-only shapes the global branch: it needs --global-branch"),
+    (["--global-branch", "--curves-only", "--shift-only"], "--shift-only shapes the global branch's feature path"),
     (["--degradation", "sunny"], "--degradation 'sunny': known: camera, wide, camera+wide"),
     (["--degradation", "wide", "--data", "."], "--degradation applies to the built-in photos"),
     (["--init", "nope.pt"], "--init nope.pt: neither a model"),

@@ -80,6 +80,8 @@ class DPEDTrainConfig:
     curves_only: bool = field(default=False, metadata={"help": "global branch: per-image curves on the input only, "
                                                               "without the scale and shift of the stem's features "
                                                               "(cheaper at full resolution)"})
+    shift_only: bool = field(default=False, metadata={"help": "global branch: shift the stem's features per photo "
+                                                              "without scaling them (one pass over them fewer)"})
     freeze_local: bool = field(default=False, metadata={"help": "train the global branch alone: the local network "
                                                                 "keeps its --init weights and BatchNorm statistics"})
     init: str | None = field(default=None, metadata={"help": "start from these weights: a model name (its shipped "
@@ -109,6 +111,9 @@ class DPEDTrainConfig:
             raise ValueError("--degradation applies to the built-in photos; a --data folder brings its own pairs")
         if self.curves_only and not self.global_branch:
             raise ValueError("--curves-only shapes the global branch: it needs --global-branch")
+        if self.shift_only and (self.curves_only or not self.global_branch):
+            raise ValueError("--shift-only shapes the global branch's feature path: it needs --global-branch, "
+                             "without --curves-only")
         if self.freeze_local and not (self.global_branch and self.init):
             raise ValueError("--freeze-local trains the global branch alone: it needs --global-branch and --init")
         if self.init and self.init not in models.list_models() and not Path(self.init).is_file():
@@ -123,7 +128,8 @@ class DPEDTrainConfig:
                                     ("smooth", self.smooth)) if v is not None}
         if not self.global_branch:
             return chosen
-        return {**chosen, "global_branch": True, **({"global_film": False} if self.curves_only else {})}
+        return {**chosen, "global_branch": True, **({"global_film": False} if self.curves_only else {}),
+                **({"film_scale": False} if self.shift_only else {})}
 
 
 def freeze_local_statistics(gen: torch.nn.Module) -> None:

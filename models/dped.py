@@ -6,6 +6,10 @@ Both generators map NCHW float32 sRGB in [0, 1] to the same, for any H x W:
     `blocks` x residual block: [3x3 conv, BN, act, 3x3 conv, BN, act] + skip
     3x3 conv w->w, act;  3x3 conv w->w, act
     9x9 conv w->3, output head
+    (with ``smooth``) the output blended with its 3x3 mean
+
+With ``global_branch`` (models.globe), a thumbnail of the whole photo sets per-image curves on the input and a shift
+(and scale) of the stem's features.
 
 DPED+ replaces the convolutions with depthwise + pointwise pairs (MobileNet). BatchNorm replaces DPED's
 InstanceNorm: it folds into the convs at export and keeps tiled inference equal to whole-image inference.
@@ -145,8 +149,8 @@ class DPEDGenerator(nn.Module):
 
     def modulated(self) -> list[str]:
         """Modules whose output the global branch scales per photo (the stem's activation, before the feature
-        scale; a shift alone does not make it one): how much their values matter depends on the photo, beyond what calibration images show
-        (quantize.activations leaves them as they are)."""
+        scale; a shift alone does not make it one): how much their values matter depends on the photo, beyond what
+        calibration images show (quantize.activations leaves them as they are)."""
         cfg = self.config
         return ["stem.act"] if self.globe is not None and cfg.global_film and cfg.film_scale else []
 

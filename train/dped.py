@@ -3,8 +3,8 @@
     python -m train dped                              # DPED+ (dped_mobile) on the built-in sample photos
     python -m train dped --model dped --data ~/dped --phone iphone --steps 20000
     python -m train dped --teacher dped_mobile --width 32     # distil the shipped DPED+ into a narrower one
-    python -m train dped --global-branch --freeze-local --init dped_mobile --degradation camera+wide --w-texture 0
-                                                      # image-adaptive DPED+: a global branch on the paper network
+    python -m train dped --global-branch --shift-only --smooth 0.6 --freeze-local --init dped_mobile \
+        --degradation camera+wide --w-texture 0       # image-adaptive DPED+: a global branch on the paper network
 """
 from __future__ import annotations
 

@@ -16,7 +16,6 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .layers import clip_unit
 
 THUMBNAIL = 128          # thumbnail side, pixels
 CURVE_PARAMS = 12        # gain, offset and two quadratic coefficients per channel
@@ -66,12 +65,21 @@ class GlobalBranch(nn.Module):
 
 
 def tone_curve(x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
-    """Apply the per-image, per-channel curves (see the module doc) to x (N, 3, H, W) in [0, 1]."""
+    """Apply the per-image, per-channel curves (see the module doc) to x (N, 3, H, W) in [0, 1].
+
+    Written for int8 XNNPACK, equal to the module doc's form within float rounding (2e-7): the clip as
+    relu6(6 z) (an ADD with a fused RELU6; clip_unit's SUBs XNNPACK refuses in int8, which left this part of the
+    image path in float), its 1/6 folded into the first quadratic, and each quadratic y (1 + a - a y) as a MUL and
+    an ADD by per-photo constants and one MUL, so that no SUB runs over the image. Measured on the shipped
+    dped_mobile: the same LiteRT time, and 44.9 dB at the int8 TFLite gate against 41.6 (README, "Shift only")."""
     p = [params[:, 3 * k:3 * k + 3].reshape(-1, 3, 1, 1) for k in range(4)]  # 4-D only: XNNPACK's limit for SLICE
     t = torch.tanh(p[0])
     gain = 1.0 + t * (2.14 + 1.36 * t)  # 0.16x .. 4.5x (-2.6 .. +2.2 EV); no EXP, which int8 XNNPACK lacks
     offset = 0.25 * torch.tanh(p[1])
-    y = clip_unit(x * gain + offset)
-    for a in (torch.tanh(p[2]), torch.tanh(p[3])):
-        y = y + a * y * (1.0 - y)
-    return y
+    w = F.relu6(x * (6.0 * gain) + 6.0 * offset)        # 6 clamp(g x + b, 0, 1)
+    a1, a2 = torch.tanh(p[2]), torch.tanh(p[3])
+    # y1 = y + a1 y (1 - y) with y = w / 6, then y2 = y1 + a2 y1 (1 - y1), as u = y1 / 2 (exact powers of two): the
+    # per-photo constants are made by MUL and ADD only, each ending in a MUL, which keeps them int8 (a NEG, a DIV
+    # or a trailing scalar ADD would leave them, and the op on the image that takes them, in float)
+    u = w * (w * (a1 * (-1.0 / 72.0)) + (a1 + 1.0) * (1.0 / 12.0))
+    return u * (u * (a2 * -4.0) + (a2 + 1.0) * 2.0)

@@ -67,7 +67,8 @@ class Smoothing(nn.Module):
     A 3x3 mean rather than a Gaussian because runtimes have it as one op that excludes the border: TFLite's
     AVERAGE_POOL_2D with SAME padding. A Gaussian needs a zero-padded depthwise conv on 3 channels (XNNPACK's
     slowest kind) plus its own border weights, about twice the time at 720p (README, "Output smoothing"). Int8
-    exports keep it in float (quantize.tflite.FLOAT_MODULES): it follows the output clip, which is float already."""
+    TFLite files keep it in float (quantize.tflite.FLOAT_MODULES): it follows the output clip, which is float there
+    already, and XNNPACK has no int8 AVERAGE_POOL_2D. Int8 ONNX files quantize it with the rest."""
 
     def __init__(self, weight: float):
         super().__init__()

@@ -67,8 +67,7 @@ TARGETS: dict[str, Target] = {t.name: t for t in (
     Target("onnx", ".onnx", "onnxruntime", "NCHW", "pip install 'dslr-mobile[onnx]'", ("onnx", "onnxruntime"),
            _precisions(FP32, Precision("fp16", 45.0, from_float=True),
                        Precision("int8", 35.0, calibration=True, from_float=True,
-                                 methods=("percentile", "minmax"), mixed=True, searched=True, leaky_as_relu=True,
-                                 weight_qmax=64))),   # 7-bit weights: no U8S8 overflow on x86 without VNNI
+                                 methods=("percentile", "minmax"), mixed=True, searched=True, leaky_as_relu=True))),
     Target("coreml", ".mlpackage", "coreml", "NCHW", "pip install 'dslr-mobile[coreml]'", ("coremltools",),
            _precisions(FP32, FP16, Precision("int8", 35.0), Precision("palettized", 35.0))),
     Target("tensorrt", ".engine", "tensorrt", "NCHW",

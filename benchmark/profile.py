@@ -169,8 +169,9 @@ def _onnx(model: nn.Module, path: Path, size: tuple[int, int]) -> None:
 def _ort_session(path: Path, threads: int, profile_to: Path | None = None):
     import onnxruntime as ort
 
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads, opts.inter_op_num_threads, opts.log_severity_level = threads, 1, 3
+    from artifacts.runtimes.onnxruntime import session_options
+
+    opts = session_options(threads)
     if profile_to is not None:
         opts.enable_profiling = True
         opts.profile_file_prefix = str(profile_to)

@@ -1,4 +1,4 @@
-"""ONNX recipes: int8 QDQ static quantization with onnxruntime.quantization (per-channel 7-bit weights, uint8
+"""ONNX recipes: int8 QDQ static quantization with onnxruntime.quantization (per-channel 8-bit weights, uint8
 activations), and float16 with float32 I/O.
 
 Why uint8 activations: on x86 CPUs without VNNI, ONNX Runtime's optimizer fuses a QDQ Conv into QLinearConv only
@@ -7,12 +7,12 @@ conv of every residual block in float between a DequantizeLinear and a QuantizeL
 int8 file ran no faster than fp32. With uint8 every Conv, LeakyRelu and Add of the DPED family fuses (tested on the
 optimized graph); ARM runtimes take the same QDQ file.
 
-Why 7-bit weights (onnxruntime's ``reduce_range``, integers in [-64, 64]): on x86 CPUs without VNNI (AVX2, and
-AVX-512 before VNNI), ONNX Runtime's U8S8 kernels add pairs of uint8 x int8 products in int16 with saturation, so
-8-bit weights against wide activations overflow. Measured on ``dped_mobile`` at 512x512 on an AVX2 machine: 8-bit
-weights gave 32.8 dB fidelity through the fused kernels against 44.0 dB when the same file's QDQ ops run in float;
-7-bit weights gave 42.9 dB both ways. The file's fidelity must not depend on the CPU it is measured on, so every
-int8 ONNX file has 7-bit weights (``weight_qmax`` 64 in artifacts.targets), recorded in its sidecar."""
+Why 8-bit weights are safe everywhere: those U8S8 kernels add pairs of uint8 x int8 products in saturating int16 on
+x86 CPUs without VNNI, so 8-bit weights against wide activations overflow there. Every session the project opens
+sets ONNX Runtime's ``session.x64quantprecision`` (``artifacts.runtimes.onnxruntime.session_options``): on exactly
+those CPUs ONNX Runtime then runs uint8 weights through exact U8U8 kernels, and on VNNI and ARM it changes nothing.
+Files made before kept 7-bit weights (``reduce_range``) for that reason; 8-bit weights gain 2 to 5 dB of fidelity
+(README, Compression). The sidecar records the weights' range (``calibration.weight_qmax``)."""
 from __future__ import annotations
 
 import contextlib
@@ -122,7 +122,7 @@ def quantize_static_qdq(src: Path, dst: Path, calibration: list[np.ndarray], inp
             raise ValueError(f"no layer named {', '.join(unknown)}; layers: {', '.join(nodes)}")
         with contextlib.redirect_stdout(io.StringIO()):  # the histogram calibrators print their progress
             quantize_static(str(pre), str(dst), reader, quant_format=QuantFormat.QDQ, per_channel=True,
-                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, reduce_range=True,
+                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, reduce_range=False,
                             calibrate_method=getattr(CalibrationMethod, METHODS[method]),
                             nodes_to_exclude=[nodes[layer] for layer in float_layers],
                             nodes_to_quantize=None if only_layers is None else [nodes[layer] for layer in only_layers],

@@ -298,3 +298,31 @@ class _Text:
 
     def read_text(self, errors: str = "strict") -> str:
         return self.text
+
+
+def test_train_evaluate_scores_an_artifact_against_the_fp32_model_it_was_made_from(exported, capsys):
+    from train.__main__ import main as train_main
+    from train.evaluate import evaluate_model
+
+    _, out = exported
+    ckpt = str(out.parent / "tiny.pt")
+    reports = {}
+    for name in ("dped_mobile_fp32.onnx", "dped_mobile_int8.tflite"):
+        assert train_main(["evaluate", "--artifact", str(out / name), "--checkpoint", ckpt]) == 0
+        reports[name] = json.loads(capsys.readouterr().out)
+    fp32 = evaluate_model("dped_mobile", ckpt)
+    for name, report in reports.items():
+        assert report["model"] == "dped_mobile" and report["precision"] == name.split("_")[-1].split(".")[0]
+        for key in ("validation", "unseen_degradation", "night_degradation"):
+            r = report[key]
+            assert r["photos"] == len(fp32[key]["photos"])
+            assert abs(r["fp32_psnr"] - fp32[key]["mean"]["output_psnr"]) <= 0.011  # its rounding
+            assert abs(r["psnr_drop_db"] - (r["fp32_psnr"] - r["artifact_psnr"])) <= 0.002
+    for key in ("validation", "unseen_degradation", "night_degradation"):  # the float file is the model itself
+        assert abs(reports["dped_mobile_fp32.onnx"][key]["psnr_drop_db"]) < 0.005
+        assert reports["dped_mobile_fp32.onnx"][key]["fidelity_db"] >= 60
+        assert 30 < reports["dped_mobile_int8.tflite"][key]["fidelity_db"] < 60
+    # the shipped dped_mobile is not what these files were made from: one line, exit 1
+    assert train_main(["evaluate", "--artifact", str(out / "dped_mobile_int8.tflite")]) == 1
+    err = capsys.readouterr().err
+    assert "made from other weights" in err and len(err.strip().splitlines()) == 1

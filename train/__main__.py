@@ -8,6 +8,7 @@ Examples:
   python -m train dped --device cuda --amp               # a GPU, bfloat16/float16 autocast
   torchrun --nproc_per_node 4 -m train dped --batch 64   # data-parallel (DDP): 4 GPUs, or 4 CPU processes (gloo)
   python -m train evaluate --model dped_mobile           # PSNR/SSIM of input and output on validation photos
+  python -m train evaluate --artifact exported/dped_mobile_int8.tflite   # an export's drop against fp32, same sets
   python -m train intrinsic                              # mobile decomposer F + composer F' (synthetic + photos)
   python -m train intrinsic --data ~/sintel/training     # supervised phase on an MPI-Sintel-style folder
   python -m train mdie                                   # multi-domain enhancer on the shipped F and F'
@@ -36,7 +37,7 @@ from .data import DatasetError
 from .distributed import Context, check_device, torchrun_env
 from .dped import DPEDTrainConfig, train_dped
 from .loop import TrainingDiverged
-from .evaluate import evaluate_model
+from .evaluate import evaluate_artifact, evaluate_model
 from .intrinsic import IntrinsicTrainConfig, train_intrinsic
 from .mdie import MDIETrainConfig, train_mdie
 from .recommend import RecommendTrainConfig, train_recommend
@@ -76,6 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev = sub.add_parser("evaluate", help="PSNR/SSIM of a model on validation photos")
     ev.add_argument("--model", default="dped_mobile")
     ev.add_argument("--checkpoint", default=None, help="checkpoint file (default: shipped weights)")
+    ev.add_argument("--artifact", default=None,
+                    help="an exported enhancer (.tflite, .onnx, ...): its PSNR/SSIM and drop against the PyTorch "
+                         "fp32 model it was made from (--checkpoint, default shipped weights), on the same sets")
     ev.add_argument("--data", default=None, help="paired folder or DPED layout (default: built-in photos)")
     ev.add_argument("--phone", default=None)
     ev.add_argument("--device", default="auto", help="auto (CUDA if present, else CPU), cpu, cuda or mps")
@@ -107,6 +111,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.task in TASKS:
             summary = train(cfg, progress=not args.no_progress)
+        elif args.artifact:
+            summary = evaluate_artifact(args.artifact, args.checkpoint, args.data, args.phone)
         else:
             summary = evaluate_model(args.model, args.checkpoint, args.data, args.phone, device=args.device)
     except (TrainingDiverged, CheckpointError, DatasetError, FileExistsError, FileNotFoundError, ValueError) as err:

@@ -132,3 +132,64 @@ def _evaluate_intrinsic(name: str, checkpoint: str | None, device: torch.device)
                                 "shading_spatial_std": round(float(m[2]), 4),
                                 "trivial_split": "shading_mean 1, shading_spatial_std 0"}}
 
+
+
+def evaluate_artifact(path: str | Path, checkpoint: str | None = None, data: str | None = None,
+                      phone: str | None = None, limit: int = 50) -> dict:
+    """An exported photo enhancer (any target its runtime runs here) against the PyTorch fp32 model it was made from,
+    on the sets of ``evaluate_model``: each set's PSNR/SSIM of both against the DSLR side, the artifact's PSNR drop,
+    and its fidelity (worst PSNR of its output against the fp32 output). The reference is the shipped weights of the
+    sidecar's model, or ``checkpoint``; either must be the file the artifact was made from (its SHA-256)."""
+    import hashlib
+
+    from artifacts import SidecarError, load
+    from artifacts.fidelity import psnr
+    from artifacts.sidecar import sidecar_for
+    from models.registry import WEIGHTS_DIR
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"--artifact {path}: no such file")
+    try:
+        sidecar = sidecar_for(path)
+    except SidecarError as err:
+        raise ValueError(str(err)) from None
+    if [t.name for t in sidecar.outputs] != ["enhanced"]:
+        raise ValueError(f"{path.name} outputs {', '.join(t.name for t in sidecar.outputs)}: --artifact scores photo "
+                         "enhancers")
+    weights = Path(checkpoint) if checkpoint else WEIGHTS_DIR / f"{sidecar.model}.pt"
+    if not weights.is_file():
+        raise FileNotFoundError(f"{weights}: no such checkpoint")
+    if sidecar.weights_sha256 and hashlib.sha256(weights.read_bytes()).hexdigest() != sidecar.weights_sha256:
+        raise ValueError(f"{path.name} was made from other weights than {weights}; pass the checkpoint it was made "
+                         "from with --checkpoint")
+    model = create_model(sidecar.model, pretrained=checkpoint is None, checkpoint=checkpoint)
+    run = load(path)
+    m = sidecar.size_multiple
+
+    def crop(x: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(np.asarray(x, dtype=np.float32)[:x.shape[0] // m * m, :x.shape[1] // m * m])
+
+    val = open_pairs(data, phone, "val")
+    sets = {"validation": [got for i in range(min(len(val), limit)) if (got := val.pair(i)) is not None]}
+    if data is None:
+        for key, degrade in (("unseen_degradation", unseen_degradation), ("night_degradation", night_degradation)):
+            sets[key] = [(degrade(p, seed=i), p) for i, p in enumerate(sample_photos("val").values())]
+    result: dict = {"artifact": str(path), "model": sidecar.model, "target": sidecar.target,
+                    "precision": sidecar.precision, "reference": f"PyTorch fp32, {weights.name}"}
+    with torch.no_grad():
+        for key, pairs in sets.items():
+            rows = []
+            for phone_img, dslr in pairs:
+                x, y = crop(phone_img), crop(dslr)
+                ref = model(_to_t(x))
+                out = run(x)
+                rows.append([*psnr_ssim(ref, _to_t(y)), *psnr_ssim(_to_t(out), _to_t(y)),
+                             psnr(out, ref[0].permute(1, 2, 0).numpy())])
+            s = np.array(rows, dtype=np.float64)
+            result[key] = {"fp32_psnr": round(float(s[:, 0].mean()), 3), "fp32_ssim": round(float(s[:, 1].mean()), 4),
+                           "artifact_psnr": round(float(s[:, 2].mean()), 3),
+                           "artifact_ssim": round(float(s[:, 3].mean()), 4),
+                           "psnr_drop_db": round(float(s[:, 0].mean() - s[:, 2].mean()), 3),
+                           "fidelity_db": round(float(min(s[:, 4].min(), 999.0)), 2), "photos": len(rows)}
+    return result

@@ -63,7 +63,7 @@ class Trials:
         runtime loader, outputs joined by name)."""
         path = Path(self._work.name) / "trial.onnx"
         quantize_static_qdq(self.pre, path, self.calibration, method=self.method, float_layers=tuple(float_layers),
-                            only_layers=only, preprocessed=True)
+                            only_layers=only, preprocessed=True, cache=Path(self._work.name) / "ranges.json")
         run = onnxruntime.load(path, self.threads)
         self.count += 1
         return min(psnr(run(image), ref) for (_, image), ref in zip(self.inputs, self._reference))

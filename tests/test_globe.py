@@ -249,3 +249,22 @@ def test_bad_training_options_are_one_line(argv, needle):
     proc = subprocess.run([sys.executable, "-m", "train", "dped", "--steps", "1", *argv], capture_output=True,
                           text=True, cwd=ROOT)
     assert proc.returncode == 2 and needle in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-400:]
+
+
+def test_int8_onnx_keeps_the_branchs_fully_connected_layers_in_float_and_the_rest_int8(adaptive_exports):
+    """quantize.onnx.FLOAT_OPS: the global branch's Gemms (one vector per photo) read float weights; every conv reads
+    its weights through a DequantizeLinear, and sensitivity and --float-layers do not list the Gemms."""
+    import onnx
+
+    from quantize.onnx import quantizable_layers
+
+    written, _ = adaptive_exports
+    path = written[("onnx", "int8")].artifact
+    graph = onnx.load(str(path)).graph
+    producers = {o: n.op_type for n in graph.node for o in n.output}
+    initializers = {i.name for i in graph.initializer}
+    gemms = [n for n in graph.node if n.op_type == "Gemm"]
+    convs = [n for n in graph.node if n.op_type == "Conv"]
+    assert gemms and all(n.input[1] in initializers for n in gemms)  # float weights, no DequantizeLinear
+    assert convs and all(producers.get(n.input[1]) == "DequantizeLinear" for n in convs)
+    assert not any(kind == "Gemm" for kind in quantizable_layers(path, op_types=True).values())

@@ -38,10 +38,12 @@ def _require(module: str, extra: str = "onnx"):
 
 def choose_float_layers(model: nn.Module, spec: ExportSpec, calibration: list[np.ndarray],
                         inputs: list[tuple[str, np.ndarray]], out: Path,
-                        progress: Callable[[str], None] | None = None) -> list[list[str]]:
+                        progress: Callable[[str], None] | None = None,
+                        reference: list[np.ndarray] | None = None) -> list[list[str]]:
     """--fidelity-target on int8: the layers to keep in float so that the file reaches the target, measured by
     re-quantizing the float file with onnxruntime (``quantize.sensitivity``), as the one choice to convert; the
-    export gate then measures the result."""
+    export gate then measures the result. ``reference``: the outputs to score against on ``inputs`` (the gate's:
+    the unchanged model's), default the float file's own."""
     from dataclasses import replace
 
     from artifacts.targets import remove_artifact
@@ -50,7 +52,7 @@ def choose_float_layers(model: nn.Module, spec: ExportSpec, calibration: list[np
     fp32 = out / f".{spec.stem}.float-for-mixed.onnx"
     try:
         convert(model, replace(spec, precision="fp32", fidelity_target=None, float_layers=()), fp32, None)
-        trials = Trials(fp32, calibration, inputs, method=spec.method)
+        trials = Trials(fp32, calibration, inputs, method=spec.method, reference=reference)
         try:
             layers, _, _ = choose(trials, spec.fidelity_target, progress=progress)
         finally:

@@ -46,13 +46,16 @@ class Trials:
     inputs: list[tuple[str, np.ndarray]]
     method: str = "percentile"
     threads: int | None = None
+    reference: list[np.ndarray] | None = None  # outputs to score against on ``inputs``; default: the float file's
     quantizer: str = "onnxruntime QDQ int8"
     layers: list[str] = field(init=False)
     count: int = field(init=False, default=0)
 
     def __post_init__(self) -> None:
-        reference = onnxruntime.load(self.fp32, self.threads)
-        self._reference = [reference(image) for _, image in self.inputs]
+        if self.reference is None:
+            reference = onnxruntime.load(self.fp32, self.threads)
+            self.reference = [reference(image) for _, image in self.inputs]
+        self._reference = self.reference
         self._work = tempfile.TemporaryDirectory(prefix="sensitivity-")
         self.pre = Path(self._work.name) / "pre.onnx"
         preprocess(self.fp32, self.pre)

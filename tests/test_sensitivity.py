@@ -406,3 +406,18 @@ def test_leaky_relus_become_relus_only_where_their_slope_is_measured_harmless():
     chosen = activations.choose(adaptive, photos, thumbnail_size=adaptive.config.thumbnail, floor_db=0)
     assert "stem.act" not in chosen and "tail.1.act" in chosen
     assert activations.min_db(None) == activations.MIN_DB and activations.min_db(50) == 50 + activations.MARGIN_DB
+
+
+def test_onnx_fidelity_search_measures_what_the_gate_measures(tmp_path, tiny_checkpoint):
+    """The ONNX search scores its trials on the gate's photos against the gate's reference (the unchanged model), so
+    the fidelity it predicts for its choice is the fidelity the converted file gates at."""
+    from export.api import export_one
+    from export.common import ExportSpec
+
+    said: list[str] = []
+    spec = ExportSpec(checkpoint=str(tiny_checkpoint), target="onnx", precision="int8", size=(64, 64), out=tmp_path,
+                      calibration_count=2, fidelity_target=60.0)
+    written = export_one(spec, progress=said.append)
+    steps = [float(line.split(": ")[-1].split(" dB")[0]) for line in said if "dB" in line and ": " in line]
+    assert len(steps) >= 2  # all int8, then at least one layer floated
+    assert abs(steps[-1] - written.sidecar.fidelity.psnr_db_min) <= 0.05, (said, written.sidecar.fidelity)

@@ -72,14 +72,14 @@ def export_one(spec: ExportSpec, progress: Callable[[str], None] | None = None) 
             calibration = replace(calibration, relu_layers=relus, relu_min_db=floor)
         choices = [spec.float_layers]
         if spec.fidelity_target is not None:  # mixed precision: which layers stay in float, measured
-            inputs = fidelity_inputs(spec.size, resizable=False)
-            gate = {}
-            if spec.target == "onnx":  # the gate's photos and reference: the unchanged model, not the swapped one
-                inputs = fidelity_inputs(spec.size, not spec.fixed_size, _contract(backend, model).size_multiple)
-                key = (spec.model, spec.checkpoint, weights_digest(spec))
-                gate = {"reference": [_reference(key, image, model) for _, image in inputs]}
+            # scored as the gate scores: against the unchanged model (not the LeakyReLU-swapped one), on the gate's
+            # photos (TFLite's PT2E graph takes the export size only: not the one at its own size)
+            inputs = fidelity_inputs(spec.size, not spec.fixed_size and spec.target == "onnx",
+                                     _contract(backend, model).size_multiple)
+            key = (spec.model, spec.checkpoint, weights_digest(spec))
+            reference = [_reference(key, image, model) for _, image in inputs]
             choices = [tuple(c) for c in backend.choose_float_layers(converted, spec, images, inputs, out, progress,
-                                                                    **gate)]
+                                                                    reference)]
         for i, layers in enumerate(choices):
             spec = replace(spec, float_layers=layers)
             fidelity, described = _convert_and_gate(spec, target, backend, model, folded, converted, images, tmp)

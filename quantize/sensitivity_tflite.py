@@ -69,6 +69,12 @@ class PT2ETrials:
                 self._layers.setdefault(name, []).append(node.name)
         self.layers = list(self._layers)
 
+    def use_reference(self, outputs: list[dict[str, torch.Tensor]]) -> None:
+        """Score trials against these outputs ({name: NHWC tensor} per input) instead of the float module's."""
+        if len(outputs) != len(self.inputs) or any(set(o) != set(r) for o, r in zip(outputs, self._reference)):
+            raise ValueError("a reference output per input, named as the module's outputs")
+        self._reference = outputs
+
     def fidelity(self, float_layers: tuple[str, ...] | list[str] = (), only: tuple[str, ...] | None = None) -> float:
         graph = copy.deepcopy(self.graph)
         nodes = {n.name: n for n in graph.graph.nodes}

@@ -421,3 +421,19 @@ def test_onnx_fidelity_search_measures_what_the_gate_measures(tmp_path, tiny_che
     steps = [float(line.split(": ")[-1].split(" dB")[0]) for line in said if "dB" in line and ": " in line]
     assert len(steps) >= 2  # all int8, then at least one layer floated
     assert abs(steps[-1] - written.sidecar.fidelity.psnr_db_min) <= 0.05, (said, written.sidecar.fidelity)
+
+
+def test_tflite_fidelity_search_measures_what_the_gate_measures(tmp_path, tiny_checkpoint):
+    """The TFLite search (PT2E's graph run in PyTorch) scores against the gate's reference, the unchanged model:
+    the fidelity it predicts for the layer it chooses is, within the int8 kernels' rounding, the file's gate."""
+    from export.api import export_one
+    from export.common import ExportSpec
+
+    said: list[str] = []
+    spec = ExportSpec(checkpoint=str(tiny_checkpoint), target="tflite", precision="int8", size=(64, 64),
+                      out=tmp_path, calibration_count=2, fidelity_target=65.0)
+    written = export_one(spec, progress=said.append)
+    (layer,) = written.sidecar.calibration.float_layers
+    (line,) = [line for line in said if line.startswith(f"{layer} and what follows it in float")]
+    predicted = float(line.split("): ")[1].split(" dB")[0])
+    assert abs(predicted - written.sidecar.fidelity.psnr_db_min) <= 0.5, (said, written.sidecar.fidelity)

@@ -7,12 +7,13 @@ conv of every residual block in float between a DequantizeLinear and a QuantizeL
 int8 file ran no faster than fp32. With uint8 every Conv, LeakyRelu and Add of the DPED family fuses (tested on the
 optimized graph); ARM runtimes take the same QDQ file.
 
-Why 8-bit weights are safe everywhere: those U8S8 kernels add pairs of uint8 x int8 products in saturating int16 on
-x86 CPUs without VNNI, so 8-bit weights against wide activations overflow there. Every session the project opens
-sets ONNX Runtime's ``session.x64quantprecision`` (``artifacts.runtimes.onnxruntime.session_options``): on exactly
-those CPUs ONNX Runtime then runs uint8 weights through exact U8U8 kernels, and on VNNI and ARM it changes nothing.
-Files made before kept 7-bit weights (``reduce_range``) for that reason; 8-bit weights gain 2 to 5 dB of fidelity
-(README, Compression). The sidecar records the weights' range (``calibration.weight_qmax``)."""
+Why 8-bit weights are safe: those U8S8 kernels add pairs of uint8 x int8 products in saturating int16 on x86 CPUs
+without VNNI, so 8-bit weights against wide activations overflow there. On exactly those CPUs every session the
+project opens sets ONNX Runtime's ``session.x64quantprecision`` (``artifacts.runtimes.onnxruntime.session_options``),
+and ONNX Runtime then runs the weights as uint8 through its exact U8U8 kernels; on VNNI and ARM the default kernels
+are exact, and the entry is not set (it cost 35 % of the time on a VNNI CPU). Files made before kept 7-bit weights
+(``reduce_range``) for that reason; 8-bit weights gained 0.5 to 2.3 dB of fidelity on five of the six shipped
+models (README, "8-bit ONNX weights again"). The sidecar records the weights' range (``calibration.weight_qmax``)."""
 from __future__ import annotations
 
 import contextlib

@@ -277,7 +277,7 @@ def test_onnx_sessions_ask_for_exact_int8_kernels_where_the_default_ones_saturat
     assert entry == {True: "1", False: None}
 
 
-def test_x86_without_vnni_counts_as_saturating(monkeypatch, tmp_path):
+def test_x86_without_vnni_counts_as_saturating(monkeypatch):
     from artifacts.runtimes import onnxruntime as runtime
 
     monkeypatch.setattr(runtime.platform, "machine", lambda: "x86_64")

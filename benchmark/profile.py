@@ -30,6 +30,7 @@ from torch import nn
 
 from artifacts.io import IMAGE, THUMBNAIL, png_bytes, write_atomic
 from artifacts.quiet import quiet
+from artifacts.runtimes.onnxruntime import open_session
 from models.contract import thumbnail_size
 from quantize.onnx import layer_of
 
@@ -166,18 +167,6 @@ def _onnx(model: nn.Module, path: Path, size: tuple[int, int]) -> None:
                           opset_version=17, dynamo=False)
 
 
-def _ort_session(path: Path, threads: int, profile_to: Path | None = None):
-    import onnxruntime as ort
-
-    from artifacts.runtimes.onnxruntime import session_options
-
-    opts = session_options(threads)
-    if profile_to is not None:
-        opts.enable_profiling = True
-        opts.profile_file_prefix = str(profile_to)
-    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-
-
 def onnx_profile(name: str, model: nn.Module, size: tuple[int, int], threads: int, runs: int = 3,
                  artifact: Path | None = None) -> Profile:
     """ONNX Runtime's own per-node times for ``artifact`` (default: ``model`` exported to fp32 ONNX here)."""
@@ -189,9 +178,9 @@ def onnx_profile(name: str, model: nn.Module, size: tuple[int, int], threads: in
         path = artifact or Path(tmp) / "model.onnx"
         if artifact is None:
             _onnx(model, path, size)
-        plain = _ort_session(path, threads)
+        plain = open_session(path, threads)
         whole = median_ms(lambda v: plain.run(None, {IMAGE: v, **extra}), x, runs)
-        session = _ort_session(path, threads, Path(tmp) / "trace")
+        session = open_session(path, threads, Path(tmp) / "trace")
         for _ in range(runs + 1):
             session.run(None, {IMAGE: x, **extra})
         trace = json.loads(Path(session.end_profiling()).read_text())
@@ -229,7 +218,7 @@ def _peak_onnx(size: tuple[int, int], threads: int, tmp: Path) -> float:
         warnings.simplefilter("ignore")
         torch.onnx.export(_peak_module().eval(), (torch.rand(1, 64, *size),), str(path), input_names=["x"],
                           opset_version=17, dynamo=False)
-    session = _ort_session(path, threads)
+    session = open_session(path, threads)
     x = np.random.default_rng(0).random((1, 64, *size), dtype=np.float32)
     ms = median_ms(lambda v: session.run(None, {"x": v}), x, 3)
     return round(64 * 64 * size[0] * size[1] / (ms / 1000) / 1e9, 2)

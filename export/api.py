@@ -23,7 +23,7 @@ from artifacts.thumbnail import METHOD as THUMBNAIL_METHOD
 from artifacts.targets import artifact_size, remove_artifact
 from models import conv_macs_per_pixel, count_parameters, create_model, fold_batchnorm, list_models
 from models.contract import thumbnail_size
-from models.registry import WEIGHTS_DIR
+from models.registry import weights_sha256
 from quantize.calibration import calibration_images
 
 from .common import ExportError, ExportSpec, MissingBackend, check_size, torch_reference
@@ -76,8 +76,8 @@ def export_one(spec: ExportSpec, progress: Callable[[str], None] | None = None) 
             # photos (TFLite's PT2E graph takes the export size only: not the one at its own size)
             inputs = fidelity_inputs(spec.size, not spec.fixed_size and spec.target == "onnx",
                                      _contract(backend, model).size_multiple)
-            key = (spec.model, spec.checkpoint, weights_digest(spec))
-            reference = [_reference(key, image, model) for _, image in inputs]
+            gate_reference = _gate_reference(spec, model)
+            reference = [gate_reference(image) for _, image in inputs]
             choices = [tuple(c) for c in backend.choose_float_layers(converted, spec, images, inputs, out, progress,
                                                                     reference)]
         for i, layers in enumerate(choices):
@@ -171,8 +171,7 @@ def _gate(spec: ExportSpec, target: Target, backend, model, folded, path: Path) 
     (Core ML off macOS), then with the saved program checked as well."""
     contract = _contract(backend, model)
     inputs = fidelity_inputs(spec.size, not spec.fixed_size, contract.size_multiple)
-    key = (spec.model, spec.checkpoint, weights_digest(spec))
-    reference = lambda image: _reference(key, image, model)  # noqa: E731
+    reference = _gate_reference(spec, model)
     reference_name = "PyTorch fp32 output of the same weights"
     reason = runtime(target.runtime).unavailable()
     if reason and hasattr(backend, "emulate"):
@@ -241,11 +240,16 @@ def prepare_tensorrt(spec: ExportSpec) -> dict:
 
 def weights_digest(spec: ExportSpec) -> str:
     """SHA-256 of the checkpoint an export was made from, so that a reused artifact can be matched to it."""
-    path = Path(spec.checkpoint) if spec.checkpoint else WEIGHTS_DIR / f"{spec.model}.pt"
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    return weights_sha256(spec.model, spec.checkpoint)
 
 
 _REFERENCES: dict = {}
+
+
+def _gate_reference(spec: ExportSpec, model) -> Callable[[np.ndarray], np.ndarray]:
+    """The gate's reference: the PyTorch fp32 output of ``model`` (the unchanged one) for a fidelity input."""
+    key = (spec.model, spec.checkpoint, weights_digest(spec))
+    return lambda image: _reference(key, image, model)
 
 
 def _reference(key: tuple, image, model):

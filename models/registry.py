@@ -1,6 +1,7 @@
 """Name -> factory registry, in the manner of timm: each named variant is a small registered factory."""
 from __future__ import annotations
 
+import hashlib
 import zipfile
 from pathlib import Path
 from typing import Callable
@@ -84,3 +85,13 @@ def load_checkpoint(path: str | Path) -> dict:
     if not isinstance(ckpt, dict) or not {"model", "state_dict"} <= set(ckpt):
         raise CheckpointError(f"{path} is not a dslr-mobile checkpoint (needs keys 'model' and 'state_dict')")
     return ckpt
+
+
+def weights_file(name: str, checkpoint: str | Path | None = None) -> Path:
+    """The file a model's weights come from: ``checkpoint``, else the shipped ``models/weights/<name>.pt``."""
+    return Path(checkpoint) if checkpoint else WEIGHTS_DIR / f"{name}.pt"
+
+
+def weights_sha256(name: str, checkpoint: str | Path | None = None) -> str:
+    """SHA-256 of ``weights_file``: what a sidecar records, so that an artifact can be matched to its weights."""
+    return hashlib.sha256(weights_file(name, checkpoint).read_bytes()).hexdigest()

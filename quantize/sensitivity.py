@@ -55,7 +55,6 @@ class Trials:
         if self.reference is None:
             reference = onnxruntime.load(self.fp32, self.threads)
             self.reference = [reference(image) for _, image in self.inputs]
-        self._reference = self.reference
         self._work = tempfile.TemporaryDirectory(prefix="sensitivity-")
         self.pre = Path(self._work.name) / "pre.onnx"
         preprocess(self.fp32, self.pre)
@@ -69,7 +68,7 @@ class Trials:
                             only_layers=only, preprocessed=True, cache=Path(self._work.name) / "ranges.json")
         run = onnxruntime.load(path, self.threads)
         self.count += 1
-        return min(psnr(run(image), ref) for (_, image), ref in zip(self.inputs, self._reference))
+        return min(psnr(run(image), ref) for (_, image), ref in zip(self.inputs, self.reference))
 
     def op_types(self) -> dict[str, str]:
         return quantizable_layers(self.pre, op_types=True)

@@ -269,7 +269,7 @@ def test_onnx_sessions_ask_for_exact_int8_kernels_where_the_default_ones_saturat
     entry = {}
     for saturating in (True, False):
         monkeypatch.setattr(runtime, "saturating_int8", lambda: saturating)
-        options = runtime._session(out / "dped_mobile_int8.onnx", threads=1).get_session_options()
+        options = runtime.open_session(out / "dped_mobile_int8.onnx", threads=1).get_session_options()
         try:
             entry[saturating] = options.get_session_config_entry(runtime.PRECISE_INT8)
         except RuntimeError:  # no such entry
@@ -277,27 +277,50 @@ def test_onnx_sessions_ask_for_exact_int8_kernels_where_the_default_ones_saturat
     assert entry == {True: "1", False: None}
 
 
-def test_x86_without_vnni_counts_as_saturating(monkeypatch):
+def test_a_graph_the_precise_mode_cannot_take_opens_without_it(exported, monkeypatch):
+    """ONNX Runtime 1.32 refuses the precise mode on mdie's graph at session start: the session opens without it.
+    Where the default kernels are exact, a failure is not retried."""
+    import onnxruntime as ort
+
     from artifacts.runtimes import onnxruntime as runtime
 
-    monkeypatch.setattr(runtime.platform, "machine", lambda: "x86_64")
-    for flags, saturating in (("fma avx2 avx512f avx512bw", True), ("avx2 avx512f avx512_vnni", False),
-                              ("avx2 avx_vnni", False)):
-        monkeypatch.setattr(runtime, "Path", lambda _: _Text(f"processor : 0\nflags : {flags}\n"))
-        runtime.saturating_int8.cache_clear()
-        assert runtime.saturating_int8() is saturating, flags
-    monkeypatch.setattr(runtime.platform, "machine", lambda: "aarch64")
-    runtime.saturating_int8.cache_clear()
-    assert runtime.saturating_int8() is False
-    runtime.saturating_int8.cache_clear()
+    _, out = exported
+    real, tried = ort.InferenceSession, []
+
+    def refusing(path, options, **kwargs):
+        try:
+            precise = options.get_session_config_entry(runtime.PRECISE_INT8) == "1"
+        except RuntimeError:
+            precise = False
+        tried.append(precise)
+        if precise:
+            raise RuntimeError("Attempt to replace the existing tensor")
+        return real(path, options, **kwargs)
+
+    monkeypatch.setattr(ort, "InferenceSession", refusing)
+    monkeypatch.setattr(runtime, "saturating_int8", lambda: True)
+    assert runtime.open_session(out / "dped_mobile_int8.onnx", threads=1) is not None and tried == [True, False]
+    tried.clear()
+    monkeypatch.setattr(runtime, "saturating_int8", lambda: False)
+
+    def broken(path, options, **kwargs):
+        tried.append(path)
+        raise RuntimeError("corrupt")
+
+    monkeypatch.setattr(ort, "InferenceSession", broken)
+    with pytest.raises(RuntimeError, match="corrupt"):
+        runtime.open_session(out / "dped_mobile_int8.onnx")
+    assert len(tried) == 1
 
 
-class _Text:
-    def __init__(self, text: str) -> None:
-        self.text = text
+def test_x86_without_vnni_counts_as_saturating():
+    from artifacts.runtimes.onnxruntime import saturating_cpu
 
-    def read_text(self, errors: str = "strict") -> str:
-        return self.text
+    assert saturating_cpu("x86_64", "processor : 0\nflags : fma avx2 avx512f avx512bw\n")
+    assert not saturating_cpu("x86_64", "flags : avx2 avx512f avx512_vnni\n")
+    assert not saturating_cpu("AMD64", "flags : avx2 avx_vnni\n")
+    assert saturating_cpu("x86_64", None)  # flags unreadable: the safe side
+    assert not saturating_cpu("aarch64", None) and not saturating_cpu("arm64", "")
 
 
 def test_train_evaluate_scores_an_artifact_against_the_fp32_model_it_was_made_from(exported, capsys):

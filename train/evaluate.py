@@ -140,12 +140,10 @@ def evaluate_artifact(path: str | Path, checkpoint: str | None = None, data: str
     on the sets of ``evaluate_model``: each set's PSNR/SSIM of both against the DSLR side, the artifact's PSNR drop,
     and its fidelity (worst PSNR of its output against the fp32 output). The reference is the shipped weights of the
     sidecar's model, or ``checkpoint``; either must be the file the artifact was made from (its SHA-256)."""
-    import hashlib
-
     from artifacts import SidecarError, load
     from artifacts.fidelity import psnr
     from artifacts.sidecar import sidecar_for
-    from models.registry import WEIGHTS_DIR
+    from models.registry import weights_file, weights_sha256
 
     path = Path(path)
     if not path.exists():
@@ -157,10 +155,10 @@ def evaluate_artifact(path: str | Path, checkpoint: str | None = None, data: str
     if [t.name for t in sidecar.outputs] != ["enhanced"]:
         raise ValueError(f"{path.name} outputs {', '.join(t.name for t in sidecar.outputs)}: --artifact scores photo "
                          "enhancers")
-    weights = Path(checkpoint) if checkpoint else WEIGHTS_DIR / f"{sidecar.model}.pt"
+    weights = weights_file(sidecar.model, checkpoint)
     if not weights.is_file():
         raise FileNotFoundError(f"{weights}: no such checkpoint")
-    if sidecar.weights_sha256 and hashlib.sha256(weights.read_bytes()).hexdigest() != sidecar.weights_sha256:
+    if sidecar.weights_sha256 and weights_sha256(sidecar.model, checkpoint) != sidecar.weights_sha256:
         raise ValueError(f"{path.name} was made from other weights than {weights}; pass the checkpoint it was made "
                          "from with --checkpoint")
     model = create_model(sidecar.model, pretrained=checkpoint is None, checkpoint=checkpoint)

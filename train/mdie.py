@@ -21,14 +21,13 @@ CPU).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
 
 import models
 from models import DOMAINS, MDIEDiscriminator, create_model, keep_freed_memory
-from models.registry import WEIGHTS_DIR, load_checkpoint
+from models.registry import load_checkpoint, weights_file
 
 from . import losses
 from .data import center_crop, item_rngs, sample_batch
@@ -93,7 +92,7 @@ def labels(domain: int, high: torch.Tensor) -> torch.Tensor:
 
 def _intrinsic_weights(name: str, path: str | None) -> dict:
     """F or F' (the mobile variants MDIE deploys): a checkpoint from ``python -m train intrinsic``."""
-    path = Path(path) if path else WEIGHTS_DIR / f"{name}.pt"
+    path = weights_file(name, path)
     if not path.is_file():
         raise FileNotFoundError(f"MDIE starts from trained intrinsic networks: {path} not found. "
                                 f"Run `python -m train intrinsic` first and pass --decomposer/--composer.")

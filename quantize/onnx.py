@@ -9,7 +9,7 @@ optimized graph); ARM runtimes take the same QDQ file.
 
 Why 8-bit weights are safe: those U8S8 kernels add pairs of uint8 x int8 products in saturating int16 on x86 CPUs
 without VNNI, so 8-bit weights against wide activations overflow there. On exactly those CPUs every session the
-project opens sets ONNX Runtime's ``session.x64quantprecision`` (``artifacts.runtimes.onnxruntime.session_options``),
+project opens sets ONNX Runtime's ``session.x64quantprecision`` (``artifacts.runtimes.onnxruntime.open_session``),
 and ONNX Runtime then runs the weights as uint8 through its exact U8U8 kernels; on VNNI and ARM the default kernels
 are exact, and the entry is not set (it cost 35 % of the time on a VNNI CPU). Files made before kept 7-bit weights
 (``reduce_range``) for that reason; 8-bit weights gained 0.5 to 2.3 dB of fidelity on five of the six shipped

@@ -85,6 +85,19 @@ class Fidelity:
 
 
 @dataclass(frozen=True)
+class FloatCost:
+    """What an int8 file's float layers cost against the same file with them in int8, measured by the export on the
+    machine that exported it: both files alternated run by run (artifacts.timing) on one input of ``size``."""
+    size: list[int]                # H, W timed
+    threads: int
+    runs: int
+    int8_ms: float                 # median time of the all-int8 file
+    extra_ms: float                # median, run by run, of this file's time minus the all-int8 file's
+    int8_bytes: int                # the all-int8 file's size
+    extra_bytes: int               # this file's size minus it
+
+
+@dataclass(frozen=True)
 class Calibration:
     source: str                    # image folder, or 'built-in training photos'
     count: int                     # crops
@@ -96,6 +109,7 @@ class Calibration:
     weight_qmax: int = 0           # weight integers lie in [-weight_qmax, weight_qmax]; 0 in files made before it
     relu_layers: list[str] = field(default_factory=list)    # LeakyReLUs run as ReLUs (quantize.activations)
     relu_min_db: float = 0.0       # ... chosen to keep the float model this close to itself; 0: none considered
+    float_cost: FloatCost | None = None   # float_layers' cost in time and size (python -m export); None: not measured
 
 
 @dataclass(frozen=True)
@@ -245,14 +259,14 @@ def _check_tensor(t: TensorSpec, where: str) -> None:
 
 # Field annotations are strings (postponed evaluation); the readers above need only these few kinds.
 _NESTED = {"Quantization": Quantization, "Fidelity": Fidelity, "Calibration": Calibration,
-           "TensorSpec": TensorSpec}
+           "TensorSpec": TensorSpec, "FloatCost": FloatCost}
 _OPTIONAL = {"TensorSpec | None": "TensorSpec", "Quantization | None": "Quantization", "Fidelity | None": "Fidelity",
-             "Calibration | None": "Calibration", "str | None": "str"}
+             "Calibration | None": "Calibration", "FloatCost | None": "FloatCost", "str | None": "str"}
 _KINDS = {"str": "str", "bool": "bool", "int": "int", "float": "float", "list[int]": "list[int]",
           "list[float]": "list[float]", "list[str]": "list[str]", "dict[str, str]": "dict[str,str]",
           "list[FidelitySample]": "list[sample]", "list[TensorSpec]": "list[tensor]"}
 _HINTS = {cls: {f.name: f.type for f in fields(cls)}
-          for cls in (Quantization, TensorSpec, FidelitySample, Fidelity, Calibration, Sidecar)}
+          for cls in (Quantization, TensorSpec, FidelitySample, Fidelity, FloatCost, Calibration, Sidecar)}
 
 
 @dataclass(frozen=True)

@@ -41,6 +41,7 @@ def measure(job: Job) -> dict:
     between two files is lost in the drift between two separate measurements, not in paired ones. The peak memory
     is then taken after one run of this file alone, before the other loads."""
     from artifacts.runtimes import runtime
+    from artifacts.timing import paired
 
     fn = runtime(job.runtime).load(job.source, job.threads)
     rng = np.random.default_rng(0)
@@ -60,23 +61,12 @@ def measure(job: Job) -> dict:
     other = runtime(job.runtime).load(job.paired, job.threads) if job.paired else None
     for _ in range(job.warmup if other else 0):
         other(x)
-    files = {"own": fn, "other": other} if other else {"own": fn}
-    times, diffs = [], []
-    for i in range(job.runs):
-        t = {}
-        for key in list(files)[::1 if i % 2 == 0 else -1]:   # the paired order alternates
-            t0 = time.perf_counter()
-            files[key](x)
-            t[key] = (time.perf_counter() - t0) * 1000
-        times.append(t["own"])
-        if other:
-            diffs.append(t["other"] - t["own"])
+    timed = paired(fn, other, x, job.runs)
     outputs = [np.asarray(fn(img), dtype=np.float32) for img in job.eval_inputs]
-    res = {"latency_ms_median": float(np.median(times)), "latency_ms_p90": float(np.percentile(times, 90)),
+    res = {"latency_ms_median": timed.own_median, "latency_ms_p90": float(np.percentile(timed.own_ms, 90)),
            "peak_rss_mb": round(own_peak if other else peak_rss_mb(), 1), "outputs": outputs}
     if other:  # the paired artifact's extra time, run by run, so that the machine's drift cancels
-        res["paired_extra_ms_median"] = float(np.median(diffs))
-        res["paired_extra_ms_iqr"] = float(np.subtract(*np.percentile(diffs, [75, 25])))
+        res["paired_extra_ms_median"], res["paired_extra_ms_iqr"] = timed.extra_median, timed.extra_iqr
     return res
 
 

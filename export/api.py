@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import json
+import os
 import time
 from dataclasses import asdict, replace
 from datetime import datetime, timezone
@@ -17,10 +18,11 @@ from artifacts.cli import check_interrupted
 from artifacts.embed import embed
 from artifacts.fidelity import fidelity_inputs, measure
 from artifacts.runtimes.tensorrt import missing
-from artifacts.sidecar import Written, package_versions as versions
+from artifacts.sidecar import FloatCost, Written, package_versions as versions
 from artifacts.io import THUMBNAIL
 from artifacts.thumbnail import METHOD as THUMBNAIL_METHOD
 from artifacts.targets import artifact_size, remove_artifact
+from artifacts.timing import paired
 from models import conv_macs_per_pixel, count_parameters, create_model, fold_batchnorm, list_models
 from models.contract import thumbnail_size
 from models.registry import weights_sha256
@@ -29,6 +31,7 @@ from quantize.calibration import calibration_images
 from .common import ExportError, ExportSpec, MissingBackend, check_size, torch_reference
 
 DEFAULT_TILE = 256  # python -m enhance's default: a third of the peak memory of 512 px for the same time
+COST_THREADS, COST_RUNS = min(2, os.cpu_count() or 1), 7   # float layers' cost: as the benchmark's default threads
 
 
 def export_one(spec: ExportSpec, progress: Callable[[str], None] | None = None) -> Written:
@@ -56,7 +59,9 @@ def export_one(spec: ExportSpec, progress: Callable[[str], None] | None = None) 
     for stale in (final, sidecar_path, rejected, rejected_sidecar):
         remove_artifact(stale)
     tmp = out / f".{spec.stem}.partial{target.suffix}"
-    remove_artifact(tmp)  # a temporary left by a run that was killed
+    int8_only = out / f".{spec.stem}.int8-only.partial{target.suffix}"  # float layers: the same file all in int8
+    for partial in (tmp, int8_only):
+        remove_artifact(partial)  # a temporary left by a run that was killed
     try:  # whatever stops the export (a failure, Ctrl-C), nothing half-written is left behind
         calibration, images = _calibration(spec)
         converted = folded  # what the converter quantizes; the gate still compares against the model itself
@@ -70,26 +75,38 @@ def export_one(spec: ExportSpec, progress: Callable[[str], None] | None = None) 
             converted, relus, floor = activations.swap(converted, images, thumbnail_size(model) or 0,
                                                        spec.fidelity_target, spec.float_layers)
             calibration = replace(calibration, relu_layers=relus, relu_min_db=floor)
+        say = progress or (lambda _: None)
         choices = [spec.float_layers]
         if spec.fidelity_target is not None:  # mixed precision: which layers stay in float, measured
-            # scored as the gate scores: against the unchanged model (not the LeakyReLU-swapped one), on the gate's
-            # photos (TFLite's PT2E graph takes the export size only: not the one at its own size)
-            inputs = fidelity_inputs(spec.size, not spec.fixed_size and spec.target == "onnx",
-                                     _contract(backend, model).size_multiple)
-            gate_reference = _gate_reference(spec, model)
-            reference = [gate_reference(image) for _, image in inputs]
-            choices = [tuple(c) for c in backend.choose_float_layers(converted, spec, images, inputs, out, progress,
-                                                                    reference)]
+            # first the file all in int8: it may reach the target as it is, it tells the search what the converter
+            # makes of its all-int8 graph, and the chosen file's cost is timed against it
+            fidelity, described = _convert_and_gate(replace(spec, float_layers=()), target, backend, model, folded,
+                                                    converted, images, int8_only)
+            say(f"all layers int8, converted and gated: {fidelity.psnr_db_min:.2f} dB (target {spec.gate:g} dB)")
+            if fidelity.passed:
+                int8_only.replace(tmp)
+                choices = []
+            else:
+                # scored as the gate scores: against the unchanged model (not the LeakyReLU-swapped one), on the
+                # gate's photos (TFLite's PT2E graph takes the export size only: not the one at its own size)
+                inputs = fidelity_inputs(spec.size, not spec.fixed_size and spec.target == "onnx",
+                                         _contract(backend, model).size_multiple)
+                gate_reference = _gate_reference(spec, model)
+                reference = [gate_reference(image) for _, image in inputs]
+                choices = [tuple(c) for c in backend.choose_float_layers(converted, spec, images, inputs, out,
+                                                                        progress, reference, fidelity.psnr_db_min)]
         for i, layers in enumerate(choices):
             spec = replace(spec, float_layers=layers)
             fidelity, described = _convert_and_gate(spec, target, backend, model, folded, converted, images, tmp)
             if fidelity.passed or i == len(choices) - 1:
                 break
-            (progress or (lambda _: None))(
-                f"--float-layers {','.join(layers)}: {fidelity.psnr_db_min:.1f} dB once converted, below "
+            say(f"--float-layers {','.join(layers)}: {fidelity.psnr_db_min:.1f} dB once converted, below "
                 f"{spec.gate:g} dB; trying {','.join(choices[i + 1])}")
         if calibration is not None:
             calibration = replace(calibration, float_layers=list(spec.float_layers))
+            if spec.float_layers and fidelity.passed:
+                calibration = replace(calibration, float_cost=_float_cost(spec, backend, converted, images, tmp,
+                                                                          int8_only, say))
 
         contract = _contract(backend, model)
         inputs = {t["name"]: t for t in described["inputs"]}
@@ -130,6 +147,7 @@ def export_one(spec: ExportSpec, progress: Callable[[str], None] | None = None) 
         return Written(sidecar, dest, dest_sidecar, artifact_size(dest))
     finally:
         remove_artifact(tmp)
+        remove_artifact(int8_only)
 
 
 def _convert_and_gate(spec: ExportSpec, target: Target, backend, model, folded, converted, images, tmp: Path
@@ -151,6 +169,29 @@ def _convert_and_gate(spec: ExportSpec, target: Target, backend, model, folded, 
     except Exception as err:  # the runtime rejected the artifact: this export's failure, not a traceback
         raise ExportError(f"the exported {target.name} artifact does not run: {type(err).__name__}: "
                           f"{str(err).strip().splitlines()[0][:300]}") from err
+
+
+def _float_cost(spec: ExportSpec, backend, converted, images, path: Path, int8_only: Path,
+                say: Callable[[str], None]) -> FloatCost | None:
+    """What ``spec.float_layers`` cost: ``path`` against the same model with every layer in int8 (``int8_only``,
+    converted here unless a search already did), both timed alternately at the export size. None, said, when the
+    all-int8 file cannot be made."""
+    try:
+        if not int8_only.exists():
+            backend.convert(converted, replace(spec, float_layers=()), int8_only, images)
+        mixed, every = load(path, COST_THREADS), load(int8_only, COST_THREADS)
+        x = np.random.default_rng(0).random((*spec.size, 3), dtype=np.float32)
+        for run in (mixed, every):
+            run(x)
+        timed = paired(every, mixed, x, COST_RUNS)
+        int8_bytes = artifact_size(int8_only)
+    except Exception as err:  # the cost is a report; the artifact itself passed its gate
+        say(f"the float layers' cost was not measured: the all-int8 file failed ({type(err).__name__}: "
+            f"{str(err).strip().splitlines()[0][:200]})")
+        return None
+    return FloatCost(size=list(spec.size), threads=COST_THREADS, runs=COST_RUNS, int8_ms=round(timed.own_median, 1),
+                     extra_ms=round(timed.extra_median, 1), int8_bytes=int8_bytes,
+                     extra_bytes=artifact_size(path) - int8_bytes)
 
 
 def size_multiple(model, target: str) -> int:

@@ -39,11 +39,13 @@ def _require(module: str, extra: str = "onnx"):
 def choose_float_layers(model: nn.Module, spec: ExportSpec, calibration: list[np.ndarray],
                         inputs: list[tuple[str, np.ndarray]], out: Path,
                         progress: Callable[[str], None] | None = None,
-                        reference: list[np.ndarray] | None = None) -> list[list[str]]:
+                        reference: list[np.ndarray] | None = None, converted_db: float | None = None
+                        ) -> list[list[str]]:
     """--fidelity-target on int8: the layers to keep in float so that the file reaches the target, measured by
     re-quantizing the float file with onnxruntime (``quantize.sensitivity``), as the one choice to convert; the
     export gate then measures the result. ``reference``: the outputs to score against on ``inputs`` (the gate's:
-    the unchanged model's), default the float file's own."""
+    the unchanged model's), default the float file's own. ``converted_db`` is not needed: these trials are files
+    run by the gate's runtime, so they measure what the converted file gives."""
     from dataclasses import replace
 
     from artifacts.targets import remove_artifact

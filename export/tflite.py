@@ -234,19 +234,22 @@ def keyword_inputs(image: np.ndarray, thumbnail_side: int | None) -> dict[str, t
 def choose_float_layers(model: nn.Module, spec: ExportSpec, calibration: list[np.ndarray],
                         inputs: list[tuple[str, np.ndarray]], out: Path,
                         progress: Callable[[str], None] | None = None,
-                        reference: list[np.ndarray] | None = None) -> list[list[str]]:
+                        reference: list[np.ndarray] | None = None, converted_db: float | None = None
+                        ) -> list[list[str]]:
     """--fidelity-target on int8: choices of the layer to float, with what follows it, so that the file reaches
     the target, best first, measured on PT2E's graph run in PyTorch (``quantize.sensitivity_tflite``); the export
     converts them in turn until its gate passes. ``reference``: the (H, W, C) outputs to score against on
-    ``inputs`` (the gate's: the unchanged model's), default the converted module's own."""
+    ``inputs`` (the gate's: the unchanged model's), default the converted module's own. ``converted_db``: the gate's
+    fidelity of the converted all-int8 file; the simulation's target moves by its offset from that."""
     from quantize.sensitivity_tflite import float_suffix_candidates
 
+    # QAT starts from PTQ's ranges: the search simulates PTQ
     trials = sensitivity_trials(model, calibration, inputs, "histogram" if spec.method == "qat" else spec.method)
     if reference is not None:
         names, channels = zip(*model.contract.outputs)
         trials.use_reference([dict(zip(names, (torch.from_numpy(np.ascontiguousarray(part))[None] for part in
                                                np.split(ref, np.cumsum(channels)[:-1], axis=2)))) for ref in reference])
-    return float_suffix_candidates(trials, spec.fidelity_target, progress)  # QAT starts from PTQ's ranges
+    return float_suffix_candidates(trials, spec.fidelity_target, progress, converted_db=converted_db)
 
 
 def sensitivity_trials(model: nn.Module, calibration: list[np.ndarray], inputs: list[tuple[str, np.ndarray]],

@@ -247,6 +247,14 @@ def test_tflite_keeps_the_named_layers_in_float_and_the_rest_int8(tmp_path, tiny
     assert export_main([*common, "--float-layers", "out,tail.1.act:LeakyRelu", "--out", str(tmp_path / "mixed")]) == 0
     sidecar = Sidecar.read(tmp_path / "mixed" / "dped_mobile_int8.json")
     assert sidecar.calibration.float_layers == ["out", "tail.1.act:LeakyRelu"] and sidecar.fidelity.passed
+    # what they cost: the same file all in int8, converted beside it, timed alternately, then removed
+    cost = sidecar.calibration.float_cost
+    assert cost.size == [64, 64] and cost.runs == 7 and cost.int8_ms > 0 and cost.extra_ms > -cost.int8_ms
+    assert cost.int8_bytes > 0 and cost.extra_bytes > 0  # float weights take four times the bytes
+    assert "against all-int8's" in capsys.readouterr().out
+    assert sorted(p.name for p in (tmp_path / "mixed").iterdir()) == ["dped_mobile_int8.json",
+                                                                       "dped_mobile_int8.tflite"]
+    assert Sidecar.read(tmp_path / "all" / "dped_mobile_int8.json").calibration.float_cost is None
     # a LeakyReLU named to stay in float is never swapped for a ReLU; --keep-leaky-relu swaps none
     from quantize.activations import MIN_DB
 
@@ -421,6 +429,10 @@ def test_onnx_fidelity_search_measures_what_the_gate_measures(tmp_path, tiny_che
     steps = [float(line.split(": ")[-1].split(" dB")[0]) for line in said if "dB" in line and ": " in line]
     assert len(steps) >= 2  # all int8, then at least one layer floated
     assert abs(steps[-1] - written.sidecar.fidelity.psnr_db_min) <= 0.05, (said, written.sidecar.fidelity)
+    cost = written.sidecar.calibration.float_cost  # against the same file all in int8, which is not left behind
+    assert cost.int8_bytes > 0 and cost.int8_ms > 0 and cost.threads >= 1
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert left == ["dped_mobile_int8.onnx", "dped_mobile_int8.onnx.json", "tiny.pt"]
 
 
 def test_tflite_fidelity_search_measures_what_the_gate_measures(tmp_path, tiny_checkpoint):
@@ -437,3 +449,45 @@ def test_tflite_fidelity_search_measures_what_the_gate_measures(tmp_path, tiny_c
     (line,) = [line for line in said if line.startswith(f"{layer} and what follows it in float")]
     predicted = float(line.split("): ")[1].split(" dB")[0])
     assert abs(predicted - written.sidecar.fidelity.psnr_db_min) <= 0.5, (said, written.sidecar.fidelity)
+
+
+def test_the_tflite_search_aims_where_the_converted_file_says():
+    """The simulation's target moves by the converted all-int8 file's offset from it: a converter that rounds 1.5
+    dB better than PT2E's graph in PyTorch lets a later layer (less of the network in float) reach the target."""
+    from quantize.sensitivity_tflite import choose_float_suffix, float_suffix_candidates
+
+    class Fake:  # floating layer i floats it and all after it; fidelity rises toward the start
+        layers = ["l0", "l1", "l2", "l3"]
+        table = {"l0": 50.0, "l1": 44.0, "l2": 42.0, "l3": 41.0}
+
+        def fidelity(self, float_layers=()):
+            return self.table[float_layers[0]] if float_layers else 40.0
+
+        def floated_layers(self, layers):
+            return self.layers[self.layers.index(layers[0]):]
+
+    assert choose_float_suffix(Fake(), 45.0)[0] == ["l0"]
+    assert choose_float_suffix(Fake(), 45.0, converted_db=41.5)[0] == ["l1"]  # aims at 43.5 dB simulated
+    assert float_suffix_candidates(Fake(), 45.0, converted_db=41.5) == [["l1"], ["l0"]]
+    assert float_suffix_candidates(Fake(), 45.0) == [["l0"]]
+
+
+def test_a_target_the_all_int8_file_reaches_needs_no_search(tmp_path, tiny_checkpoint, monkeypatch):
+    """--fidelity-target: the all-int8 file is converted and gated first; one that reaches the target is the answer,
+    with nothing in float and no search."""
+    import export.onnx as backend
+    from export.api import export_one
+    from export.common import ExportSpec
+
+    def no_search(*args, **kwargs):
+        raise AssertionError("searched although the all-int8 file reaches the target")
+
+    monkeypatch.setattr(backend, "choose_float_layers", no_search)
+    said: list[str] = []
+    spec = ExportSpec(checkpoint=str(tiny_checkpoint), target="onnx", precision="int8", size=(64, 64), out=tmp_path,
+                      calibration_count=2, fidelity_target=20.0)
+    written = export_one(spec, progress=said.append)
+    assert written.ok and written.sidecar.calibration.float_layers == [] and written.sidecar.fidelity.gate_db == 20
+    assert written.sidecar.calibration.float_cost is None and any("all layers int8" in line for line in said)
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert left == ["dped_mobile_int8.onnx", "dped_mobile_int8.onnx.json", "tiny.pt"]

@@ -37,8 +37,10 @@ COST_THREADS, COST_RUNS = min(2, os.cpu_count() or 1), 7   # float layers' cost:
 def export_one(spec: ExportSpec, progress: Callable[[str], None] | None = None) -> Written:
     """Convert, run the fidelity gate, write ``OUT/<model>_<precision><suffix>`` and its sidecar.
 
-    With ``spec.fidelity_target`` the backend proposes layers to keep in float (best first); each is converted
-    and gated in turn until one passes (``progress`` hears why it moves on).
+    With ``spec.fidelity_target`` the file all in int8 is converted and gated first; if it falls short of the
+    target, the backend proposes layers to keep in float (best first), and each is converted and gated in turn
+    until one passes (``progress`` hears why it moves on). A file with float layers records what they cost against
+    the all-int8 file (``calibration.float_cost``).
 
     The sidecar's tensor fields are what the runtime reports for the file; the same JSON is embedded in the
     artifact's metadata. An artifact that fails its gate is renamed ``<file>.rejected`` (with

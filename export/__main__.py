@@ -73,8 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "computed from them stays float too)")
     p.add_argument("--fidelity-target", type=float, default=None, metavar="DB",
                    help="int8: keep layers in float until the fidelity reaches DB (ONNX: the most sensitive "
-                        "first, measured one by one; TFLite: the latest layer from which on the network runs in "
-                        "float, by bisection); the gate becomes DB")
+                        "first, measured one by one; TFLite: the layer from which on the network runs in float, "
+                        "the fewest floated layers first, then by bisection); the gate becomes DB")
     p.add_argument("--weight-methods", default="",
                    help="int8: comma list of weight-side methods applied to the float model first: cle "
                         "(cross-layer equalization), adaround (learned rounding), bias-correction (of the int8 weights' "

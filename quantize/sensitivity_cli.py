@@ -19,7 +19,8 @@ first.
 
 With --fidelity-target it then chooses what to keep in float and prints the --float-layers to pass (python -m
 export --fidelity-target does the same search by itself): on ONNX the most sensitive layers first, one at a time,
-until the target is met; on TFLite the latest layer from which on the network can run in float, by bisection.
+until the target is met; on TFLite the layer from which on the network can run in float, the fewest floated
+layers first, then by bisection.
 
 Exit status: 0 report written, 1 failed (or a checkpoint that does not load), 2 usage error, 130 interrupted.
 """

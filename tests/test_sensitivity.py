@@ -453,7 +453,9 @@ def test_tflite_fidelity_search_measures_what_the_gate_measures(tmp_path, tiny_c
 
 def test_the_tflite_search_aims_where_the_converted_file_says():
     """The simulation's target moves by the converted all-int8 file's offset from it: a converter that rounds 1.5
-    dB better than PT2E's graph in PyTorch lets a later layer (less of the network in float) reach the target."""
+    dB better than PT2E's graph in PyTorch lets a later layer (less of the network in float) reach the target. The
+    choices that float the fewest layers are tried first, so a late layer that reaches the target is found even
+    where the fidelity is not monotone in where the float part starts."""
     from quantize.sensitivity_tflite import choose_float_suffix, float_suffix_candidates
 
     class Fake:  # floating layer i floats it and all after it; fidelity rises toward the start
@@ -468,8 +470,17 @@ def test_the_tflite_search_aims_where_the_converted_file_says():
 
     assert choose_float_suffix(Fake(), 45.0)[0] == ["l0"]
     assert choose_float_suffix(Fake(), 45.0, converted_db=41.5)[0] == ["l1"]  # aims at 43.5 dB simulated
-    assert float_suffix_candidates(Fake(), 45.0, converted_db=41.5) == [["l1"], ["l0"]]
+    assert float_suffix_candidates(Fake(), 45.0, converted_db=41.5) == [["l1"]]
     assert float_suffix_candidates(Fake(), 45.0) == [["l0"]]
+
+    class Bumpy(Fake):  # not monotone: a late layer reaches the target, the middle ones do not
+        layers = ["l0", "l1", "l2", "l3", "l4", "l5"]
+        table = {"l0": 50.0, "l1": 44.0, "l2": 44.0, "l3": 44.0, "l4": 46.0, "l5": 41.0}
+
+    # the fewest floated layers first: l5, then l4 (bisection alone would land on l0, the whole network)
+    layers, reached, steps = choose_float_suffix(Bumpy(), 45.0)
+    assert layers == ["l4"] and reached == 46.0 and [s["float_layers"] for s in steps] == [[], ["l5"], ["l4"]]
+    assert choose_float_suffix(Bumpy(), 45.0, scan=1)[0] == ["l0"]  # past the scan: bisection
 
 
 def test_a_target_the_all_int8_file_reaches_needs_no_search(tmp_path, tiny_checkpoint, monkeypatch):

@@ -227,8 +227,8 @@ def choose_float_suffix(trials: PT2ETrials, target_db: float, progress: Callable
 def float_suffix_candidates(trials: PT2ETrials, target_db: float, progress: Callable[[str], None] | None = None,
                             limit: int = 3, converted_db: float | None = None) -> list[list[str]]:
     """``--float-layers`` choices to convert in turn until the converted file reaches ``target_db``: the one
-    ``choose_float_suffix`` found, then the other layers it measured above the target, fewest floated first, at
-    most ``limit``. The simulation runs PT2E's graph in PyTorch; the converter may still
+    ``choose_float_suffix`` found, then the other layers it measured above the target, fewest floated first, and
+    last the network's first layer (all of it in float but its input), at most ``limit`` in all. The simulation runs PT2E's graph in PyTorch; the converter may still
     build something else (before ``recipes.CONCATS``, ``mdie``'s choice measured 45.8 dB simulated and 43.7 dB
     converted), so the export gates each converted file and moves on only when it falls short."""
     layers, _, steps = choose_float_suffix(trials, target_db, progress, converted_db)
@@ -237,5 +237,6 @@ def float_suffix_candidates(trials: PT2ETrials, target_db: float, progress: Call
     aim = target_db if converted_db is None else _aim(target_db, converted_db, steps[0]["fidelity_db"])
     order = {name: i for i, name in enumerate(trials.layers)}
     reaching = sorted((s["float_layers"] for s in steps if s["float_layers"] and s["fidelity_db"] >= aim),
-                      key=lambda fl: (len(trials.floated_layers(fl)), -order[fl[0]]))
-    return (reaching or [layers])[:limit]
+                      key=lambda fl: (len(trials.floated_layers(fl)), -order[fl[0]]))[:limit] or [layers]
+    last = [trials.layers[0]]  # the last resort, measured or not: all but the first quantized layer in float
+    return reaching if last in reaching else reaching[:limit - 1] + [last]

@@ -35,7 +35,7 @@ from artifacts.cli import parse_size, run_main
 from artifacts import TARGETS, resolve
 from artifacts.runtimes.tensorrt import missing
 from artifacts.targets import table as targets_table
-from artifacts.sidecar import FloatCost
+from artifacts.timing import cost_text
 from models import CheckpointError, keep_freed_memory, list_models, load_checkpoint
 
 from .api import check_exportable, export_one, prepare_tensorrt
@@ -93,15 +93,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"also copy the .tflite and its sidecar into the demo app's assets as model.tflite and "
                         f"model.json (default DIR: {ANDROID_ASSETS}); one tflite precision only")
     return p
-
-
-def float_cost(cost: FloatCost | None) -> str:
-    """' (+384 ms, +73 % ...)': what the float layers cost against the same file all in int8."""
-    if cost is None:
-        return ""
-    return (f" ({cost.extra_ms:+.1f} ms, {100 * cost.extra_ms / cost.int8_ms:+.0f} % against all-int8's "
-            f"{cost.int8_ms:.1f} ms at {cost.size[0]}x{cost.size[1]}, {cost.threads} threads; "
-            f"{cost.extra_bytes / 1e6:+.2f} MB)")
 
 
 def recipe_spec(args: argparse.Namespace, target: str, precision: str, size: tuple[int, int] | None) -> ExportSpec:
@@ -191,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
                      f"{result.size_bytes / 1e6:.2f}", f"{fid.psnr_db_min:.1f}", f"{sc.export_seconds:.1f}"])
         io = f"{sc.input.dtype} in, {sc.outputs[0].dtype} out"
         if sc.calibration and sc.calibration.float_layers:
-            io += f"  float layers {','.join(sc.calibration.float_layers)}{float_cost(sc.calibration.float_cost)}"
+            io += f"  float layers {','.join(sc.calibration.float_layers)}{cost_text(sc.calibration.float_cost)}"
         print(f"{target.name} {precision}: {sc.status}  {result.artifact}  {result.size_bytes / 1e6:.2f} MB  "
               f"{sc.macs_per_pixel / 1e3:.1f} K MACs/pixel  {io}  fidelity {fid.psnr_db_min:.1f} dB{emulated} "
               f"(gate {fid.gate_db:.0f} dB)  {sc.export_seconds:.1f} s")

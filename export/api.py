@@ -4,7 +4,6 @@ from __future__ import annotations
 import hashlib
 import importlib
 import json
-import os
 import time
 from dataclasses import asdict, replace
 from datetime import datetime, timezone
@@ -22,7 +21,7 @@ from artifacts.sidecar import FloatCost, Written, package_versions as versions
 from artifacts.io import THUMBNAIL
 from artifacts.thumbnail import METHOD as THUMBNAIL_METHOD
 from artifacts.targets import artifact_size, remove_artifact
-from artifacts.timing import paired
+from artifacts.timing import float_cost
 from models import conv_macs_per_pixel, count_parameters, create_model, fold_batchnorm, list_models
 from models.contract import thumbnail_size
 from models.registry import weights_sha256
@@ -31,7 +30,6 @@ from quantize.calibration import calibration_images
 from .common import ExportError, ExportSpec, MissingBackend, check_size, torch_reference
 
 DEFAULT_TILE = 256  # python -m enhance's default: a third of the peak memory of 512 px for the same time
-COST_THREADS, COST_RUNS = min(2, os.cpu_count() or 1), 7   # float layers' cost: as the benchmark's default threads
 
 
 def export_one(spec: ExportSpec, progress: Callable[[str], None] | None = None) -> Written:
@@ -176,24 +174,15 @@ def _convert_and_gate(spec: ExportSpec, target: Target, backend, model, folded, 
 def _float_cost(spec: ExportSpec, backend, converted, images, path: Path, int8_only: Path,
                 say: Callable[[str], None]) -> FloatCost | None:
     """What ``spec.float_layers`` cost: ``path`` against the same model with every layer in int8 (``int8_only``,
-    converted here unless a search already did), both timed alternately at the export size. None, said, when the
-    all-int8 file cannot be made."""
+    converted here unless a search already did), at the export size. None, said, when that cannot be measured."""
     try:
         if not int8_only.exists():
             backend.convert(converted, replace(spec, float_layers=()), int8_only, images)
-        mixed, every = load(path, COST_THREADS), load(int8_only, COST_THREADS)
-        x = np.random.default_rng(0).random((*spec.size, 3), dtype=np.float32)
-        for run in (mixed, every):
-            run(x)
-        timed = paired(every, mixed, x, COST_RUNS)
-        int8_bytes = artifact_size(int8_only)
+        return float_cost(path, int8_only, spec.size)
     except Exception as err:  # the cost is a report; the artifact itself passed its gate
-        say(f"the float layers' cost was not measured: the all-int8 file failed ({type(err).__name__}: "
-            f"{str(err).strip().splitlines()[0][:200]})")
+        say(f"the float layers' cost was not measured: {type(err).__name__}: "
+            f"{str(err).strip().splitlines()[0][:200]}")
         return None
-    return FloatCost(size=list(spec.size), threads=COST_THREADS, runs=COST_RUNS, int8_ms=round(timed.own_median, 1),
-                     extra_ms=round(timed.extra_median, 1), int8_bytes=int8_bytes,
-                     extra_bytes=artifact_size(path) - int8_bytes)
 
 
 def size_multiple(model, target: str) -> int:

@@ -28,6 +28,7 @@ from artifacts.cli import run_main
 from artifacts import TARGETS, SidecarError, Target, target_of
 from artifacts.sidecar import sidecar_for
 from artifacts.targets import check_recipe
+from artifacts.timing import cost_text
 
 from .api import QuantizeError, check_request, quantize_artifact
 
@@ -96,8 +97,11 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 1
     fid = result.sidecar.fidelity
-    print(f"{result.artifact}  {result.size_bytes / 1e6:.2f} MB  fidelity {fid.psnr_db_min:.1f} dB vs the source "
-          f"(gate {fid.gate_db:.0f} dB)  sidecar {result.sidecar_path.name}")
+    calib = result.sidecar.calibration
+    floats = f"  float layers {','.join(calib.float_layers)}{cost_text(calib.float_cost)}" \
+        if calib and calib.float_layers else ""
+    print(f"{result.artifact}  {result.size_bytes / 1e6:.2f} MB{floats}  fidelity {fid.psnr_db_min:.1f} dB vs the "
+          f"source (gate {fid.gate_db:.0f} dB)  sidecar {result.sidecar_path.name}")
     if not result.ok:
         print("error: failed the fidelity gate; kept for inspection only", file=sys.stderr)
         return 1

@@ -1,6 +1,7 @@
 """Compress an exported float artifact (no PyTorch model needed) and gate it against its source."""
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import replace
 from datetime import datetime, timezone
@@ -11,10 +12,13 @@ from artifacts.cli import check_interrupted
 from artifacts.embed import embed
 from artifacts.fidelity import fidelity_inputs, measure
 from artifacts.quiet import quiet
-from artifacts.sidecar import Written, package_versions
+from artifacts.sidecar import FloatCost, Written, package_versions
 from artifacts.targets import artifact_size, remove_artifact
+from artifacts.timing import float_cost
 
 from .calibration import calibration_images
+
+log = logging.getLogger("quantize")
 
 
 class QuantizeError(ValueError):
@@ -47,7 +51,9 @@ def quantize_artifact(src: Path, source: Sidecar, precision: str, out: Path, cal
     sidecar_path = target.sidecar_path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.partial{target.suffix}")
-    remove_artifact(tmp)  # a temporary left by a run that was killed
+    int8_only = out.with_name(f".{out.name}.int8-only.partial{target.suffix}")  # float layers: all in int8
+    for partial in (tmp, int8_only):
+        remove_artifact(partial)  # a temporary left by a run that was killed
     try:  # whatever stops it (a failure, Ctrl-C), nothing half-written is left behind
         calib = None
         if target.name == "tflite":
@@ -71,6 +77,9 @@ def quantize_artifact(src: Path, source: Sidecar, precision: str, out: Path, cal
             quantize_static_qdq(src, tmp, images, method=method, float_layers=float_layers)
         fidelity = measure(load(tmp), load(src), fidelity_inputs(source.input.hw, False),
                            target.precision(precision).gate_db, f"the source artifact {src.name}")
+        if calib is not None and float_layers and fidelity.passed:  # what they cost against all in int8
+            calib = replace(calib, float_cost=_float_cost(src, tmp, int8_only, images, method,
+                                                          tuple(source.input.hw)))
         inputs = [source.input, *([source.thumbnail] if source.thumbnail else [])]
         described = runtime_for(tmp).describe(tmp, *([{t.name: t.shape for t in [*inputs, *source.outputs]}]
                                                       if target.name == "onnx" else []))
@@ -98,6 +107,22 @@ def quantize_artifact(src: Path, source: Sidecar, precision: str, out: Path, cal
         return Written(sidecar, dest, dest_sidecar, artifact_size(dest))
     finally:
         remove_artifact(tmp)
+
+
+def _float_cost(src: Path, path: Path, int8_only: Path, images: list, method: str, size: tuple[int, int]
+                ) -> FloatCost | None:
+    """``path``'s float layers against ``src`` quantized all in int8 (into ``int8_only``, then removed) with the
+    same calibration. None, logged, when that cannot be measured."""
+    from .onnx import quantize_static_qdq
+
+    try:
+        quantize_static_qdq(src, int8_only, images, method=method)
+        return float_cost(path, int8_only, size)
+    except Exception as err:  # the cost is a report; the file itself passed its gate
+        log.warning("the float layers' cost was not measured: %s: %s", type(err).__name__, err)
+        return None
+    finally:
+        remove_artifact(int8_only)
 
 
 def _tensor(spec: TensorSpec, found: dict) -> TensorSpec:

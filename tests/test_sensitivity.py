@@ -81,6 +81,10 @@ def test_sensitivity_report_and_mixed_precision_the_runtime_confirms(tmp_path, e
                           "2", "--out", str(mixed)]) == 0
     sidecar = Sidecar.read(TARGETS["onnx"].sidecar_path(mixed))
     assert sidecar.calibration.float_layers == keep and sidecar.calibration.method == "percentile"
+    cost = sidecar.calibration.float_cost  # against the same file all in int8, which is not left behind
+    assert cost.int8_bytes > 0 and cost.extra_bytes > 0 and cost.int8_ms > 0  # two float convs: 4x their bytes
+    assert not [p for p in tmp_path.iterdir() if "partial" in p.name]
+    assert Sidecar.read(TARGETS["onnx"].sidecar_path(full)).calibration.float_cost is None
     from quantize.onnx import quantizable_layers
 
     nodes = quantizable_layers(fp32)

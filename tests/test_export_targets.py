@@ -142,6 +142,37 @@ def test_calibration_from_a_folder_skips_unreadable_files(tmp_path):
         calibration_images(tmp_path / "none", (8, 8))
 
 
+def test_onnx_calibration_reads_one_image_at_a_time(exported, tmp_path):
+    """The ONNX quantizer calibrates in onnxruntime's strides of one image (each merged before the next, so memory
+    stays at one image's activations): its reader has a length and ranges, and with MinMax the strided ranges are
+    the ranges of all images at once."""
+    from onnxruntime.quantization.calibrate import CalibrationMethod, create_calibrator
+
+    from quantize.onnx import calibration_reader, preprocess
+
+    written, _ = exported
+    pre = tmp_path / "pre.onnx"
+    preprocess(written[("onnx", "fp32")].artifact, pre)
+    images = [np.full((64, 64, 3), v, np.float32) for v in (0.1, 0.9, 0.5)]
+    reader = calibration_reader(pre, images)
+    assert len(reader) == 3
+    reader.set_range(1, 2)
+    assert np.allclose(reader.get_next()["image"], 0.9) and reader.get_next() is None
+
+    def ranges(strided: bool) -> dict:
+        calibrator = create_calibrator(pre, augmented_model_path=str(tmp_path / f"aug{strided}.onnx"),
+                                       calibrate_method=CalibrationMethod.MinMax)
+        reader = calibration_reader(pre, images)
+        for start in range(len(images)) if strided else [0]:
+            reader.set_range(start, start + 1 if strided else len(images))
+            calibrator.collect_data(reader)
+        found = calibrator.compute_data().data
+        return {k: np.concatenate([np.ravel(x) for x in v.range_value]) for k, v in found.items()}
+
+    strided, at_once = ranges(strided=True), ranges(strided=False)
+    assert strided.keys() == at_once.keys() and all(np.allclose(strided[k], at_once[k]) for k in strided)
+
+
 def test_compressed_coreml_is_at_most_40_percent_of_fp32(exported):
     _, out = exported
     # The tiny test model's package is mostly program text; its weight blob is what compression shrinks.

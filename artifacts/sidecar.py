@@ -94,7 +94,7 @@ class FloatCost:
     int8_ms: float                 # median time of the all-int8 file
     extra_ms: float                # median, run by run, of this file's time minus the all-int8 file's
     int8_bytes: int                # the all-int8 file's size
-    extra_bytes: int               # this file's size minus it
+    extra_bytes: int               # this file's size minus it, both as converted (before this sidecar is embedded)
 
 
 @dataclass(frozen=True)

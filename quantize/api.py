@@ -52,7 +52,8 @@ def quantize_artifact(src: Path, source: Sidecar, precision: str, out: Path, cal
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.partial{target.suffix}")
     int8_only = out.with_name(f".{out.name}.int8-only.partial{target.suffix}")  # float layers: all in int8
-    for partial in (tmp, int8_only):
+    ranges = out.with_name(f".{out.name}.ranges.partial.json")  # the calibration both of them share
+    for partial in (tmp, int8_only, ranges):
         remove_artifact(partial)  # a temporary left by a run that was killed
     try:  # whatever stops it (a failure, Ctrl-C), nothing half-written is left behind
         calib = None
@@ -74,11 +75,12 @@ def quantize_artifact(src: Path, source: Sidecar, precision: str, out: Path, cal
             calib = Calibration(source=calibration or "built-in training photos", count=len(images), size=list(size),
                                 method=method, float_layers=list(float_layers),
                                 weight_qmax=target.precision(precision).weight_qmax)
-            quantize_static_qdq(src, tmp, images, method=method, float_layers=float_layers)
+            quantize_static_qdq(src, tmp, images, method=method, float_layers=float_layers,
+                                cache=ranges if float_layers else None)
         fidelity = measure(load(tmp), load(src), fidelity_inputs(source.input.hw, False),
                            target.precision(precision).gate_db, f"the source artifact {src.name}")
         if calib is not None and float_layers and fidelity.passed:  # what they cost against all in int8
-            calib = replace(calib, float_cost=_float_cost(src, tmp, int8_only, images, method,
+            calib = replace(calib, float_cost=_float_cost(src, tmp, int8_only, images, ranges, method,
                                                           tuple(source.input.hw)))
         inputs = [source.input, *([source.thumbnail] if source.thumbnail else [])]
         described = runtime_for(tmp).describe(tmp, *([{t.name: t.shape for t in [*inputs, *source.outputs]}]
@@ -106,23 +108,23 @@ def quantize_artifact(src: Path, source: Sidecar, precision: str, out: Path, cal
         sidecar.write(dest_sidecar)
         return Written(sidecar, dest, dest_sidecar, artifact_size(dest))
     finally:
-        remove_artifact(tmp)
+        for partial in (tmp, int8_only, ranges):
+            remove_artifact(partial)
 
 
-def _float_cost(src: Path, path: Path, int8_only: Path, images: list, method: str, size: tuple[int, int]
-                ) -> FloatCost | None:
-    """``path``'s float layers against ``src`` quantized all in int8 (into ``int8_only``, then removed) with the
-    same calibration. None, logged, when that cannot be measured."""
+def _float_cost(src: Path, path: Path, int8_only: Path, images: list, ranges: Path, method: str,
+                size: tuple[int, int]) -> FloatCost | None:
+    """``path``'s float layers against ``src`` quantized all in int8 (into ``int8_only``) with the activation
+    ranges ``path`` was calibrated with (onnxruntime's cache ``ranges``: no second calibration). None, logged,
+    when that cannot be measured."""
     from .onnx import quantize_static_qdq
 
     try:
-        quantize_static_qdq(src, int8_only, images, method=method)
+        quantize_static_qdq(src, int8_only, images, method=method, cache=ranges)
         return float_cost(path, int8_only, size)
     except Exception as err:  # the cost is a report; the file itself passed its gate
         log.warning("the float layers' cost was not measured: %s: %s", type(err).__name__, err)
         return None
-    finally:
-        remove_artifact(int8_only)
 
 
 def _tensor(spec: TensorSpec, found: dict) -> TensorSpec:

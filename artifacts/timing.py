@@ -36,7 +36,7 @@ class Paired:
 
 def paired(own: Runner, other: Runner | None, x: np.ndarray, runs: int) -> Paired:
     """``runs`` timed runs of ``own`` on ``x``, each next to one of ``other`` (if given; the order alternates).
-    Warm both up first."""
+    The caller warms both up first."""
     runners = {"own": own, "other": other} if other else {"own": own}
     times, extra = [], []
     for i in range(runs):

@@ -8,7 +8,7 @@ from photos.io import ImageError, load_image
 from photos.samples import TRAIN_PHOTOS, VALIDATION_PHOTOS
 from train.data import (DatasetError, builtin_pairs, dped_pairs, folder_pairs, item_rngs, open_pairs,
                         sample_batch)
-from train.degrade import DegradationConfig, degrade, shift
+from photos.degrade import DegradationConfig, degrade, shift
 from tests.conftest import write_photo
 
 
@@ -62,6 +62,16 @@ def test_builtin_pairs_are_deterministic_and_split_by_photo():
     for x, y in zip(a.phone, b.phone):
         np.testing.assert_array_equal(x, y)
     assert not np.array_equal(a.phone[0], builtin_pairs("val", seed=4).phone[0])
+
+
+def test_fidelity_gate_scores_the_phone_side_the_benchmark_feeds():
+    from artifacts.fidelity import fidelity_inputs
+
+    gate = fidelity_inputs((256, 256), resizable=True, multiple=16)
+    assert [name for name, _ in gate] == [*(f"{n}@256x256" for n in VALIDATION_PHOTOS),
+                                          *(f"{n}:phone@256x256" for n in VALIDATION_PHOTOS), "coffee:phone@400x592"]
+    own = gate[-1][1]  # at its own size: the validation pair's phone side (what benchmark and evaluate feed), cropped
+    np.testing.assert_array_equal(own, builtin_pairs("val").phone[0][:400, :592])
 
 
 def test_degradation_is_darker_flatter_and_misaligned_within_bounds():

@@ -57,7 +57,9 @@ def test_fixed_size_export(tmp_path, tiny_checkpoint):
                         "--out", str(out)]) == 0
     sidecar = Sidecar.read(out / "dped_mobile_fp32.json")
     assert sidecar.input.shape == [1, 40, 56, 3] and not sidecar.resizable and sidecar.tile == 40
-    assert len(sidecar.fidelity.samples) == 2
+    # the held-out photos, clean and as a phone takes them, at the fixed size only
+    assert [s.photo for s in sidecar.fidelity.samples] == \
+        ["coffee@40x56", "rocket@40x56", "coffee:phone@40x56", "rocket:phone@40x56"]
 
 
 @pytest.mark.parametrize("argv, needle", [

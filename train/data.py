@@ -19,7 +19,7 @@ from photos.io import ImageError, list_images, load_image
 from artifacts.thumbnail import thumbnail
 from photos.samples import SPLITS, sample_photo
 
-from .degrade import DEGRADATIONS, DegradationConfig, degrade
+from photos.degrade import DEGRADATIONS, DegradationConfig, degrade, phone_side
 
 log = logging.getLogger("train")
 
@@ -93,15 +93,13 @@ def builtin_pairs(split: str = "train", variants: int = 4, seed: int = 0,
     cfg = degradation or DegradationConfig()
     if split == "val":
         cfg, variants = DegradationConfig(**{**cfg.__dict__, "max_shift": 0}), 1
+    photos = {name: sample_photo(name) for name in SPLITS[split]}
     names, phone, dslr = [], [], []
-    for p, name in enumerate(SPLITS[split]):
-        photo = sample_photo(name)
-        for v in range(variants):
-            rng = np.random.default_rng([seed, 1 if split == "val" else 0, p, v])
-            names.append(f"{name}#{v}")
-            phone.append(degrade(photo, rng, cfg))
-            phone[-1].setflags(write=False)  # cached and shared: read-only
-            dslr.append(np.asarray(photo))
+    for name, img in phone_side(photos, 1 if split == "val" else 0, seed, variants, cfg):
+        img.setflags(write=False)  # cached and shared: read-only
+        names.append(name)
+        phone.append(img)
+        dslr.append(np.asarray(photos[name.rsplit("#", 1)[0]]))
     return MemoryPairs(names, phone, dslr)
 
 
@@ -129,7 +127,7 @@ class FreshDegradations(PairSet):
 
 
 def fresh_degradations(degradation: str = "wide", split: str = "train+") -> FreshDegradations:
-    """The built-in training photos (``split``) under the named degradation (train.degrade.DEGRADATIONS)."""
+    """The built-in training photos (``split``) under the named degradation (photos.degrade.DEGRADATIONS)."""
     if degradation not in DEGRADATIONS:
         raise ValueError(f"Unknown degradation {degradation!r}. Known: {', '.join(DEGRADATIONS)}")
     return FreshDegradations(list(SPLITS[split]), [sample_photo(n) for n in SPLITS[split]], DEGRADATIONS[degradation])

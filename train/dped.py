@@ -20,7 +20,7 @@ from models import TextureDiscriminator, create_model, keep_freed_memory
 
 from . import losses
 from .data import DatasetError, PairSet, center_crop, fresh_degradations, open_pairs, patch_loader, worker_error
-from .degrade import DEGRADATIONS
+from photos.degrade import DEGRADATIONS
 from .distributed import Context, amp_field, device_field, started
 from .loop import Run, check_options, run_folder, weights_checkpoint
 
@@ -71,7 +71,7 @@ class DPEDTrainConfig:
     degradation: str = field(default="camera", metadata={"help": "built-in photos only: 'camera' (fixed pairs of "
                                                                  "the paper networks' training), 'wide' (every "
                                                                  "patch degraded afresh over the ranges phones "
-                                                                 "produce, train.degrade.WIDE) or 'camera+wide' "
+                                                                 "produce, photos.degrade.WIDE) or 'camera+wide' "
                                                                  "(afresh, half from each)"})
     branch_lr_scale: float = field(default=10.0, metadata={"help": "learning rate of the global branch as a "
                                                                    "multiple of --lr (a new head on a pretrained "

@@ -2,7 +2,7 @@
 classical corrections a user would try first (``photos.baselines``: levels, gray world, CLAHE) on the same photos.
 
 Sets: the validation pairs of the data (built-in: held-out photos through the training degradation), and for the
-built-in data two degradations made without ``train.degrade``: 'unseen' (the held-out photos darkened by Pillow's
+built-in data two degradations made without ``photos.degrade``: 'unseen' (the held-out photos darkened by Pillow's
 brightness enhancer, flattened by its contrast enhancer, given Gaussian noise by scikit-image) and 'night'
 (strong underexposure, a warm cast and lifted blacks, the case the paper targets).
 """

@@ -33,7 +33,7 @@ from artifacts.io import write_atomic
 from models.recommend import Recommender, margin_loss, photo_tensor, recommender_checkpoint
 from photos.samples import SPLITS, sample_photo
 
-from .degrade import DEGRADATIONS, degrade
+from photos.degrade import DEGRADATIONS, degrade
 from .evaluate import night_degradation, unseen_degradation
 from .loop import check_options
 

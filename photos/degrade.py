@@ -120,3 +120,22 @@ def degrade(dslr: np.ndarray, rng: np.random.Generator, cfg: DegradationConfig =
     x = gray + (x - gray) * _u(rng, cfg.saturation)
     q = int(rng.integers(cfg.jpeg_quality[0], cfg.jpeg_quality[1] + 1))
     return jpeg(np.clip(x, 0, 1), q).astype(np.float32)
+
+
+def phone_side(photos: dict[str, np.ndarray], split_key: int, seed: int = 0, variants: int = 1,
+               cfg: DegradationConfig = DegradationConfig()) -> list[tuple[str, np.ndarray]]:
+    """Each photo as a phone takes it, ``variants`` independent draws of ``cfg`` apiece, named ``photo#v``; draw
+    ``v`` of the ``p``-th photo is keyed ``(seed, split_key, p, v)`` (the built-in pairs: 0 train, 1 val)."""
+    out = []
+    for p, (name, photo) in enumerate(photos.items()):
+        for v in range(variants):
+            out.append((f"{name}#{v}", degrade(photo, np.random.default_rng([seed, split_key, p, v]), cfg)))
+    return out
+
+
+def held_out_phone_photos(seed: int = 0) -> list[tuple[str, np.ndarray]]:
+    """The held-out built-in photos as a phone takes them: the phone side of the validation pairs (one aligned
+    draw of the default degradation each; what the benchmark and ``train evaluate`` feed the enhancers)."""
+    from .samples import sample_photos
+
+    return phone_side(sample_photos("val"), 1, seed, cfg=DegradationConfig(max_shift=0))

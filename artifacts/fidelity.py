@@ -26,7 +26,8 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
 def fidelity_inputs(size: tuple[int, int], resizable: bool, multiple: int = 1) -> list[tuple[str, np.ndarray]]:
     """The held-out built-in photos as float32 (H, W, 3) inputs, each both clean and as a phone takes it (the
     validation pairs' phone side, ``name:phone``: what the enhancers are fed), resized to the export ``size``; for a
-    resizable artifact one phone-side photo also at its own size (cropped to a multiple of ``multiple``)."""
+    resizable artifact the phone-side photos also at their own size, cropped to a multiple of ``multiple`` (what
+    the benchmark's fidelity scores)."""
     from skimage.transform import resize
 
     from photos.degrade import held_out_phone_photos
@@ -34,8 +35,7 @@ def fidelity_inputs(size: tuple[int, int], resizable: bool, multiple: int = 1) -
     photos = [*sample_photos("val").items(), *((f"{n.split('#')[0]}:phone", p) for n, p in held_out_phone_photos())]
     inputs = [(f"{name}@{size[0]}x{size[1]}", resize(p, size, order=1, anti_aliasing=True).astype(np.float32))
               for name, p in photos]
-    if resizable:
-        name, p = photos[len(photos) // 2]
+    for name, p in photos[len(photos) // 2:] if resizable else ():
         p = p[:p.shape[0] - p.shape[0] % multiple, :p.shape[1] - p.shape[1] % multiple]
         inputs.append((f"{name}@{p.shape[0]}x{p.shape[1]}", np.ascontiguousarray(p, dtype=np.float32)))
     return inputs

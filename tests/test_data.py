@@ -69,9 +69,11 @@ def test_fidelity_gate_scores_the_phone_side_the_benchmark_feeds():
 
     gate = fidelity_inputs((256, 256), resizable=True, multiple=16)
     assert [name for name, _ in gate] == [*(f"{n}@256x256" for n in VALIDATION_PHOTOS),
-                                          *(f"{n}:phone@256x256" for n in VALIDATION_PHOTOS), "coffee:phone@400x592"]
-    own = gate[-1][1]  # at its own size: the validation pair's phone side (what benchmark and evaluate feed), cropped
-    np.testing.assert_array_equal(own, builtin_pairs("val").phone[0][:400, :592])
+                                          *(f"{n}:phone@256x256" for n in VALIDATION_PHOTOS),
+                                          "coffee:phone@400x592", "rocket:phone@416x640"]
+    # at their own size: the validation pairs' phone side (what benchmark and evaluate feed), cropped
+    for (_, own), phone in zip(gate[-2:], builtin_pairs("val").phone):
+        np.testing.assert_array_equal(own, phone[:own.shape[0], :own.shape[1]])
 
 
 def test_degradation_is_darker_flatter_and_misaligned_within_bounds():

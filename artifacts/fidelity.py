@@ -32,10 +32,10 @@ def fidelity_inputs(size: tuple[int, int], resizable: bool, multiple: int = 1) -
 
     from photos.degrade import held_out_phone_photos
 
-    photos = [*sample_photos("val").items(), *((f"{n.split('#')[0]}:phone", p) for n, p in held_out_phone_photos())]
+    phone = [(f"{n.split('#')[0]}:phone", p) for n, p in held_out_phone_photos()]
     inputs = [(f"{name}@{size[0]}x{size[1]}", resize(p, size, order=1, anti_aliasing=True).astype(np.float32))
-              for name, p in photos]
-    for name, p in photos[len(photos) // 2:] if resizable else ():
+              for name, p in [*sample_photos("val").items(), *phone]]
+    for name, p in phone if resizable else ():
         p = p[:p.shape[0] - p.shape[0] % multiple, :p.shape[1] - p.shape[1] % multiple]
         inputs.append((f"{name}@{p.shape[0]}x{p.shape[1]}", np.ascontiguousarray(p, dtype=np.float32)))
     return inputs

@@ -29,6 +29,8 @@ from PIL import Image
 from skimage.filters import gaussian
 from skimage.transform import resize
 
+from .samples import sample_photos
+
 Range = tuple[float, float]
 
 
@@ -136,6 +138,4 @@ def phone_side(photos: dict[str, np.ndarray], split_key: int, seed: int = 0, var
 def held_out_phone_photos(seed: int = 0) -> list[tuple[str, np.ndarray]]:
     """The held-out built-in photos as a phone takes them: the phone side of the validation pairs (one aligned
     draw of the default degradation each; what the benchmark and ``train evaluate`` feed the enhancers)."""
-    from .samples import sample_photos
-
     return phone_side(sample_photos("val"), 1, seed, cfg=DegradationConfig(max_shift=0))

@@ -17,10 +17,10 @@ import torch
 
 import models
 from models import TextureDiscriminator, create_model, keep_freed_memory
+from photos.degrade import DEGRADATIONS
 
 from . import losses
 from .data import DatasetError, PairSet, center_crop, fresh_degradations, open_pairs, patch_loader, worker_error
-from photos.degrade import DEGRADATIONS
 from .distributed import Context, amp_field, device_field, started
 from .loop import Run, check_options, run_folder, weights_checkpoint
 

@@ -31,9 +31,9 @@ import torch
 
 from artifacts.io import write_atomic
 from models.recommend import Recommender, margin_loss, photo_tensor, recommender_checkpoint
+from photos.degrade import DEGRADATIONS, degrade
 from photos.samples import SPLITS, sample_photo
 
-from photos.degrade import DEGRADATIONS, degrade
 from .evaluate import night_degradation, unseen_degradation
 from .loop import check_options
 

@@ -181,6 +181,14 @@ def choose_float_layers(trials, target_db: float, report: dict | None = None,
     return chosen, reached, steps
 
 
+def relu_swap_text(swap: dict) -> str:
+    """What the trials' float model changes, as the int8 export does: LeakyReLUs run as ReLUs."""
+    return (f"The float model runs {len(swap['layers'])} LeakyReLUs as ReLUs, as the int8 export does (chosen at "
+            f"{swap['floor_db']:g} dB on the calibration crops): {swap['vs_unchanged_db']} dB against the unchanged "
+            f"model on the same photos; the fidelities here are against the swapped model, the export's gate "
+            f"compares with the unchanged one")
+
+
 def write_report(report: dict, out: Path) -> list[Path]:
     """``sensitivity.json``, ``sensitivity.md`` and ``sensitivity.png`` in ``out`` (each written whole, then
     renamed)."""
@@ -194,7 +202,8 @@ def write_report(report: dict, out: Path) -> list[Path]:
     lines = [f"# Quantization sensitivity: {Path(report['artifact']).name}", "",
              f"{report['quantizer']}, {report['method']} calibration on {report['calibration_crops']} crops; "
              f"fidelity = worst PSNR against the float file on {', '.join(report['inputs'])}. All layers int8: "
-             f"**{report['all_int8_db']} dB**. Most sensitive first.", "", head]
+             f"**{report['all_int8_db']} dB**. Most sensitive first.",
+             *(["", relu_swap_text(report["relu_swap"]) + "."] if "relu_swap" in report else []), "", head]
     for r in rows:
         weights = (f"{r['channel_absmax_min']:.3g} / {r['channel_absmax_max']:.3g} ({r['channel_ratio']:.0f}x)"
                    if "channel_ratio" in r else "–")

@@ -8,9 +8,11 @@ Examples:
   python -m quantize sensitivity exported/dped_fp32.onnx --size 256x256 --calibration-method minmax
   python -m quantize sensitivity --model dped --target onnx        # the same, from the model (float file made here)
 
-For each layer: the fidelity (worst PSNR against float on the held-out photos) with only that layer in int8, and
-with every layer but it in int8; the layer's activation range and its weights' per-channel range. Most sensitive
-first.
+For each layer: the fidelity (worst PSNR against float on the held-out photos, clean and phone side) with only that
+layer in int8, and with every layer but it in int8; the layer's activation range and its weights' per-channel
+range. Most sensitive first. From --model, "float" is the model as the int8 export quantizes it, with the
+LeakyReLUs it runs as ReLUs; the report gives that swap's own fidelity against the unchanged model, which the
+export's gate compares with.
 
 - ONNX: each trial re-quantizes the fp32 file with onnxruntime, as python -m quantize does.
 - TFLite: the network is calibrated once with PT2E (the export's recipe), and each trial runs PT2E's graph in
@@ -33,11 +35,11 @@ from pathlib import Path
 
 from artifacts import TARGETS, SidecarError, target_of
 from artifacts.cli import parse_size
-from artifacts.fidelity import fidelity_inputs
+from artifacts.fidelity import fidelity_inputs, psnr
 from artifacts.sidecar import sidecar_for
 
 from .calibration import calibration_images
-from .sensitivity import Trials, analyze, choose_float_layers, write_report
+from .sensitivity import Trials, analyze, choose_float_layers, relu_swap_text, write_report
 
 SENSITIVE_TARGETS = ("tflite", "onnx")
 
@@ -111,8 +113,11 @@ def _usage(parser: argparse.ArgumentParser, args: argparse.Namespace) -> tuple[s
 
 
 def _model_trials(args: argparse.Namespace, target: str, method: str, size: tuple[int, int],
-                  work: Path):
-    """Trials of --model for ``target``: PT2E's graph (TFLite), or its fp32 ONNX written into ``work``."""
+                  work: Path) -> tuple[object, dict | None]:
+    """Trials of --model for ``target`` (PT2E's graph for TFLite, or its fp32 ONNX written into ``work``), and the
+    LeakyReLU swap the int8 export makes, if any: which ones, and how far the swapped float model is from the
+    unchanged one on the trials' photos (the trials measure against the swapped one, the export's gate against the
+    unchanged one)."""
     from dataclasses import replace
 
     import torch
@@ -126,24 +131,32 @@ def _model_trials(args: argparse.Namespace, target: str, method: str, size: tupl
     model = fold_batchnorm(exportable_model(spec))
     images = calibration_images(args.calibration, size, args.calibration_count)
     inputs = fidelity_inputs(size, resizable=False)
+    swapped = None
     if TARGETS[target].precision("int8").leaky_as_relu:  # the model the int8 export quantizes
         from models.contract import thumbnail_size
 
         from . import activations
 
-        model, _, _ = activations.swap(model, images, thumbnail_size(model) or 0, args.fidelity_target)
+        unchanged = model
+        model, relus, floor = activations.swap(model, images, thumbnail_size(model) or 0, args.fidelity_target)
+        if relus:
+            from export.common import torch_reference
+
+            with torch.no_grad():
+                db = min(psnr(torch_reference(model, x), torch_reference(unchanged, x)) for _, x in inputs)
+            swapped = {"layers": relus, "floor_db": floor, "vs_unchanged_db": round(db, 2)}
     if target == "onnx":
         from export.onnx import convert
 
         fp32 = work / f"{args.model}_fp32.onnx"
         convert(model, replace(spec, fixed_size=True), fp32, None)
-        return Trials(fp32, images, inputs, method, args.threads)
+        return Trials(fp32, images, inputs, method, args.threads), swapped
     from export.tflite import sensitivity_trials
 
     if args.threads:
         torch.set_num_threads(args.threads)
     return sensitivity_trials(model, images, inputs, method,
-                              source=f"{args.model} ({args.checkpoint or 'shipped weights'})")
+                              source=f"{args.model} ({args.checkpoint or 'shipped weights'})"), swapped
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -162,14 +175,17 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         with tempfile.TemporaryDirectory(prefix="sensitivity-") as work:
+            swapped = None
             if args.artifact:
                 images = calibration_images(args.calibration, size, args.calibration_count)
                 trials = Trials(Path(args.artifact), images, fidelity_inputs(size, resizable=False), method,
                                 args.threads)
             else:
-                trials = _model_trials(args, target, method, size, Path(work))
+                trials, swapped = _model_trials(args, target, method, size, Path(work))
             try:
                 report = analyze(trials, say)
+                if swapped:
+                    report["relu_swap"] = swapped
                 if args.fidelity_target is not None:
                     if target == "tflite":
                         from quantize.sensitivity_tflite import choose_float_suffix
@@ -196,5 +212,7 @@ def main(argv: list[str] | None = None) -> int:
         mp = report["mixed_precision"]
         print(f"--fidelity-target {mp['target_db']:g}: {mp['fidelity_db']} dB with "
               f"--float-layers {','.join(mp['float_layers']) or '(none)'}")
+    if "relu_swap" in report:
+        print(relu_swap_text(report["relu_swap"]))
     print("report: " + ", ".join(str(p) for p in paths))
     return 0

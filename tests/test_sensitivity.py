@@ -329,6 +329,31 @@ def test_tflite_sensitivity_ranks_layers_and_its_choice_reaches_the_target_once_
     assert "needs multiples of 2" in capsys.readouterr().err
 
 
+def test_sensitivity_report_says_what_the_leaky_relu_swap_costs_against_the_unchanged_model(tmp_path, capsys):
+    """The trials measure against the float model as the int8 export quantizes it (LeakyReLUs as ReLUs), the export's
+    gate against the unchanged model: the report gives the swap's own fidelity, which a direct measurement repeats."""
+    import torch
+
+    from artifacts.fidelity import fidelity_inputs, psnr
+    from export.common import torch_reference
+    from models import create_model
+    from quantize.activations import with_relus
+
+    out = tmp_path / "report"
+    assert sensitivity_main(["--model", "dped_mobile_s", "--target", "tflite", "--size", "64x64",
+                             "--calibration-count", "2", "--threads", "1", "--out", str(out)]) == 0
+    swap = json.loads((out / "sensitivity.json").read_text())["relu_swap"]
+    assert swap["layers"] and swap["floor_db"] == 48.0  # the shipped weights: their LeakyReLUs measure harmless
+    model = create_model("dped_mobile_s", pretrained=True).eval()
+    swapped = with_relus(model, swap["layers"]).eval()
+    with torch.no_grad():
+        direct = min(psnr(torch_reference(swapped, x), torch_reference(model, x))
+                     for _, x in fidelity_inputs((64, 64), resizable=False))
+    assert abs(swap["vs_unchanged_db"] - direct) < 0.05
+    said = f"{swap['vs_unchanged_db']} dB against the unchanged model"
+    assert said in capsys.readouterr().out and said in (out / "sensitivity.md").read_text()
+
+
 def test_a_float_layer_feeding_a_concat_keeps_the_concat_float(tmp_path):
     """The converter makes a concat with one int8 input int8 and quantizes its float inputs on that input's scale;
     so the quantizer floats the concat's other feeders too, and the float branch keeps its negative values."""

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 from PIL import Image
@@ -135,7 +136,12 @@ def phone_side(photos: dict[str, np.ndarray], split_key: int, seed: int = 0, var
     return out
 
 
-def held_out_phone_photos(seed: int = 0) -> list[tuple[str, np.ndarray]]:
+@lru_cache(maxsize=2)
+def held_out_phone_photos(seed: int = 0) -> tuple[tuple[str, np.ndarray], ...]:
     """The held-out built-in photos as a phone takes them: the phone side of the validation pairs (one aligned
-    draw of the default degradation each; what the benchmark and ``train evaluate`` feed the enhancers)."""
-    return phone_side(sample_photos("val"), 1, seed, cfg=DegradationConfig(max_shift=0))
+    draw of the default degradation each; what the benchmark and ``train evaluate`` feed the enhancers). Made once
+    per process (every fidelity gate scores them), read-only."""
+    photos = phone_side(sample_photos("val"), 1, seed, cfg=DegradationConfig(max_shift=0))
+    for _, img in photos:
+        img.setflags(write=False)
+    return tuple(photos)

@@ -228,9 +228,10 @@ def float_suffix_candidates(trials: PT2ETrials, target_db: float, progress: Call
                             limit: int = 3, converted_db: float | None = None) -> list[list[str]]:
     """``--float-layers`` choices to convert in turn until the converted file reaches ``target_db``: the one
     ``choose_float_suffix`` found, then the other layers it measured above the target, fewest floated first, and
-    last the network's first layer (all of it in float but its input), at most ``limit`` in all. The simulation runs PT2E's graph in PyTorch; the converter may still
-    build something else (before ``recipes.CONCATS``, ``mdie``'s choice measured 45.8 dB simulated and 43.7 dB
-    converted), so the export gates each converted file and moves on only when it falls short."""
+    last the network's first layer (all of it in float but its input), at most ``limit`` in all. The simulation
+    runs PT2E's graph in PyTorch; the converter may still build something else (before ``recipes.CONCATS``,
+    ``mdie``'s choice measured 45.8 dB simulated and 43.7 dB converted), so the export gates each converted file
+    and moves on only when it falls short."""
     layers, _, steps = choose_float_suffix(trials, target_db, progress, converted_db)
     if not layers:
         return [[]]

@@ -18,7 +18,7 @@ from artifacts.fidelity import psnr
 from artifacts.sidecar import Calibration, Sidecar
 from artifacts.targets import artifact_size
 from photos.baselines import BASELINES
-from export.api import export_one, size_multiple as artifact_multiple, weights_digest
+from export.api import SMOOTHED, export_one, size_multiple as artifact_multiple, weights_digest
 from export.common import ExportError, ExportSpec, MissingBackend
 from models import (CheckpointError, DeploymentContract, conv_macs_per_pixel, count_parameters, create_model,
                     fold_batchnorm)
@@ -117,8 +117,9 @@ def _artifact(model: str, target: str, precision: str, cfg: BenchConfig, checkpo
             found = None
         searched = spec.fidelity_target is not None
         if found and found.status == "ok" and found.weights_sha256 == weights_digest(spec) and found.resizable \
-                and made_with(found.calibration, spec.method, spec.weight_methods, t.precision(precision).weight_qmax,
-                              float_layers=searched, relu_min_db=relu_floor(spec)) \
+                and any(made_with(found.calibration, spec.method, m, t.precision(precision).weight_qmax,
+                                  float_layers=searched, relu_min_db=relu_floor(spec))
+                        for m in weight_methods_made(spec.weight_methods, searched)) \
                 and (not searched or found.fidelity.gate_db == spec.fidelity_target):
             return path, "ok"
     try:
@@ -128,6 +129,12 @@ def _artifact(model: str, target: str, precision: str, cfg: BenchConfig, checkpo
     except (ExportError, CheckpointError, ValueError) as err:
         return None, f"export failed: {err}"
     return (path, "ok") if result.ok else (None, "export failed its fidelity gate")
+
+
+def weight_methods_made(asked: tuple[str, ...], searched: bool) -> list[tuple[str, ...]]:
+    """The weight-side methods an export asked for ``asked`` may record: those, or, from a fidelity search asked for
+    none, the one the search tries itself (``export.api.SMOOTHED``)."""
+    return [asked, *([SMOOTHED] if searched and not asked else [])]
 
 
 def default_recipe(calibration: Calibration | None, method: str | None, weight_qmax: int | None = None) -> bool:
@@ -357,8 +364,9 @@ def _recipe_rows(model: str, target: str, precision: str, cfg: BenchConfig, info
                 break
             size = artifact_size(path)
             row.update(size_bytes=size, size_mb=round(size / 1e6, 3))
-            if recipe.fidelity_target is not None:  # what the search kept in float
-                row["float_layers"] = Sidecar.read(TARGETS[target].sidecar_path(path)).calibration.float_layers
+            if recipe.fidelity_target is not None:  # what the search kept in float, and the weight-side methods
+                chosen = Sidecar.read(TARGETS[target].sidecar_path(path)).calibration
+                row.update(float_layers=chosen.float_layers, weight_methods=chosen.weight_methods)
             timed(row, Job(model, target, precision, rt.NAME, threads, str(path), cfg.size, cfg.runs, cfg.warmup,
                            phones), ref_q, ref_out)
             if row["fidelity_psnr_db"] is not None and default_row.get("fidelity_psnr_db") is not None:

@@ -9,7 +9,7 @@ from pathlib import Path
 from artifacts.io import png_bytes, write_atomic
 
 COLUMNS = [("model", "model"), ("target", "target"), ("precision", "prec"), ("recipe", "recipe"),
-           ("float_layers", "float"), ("runtime", "runtime"),
+           ("float_layers", "float"), ("weight_methods", "weights"), ("runtime", "runtime"),
            ("threads", "thr"), ("status", "status"), ("size_mb", "MB"), ("latency_ms_median", "ms med"),
            ("latency_ms_p90", "ms p90"), ("megapixels_per_s", "MP/s"), ("peak_rss_mb", "peak MB"),
            ("gmacs_per_s", "GMAC/s"), ("peak_pct", "% peak"), ("floor_pct", "% floor"), ("psnr_db", "PSNR"),

@@ -72,12 +72,14 @@ def build_parser() -> argparse.ArgumentParser:
                         "quantize sensitivity lists them: module paths, or module:Op; in TFLite everything "
                         "computed from them stays float too)")
     p.add_argument("--fidelity-target", type=float, default=None, metavar="DB",
-                   help="int8: keep layers in float until the fidelity reaches DB (ONNX: the most sensitive "
-                        "first, measured one by one; TFLite: the layer from which on the network runs in float, "
-                        "the fewest floated layers first, then by bisection); the gate becomes DB")
+                   help="int8: reach a fidelity of DB; the gate becomes DB. Without --weight-methods, first "
+                        "tries smoothquant all in int8 (free at run time) and takes it if it reaches DB; if not, "
+                        "keeps layers in float until DB (ONNX: the most sensitive first, measured one by one; "
+                        "TFLite: the layer from which on the network runs in float, the fewest floated layers "
+                        "first, then by bisection)")
     p.add_argument("--weight-methods", default="",
                    help="int8: comma list of weight-side methods applied to the float model first: cle "
-                        "(cross-layer equalization), adaround (learned rounding), bias-correction (of the int8 weights' "
+                        "(cross-layer equalization), smoothquant (activation ranges evened into the weights), adaround (learned rounding), bias-correction (of the int8 weights' "
                         "mean error); "
                         "see README, 'Weight-side methods'")
     p.add_argument("--keep-leaky-relu", action="store_true",

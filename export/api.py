@@ -29,6 +29,8 @@ from quantize.calibration import calibration_images
 
 from .common import ExportError, ExportSpec, MissingBackend, check_size, torch_reference
 
+SMOOTHED = ("smoothquant",)  # --fidelity-target's recipe tried all in int8 before any layer is floated
+
 DEFAULT_TILE = 256  # python -m enhance's default: a third of the peak memory of 512 px for the same time
 
 
@@ -36,9 +38,11 @@ def export_one(spec: ExportSpec, progress: Callable[[str], None] | None = None) 
     """Convert, run the fidelity gate, write ``OUT/<model>_<precision><suffix>`` and its sidecar.
 
     With ``spec.fidelity_target`` the file all in int8 is converted and gated first; if it falls short of the
-    target, the backend proposes layers to keep in float (best first), and each is converted and gated in turn
-    until one passes (``progress`` hears why it moves on). A file with float layers records what they cost against
-    the all-int8 file (``calibration.float_cost``).
+    target and no weight-side method was asked for, the same all in int8 with SmoothQuant's scaling (``SMOOTHED``,
+    free at run time) is tried and taken if it reaches the target. If not, the backend proposes
+    layers to keep in float (best first), and each is converted and gated in turn until one passes (``progress``
+    hears why it moves on). A file with float layers records what they cost against the all-int8 file
+    (``calibration.float_cost``).
 
     The sidecar's tensor fields are what the runtime reports for the file; the same JSON is embedded in the
     artifact's metadata. An artifact that fails its gate is renamed ``<file>.rejected`` (with
@@ -60,21 +64,12 @@ def export_one(spec: ExportSpec, progress: Callable[[str], None] | None = None) 
         remove_artifact(stale)
     tmp = out / f".{spec.stem}.partial{target.suffix}"
     int8_only = out / f".{spec.stem}.int8-only.partial{target.suffix}"  # float layers: the same file all in int8
-    for partial in (tmp, int8_only):
+    smooth_only = out / f".{spec.stem}.smoothquant.partial{target.suffix}"  # the search's other all-int8 file
+    for partial in (tmp, int8_only, smooth_only):
         remove_artifact(partial)  # a temporary left by a run that was killed
     try:  # whatever stops the export (a failure, Ctrl-C), nothing half-written is left behind
         calibration, images = _calibration(spec)
-        converted = folded  # what the converter quantizes; the gate still compares against the model itself
-        if spec.weight_methods:
-            from quantize.weights import apply
-
-            converted = apply(folded, spec.weight_methods, images, thumbnail_size(model), calibration.weight_qmax)
-        if calibration is not None and spec.relu:  # LeakyReLUs whose slope measures as harmless: fused ReLUs
-            from quantize import activations
-
-            converted, relus, floor = activations.swap(converted, images, thumbnail_size(model) or 0,
-                                                       spec.fidelity_target, spec.float_layers)
-            calibration = replace(calibration, relu_layers=relus, relu_min_db=floor)
+        converted, calibration = _to_convert(spec, model, folded, images, calibration)
         say = progress or (lambda _: None)
         choices = [spec.float_layers]
         if spec.fidelity_target is not None:  # mixed precision: which layers stay in float, measured
@@ -83,6 +78,20 @@ def export_one(spec: ExportSpec, progress: Callable[[str], None] | None = None) 
             fidelity, described = _convert_and_gate(replace(spec, float_layers=()), target, backend, model, folded,
                                                     converted, images, int8_only)
             say(f"all layers int8, converted and gated: {fidelity.psnr_db_min:.2f} dB (target {spec.gate:g} dB)")
+            if not fidelity.passed and not spec.weight_methods and not spec.float_layers:
+                # a recipe that costs nothing at run time first: SmoothQuant's scaling, all in int8, taken if it
+                # reaches the target (as a start for floating layers it measured no better: README)
+                smoothed = replace(spec, weight_methods=SMOOTHED)
+                smooth_calibration = replace(calibration, weight_methods=list(SMOOTHED))
+                smooth_converted, smooth_calibration = _to_convert(smoothed, model, folded, images,
+                                                                   smooth_calibration)
+                tried = _convert_and_gate(replace(smoothed, float_layers=()), target, backend, model, folded,
+                                          smooth_converted, images, smooth_only)
+                say(f"all layers int8 with --weight-methods {','.join(SMOOTHED)}: {tried[0].psnr_db_min:.2f} dB")
+                if tried[0].passed:
+                    spec, converted, calibration, (fidelity, described) = smoothed, smooth_converted, \
+                        smooth_calibration, tried
+                    smooth_only.replace(int8_only)
             if fidelity.passed:
                 int8_only.replace(tmp)
                 choices = []
@@ -146,8 +155,26 @@ def export_one(spec: ExportSpec, progress: Callable[[str], None] | None = None) 
         sidecar.write(dest_sidecar)
         return Written(sidecar, dest, dest_sidecar, artifact_size(dest))
     finally:
-        remove_artifact(tmp)
-        remove_artifact(int8_only)
+        for partial in (tmp, int8_only, smooth_only):
+            remove_artifact(partial)
+
+
+def _to_convert(spec: ExportSpec, model, folded, images, calibration: Calibration | None
+                ) -> tuple:
+    """(what the converter quantizes, the calibration record): the BN-folded model with ``spec``'s weight-side
+    methods and the LeakyReLU swap applied; the gate still compares against the model itself."""
+    converted = folded
+    if spec.weight_methods:
+        from quantize.weights import apply
+
+        converted = apply(folded, spec.weight_methods, images, thumbnail_size(model), calibration.weight_qmax)
+    if calibration is not None and spec.relu:  # LeakyReLUs whose slope measures as harmless: fused ReLUs
+        from quantize import activations
+
+        converted, relus, floor = activations.swap(converted, images, thumbnail_size(model) or 0,
+                                                   spec.fidelity_target, spec.float_layers)
+        calibration = replace(calibration, relu_layers=relus, relu_min_db=floor)
+    return converted, calibration
 
 
 def _convert_and_gate(spec: ExportSpec, target: Target, backend, model, folded, converted, images, tmp: Path

@@ -153,6 +153,14 @@ def test_only_an_artifact_of_the_default_recipe_is_reused():
     # an int8 ONNX from before its 7-bit weights (no weight_qmax recorded) is not what onnx int8 makes now
     assert not default_recipe(plain, "percentile", weight_qmax=64)
     assert default_recipe(Calibration(**{**plain.__dict__, "weight_qmax": 64}), "percentile", weight_qmax=64)
+    # a --fidelity-target file may carry the weight-side method its search tried itself, and only that one
+    from benchmark.api import made_with, weight_methods_made
+
+    searched = Calibration(**{**plain.__dict__, "float_layers": ["out.conv"], "weight_methods": ["smoothquant"]})
+    assert any(made_with(searched, "percentile", m, float_layers=True) for m in weight_methods_made((), True))
+    assert not any(made_with(searched, "percentile", m, float_layers=True) for m in weight_methods_made((), False))
+    assert not any(made_with(searched, "percentile", m, float_layers=True)
+                   for m in weight_methods_made(("bias-correction",), True))
 
 
 def test_int8_recipes_get_their_own_rows(dped_layout, tmp_path, small_exports):
@@ -203,6 +211,7 @@ def test_a_fidelity_target_recipe_reports_the_layers_it_kept_in_float(dped_layou
     sidecar = Sidecar.read(exp / "recipes" / "histogram+fidelity-50" / "dped_mobile_int8.json")
     assert row["status"] == "ok" and row["latency_ms_median"] > 0 and row["fidelity_psnr_db"] is not None
     assert row["float_layers"] == sidecar.calibration.float_layers != [] and sidecar.fidelity.gate_db == 50
+    assert row["weight_methods"] == sidecar.calibration.weight_methods   # what the search added, if anything
     assert ",".join(row["float_layers"]) in (out / "results.md").read_text()
 
 

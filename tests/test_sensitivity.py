@@ -170,6 +170,47 @@ def test_cross_layer_equalization_keeps_the_function_and_equalizes_the_pairs():
     assert all(p.data_ptr() != q.data_ptr() for p, q in zip(folded.parameters(), equalized.parameters()))
 
 
+def test_smoothquant_keeps_the_function_and_balances_activations_against_weights():
+    """SmoothQuant's scaling: the float output is unchanged and the widest activation spread of the shipped
+    dped_mobile narrows. On a lone pair, each channel's activation and weight ranges end balanced
+    (a^alpha / w^(1 - alpha) alike), so that a second pass finds nothing to move."""
+    import numpy as np
+    import torch
+
+    from models.layers import SeparableConv2d
+    from quantize.calibration import model_inputs
+    from quantize.weights import SMOOTH_ALPHA, _input_ranges, _inputs_seen, apply, pairs
+
+    def ranges(model, feeds):  # per pair: the activation's largest value per channel
+        convs = [b for _, b in pairs(model)]
+        seen = _inputs_seen(model, convs, feeds, keep=lambda x: x.abs().amax((0, 2, 3)))
+        return [torch.stack(seen[b]).amax(0) for b in convs]
+
+    folded = _dped_mobile_folded()
+    images = [np.random.default_rng(i).random((64, 64, 3), dtype=np.float32) for i in range(2)]
+    feeds = model_inputs(images)
+    smoothed = apply(folded, ("smoothquant",), images)
+    with torch.no_grad():
+        assert (smoothed(*feeds[0]) - folded(*feeds[0])).abs().max() < 1e-4
+    widest = lambda model: max(float(r.max() / r.median()) for r in ranges(model, feeds))  # noqa: E731
+    assert widest(smoothed) < widest(folded)
+    assert all(p.data_ptr() != q.data_ptr() for p, q in zip(folded.parameters(), smoothed.parameters()))
+
+    torch.manual_seed(0)
+    pair = SeparableConv2d(3, 4, 3).eval()
+    with torch.no_grad():
+        pair.depthwise.weight.mul_(torch.tensor([0.1, 1.0, 20.0]).view(3, 1, 1, 1))  # one channel 200x another
+    once = apply(pair, ("smoothquant",), images)
+    (a, b), = pairs(once)
+    (r,) = ranges(once, feeds)
+    balance = r ** SMOOTH_ALPHA / _input_ranges(b) ** (1 - SMOOTH_ALPHA)
+    assert torch.allclose(balance, balance.mean().expand_as(balance), rtol=1e-3)
+    twice = apply(once, ("smoothquant",), images)
+    assert torch.allclose(twice.pointwise.weight, once.pointwise.weight, rtol=1e-4)
+    (before,), (after,) = ranges(pair, feeds), ranges(once, feeds)
+    assert float(after.max() / after.min()) < float(before.max() / before.min()) / 3   # 296 -> 72
+
+
 def test_bias_correction_removes_the_mean_shift_of_int8_weights():
     import torch
     from torch import nn
@@ -204,7 +245,7 @@ def test_export_records_weight_methods_and_rejects_bad_ones(tmp_path, tiny_check
     assert calibration.weight_methods == ["cle", "bias-correction"]
     assert export_main(["--target", "onnx", "--precision", "int8", "--weight-methods", "gptq",
                         "--out", str(tmp_path)]) == 2
-    assert "--weight-methods gptq: choose from cle, adaround, bias-correction" in capsys.readouterr().err
+    assert "--weight-methods gptq: choose from cle, smoothquant, adaround, bias-correction" in capsys.readouterr().err
     assert export_main(["--target", "onnx", "--precision", "fp32", "--weight-methods", "cle",
                         "--out", str(tmp_path)]) == 2
     assert "not a calibrated int8 precision" in capsys.readouterr().err
@@ -531,3 +572,43 @@ def test_a_target_the_all_int8_file_reaches_needs_no_search(tmp_path, tiny_check
     assert written.sidecar.calibration.float_cost is None and any("all layers int8" in line for line in said)
     left = sorted(p.name for p in tmp_path.iterdir())
     assert left == ["dped_mobile_int8.onnx", "dped_mobile_int8.onnx.json", "tiny.pt"]
+
+
+def test_the_fidelity_search_takes_smoothquant_all_in_int8_when_it_reaches_the_target(tmp_path, tiny_checkpoint,
+                                                                                      monkeypatch):
+    """--fidelity-target without --weight-methods: after the plain all-int8 file, the same with SmoothQuant's
+    scaling (free at run time); taken if it reaches the target, with no search. Otherwise the search floats layers
+    of the plain file. With --weight-methods given, nothing is added. No temporary file is left."""
+    import export.onnx as backend
+    from export.api import export_one
+    from export.common import ExportSpec
+
+    searched: list[tuple[str, ...]] = []
+
+    def choose(model, spec, *args, **kwargs):
+        searched.append(spec.weight_methods)
+        return [["stem.conv"]]
+
+    monkeypatch.setattr(backend, "choose_float_layers", choose)
+    db = lambda line: float(line.split(": ")[-1].split(" dB")[0])  # noqa: E731
+    # mdie at 64x64 on 2 crops: 38.8 dB all-int8, 40.4 dB with smoothquant
+    said: list[str] = []
+    written = export_one(ExportSpec(model="mdie", target="onnx", precision="int8", size=(64, 64), out=tmp_path / "m",
+                                    calibration_count=2, fidelity_target=39.6), progress=said.append)
+    plain, smooth = said
+    assert db(plain) < 39.6 <= db(smooth) == written.sidecar.fidelity.psnr_db_min and written.ok and searched == []
+    calibration = written.sidecar.calibration
+    assert calibration.weight_methods == ["smoothquant"] and calibration.float_layers == []
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["mdie_int8.onnx", "mdie_int8.onnx.json"]
+
+    for asked in ((), ("bias-correction",)):  # 99 dB: nothing reaches it; rejected, as a file that says what it tried
+        said.clear()
+        spec = ExportSpec(checkpoint=str(tiny_checkpoint), target="onnx", precision="int8", size=(64, 64),
+                          out=tmp_path / ("asked" if asked else "none"), calibration_count=2, fidelity_target=99.0,
+                          weight_methods=asked)
+        written = export_one(spec, progress=said.append)
+        assert [line for line in said if "smoothquant" in line] == ([] if asked else [said[1]])
+        assert written.sidecar.calibration.weight_methods == list(asked) and searched[-1] == asked
+        assert not written.ok and written.sidecar.calibration.float_layers == ["stem.conv"]
+        assert sorted(p.name for p in spec.out.iterdir()) == ["dped_mobile_int8.onnx.rejected",
+                                                              "dped_mobile_int8.rejected.onnx.json"]

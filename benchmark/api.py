@@ -18,7 +18,7 @@ from artifacts.fidelity import psnr
 from artifacts.sidecar import Calibration, Sidecar
 from artifacts.targets import artifact_size
 from photos.baselines import BASELINES
-from export.api import SMOOTHED, export_one, size_multiple as artifact_multiple, weights_digest
+from export.api import FREE_RECIPES, export_one, size_multiple as artifact_multiple, weights_digest
 from export.common import ExportError, ExportSpec, MissingBackend
 from models import (CheckpointError, DeploymentContract, conv_macs_per_pixel, count_parameters, create_model,
                     fold_batchnorm)
@@ -117,9 +117,8 @@ def _artifact(model: str, target: str, precision: str, cfg: BenchConfig, checkpo
             found = None
         searched = spec.fidelity_target is not None
         if found and found.status == "ok" and found.weights_sha256 == weights_digest(spec) and found.resizable \
-                and any(made_with(found.calibration, spec.method, m, t.precision(precision).weight_qmax,
-                                  float_layers=searched, relu_min_db=relu_floor(spec))
-                        for m in weight_methods_made(spec.weight_methods, searched)) \
+                and any(made_with(found.calibration, spec.method, methods, t.precision(precision).weight_qmax,
+                                  float_layers=searched, relu_min_db=floor) for methods, floor in recipes_made(spec)) \
                 and (not searched or found.fidelity.gate_db == spec.fidelity_target):
             return path, "ok"
     try:
@@ -131,10 +130,14 @@ def _artifact(model: str, target: str, precision: str, cfg: BenchConfig, checkpo
     return (path, "ok") if result.ok else (None, "export failed its fidelity gate")
 
 
-def weight_methods_made(asked: tuple[str, ...], searched: bool) -> list[tuple[str, ...]]:
-    """The weight-side methods an export asked for ``asked`` may record: those, or, from a fidelity search asked for
-    none, the one the search tries itself (``export.api.SMOOTHED``)."""
-    return [asked, *([SMOOTHED] if searched and not asked else [])]
+def recipes_made(spec: ExportSpec) -> list[tuple[tuple[str, ...], float]]:
+    """(weight-side methods, LeakyReLU floor) that an export of ``spec`` may record: those it asks for at its
+    floor, or, from a fidelity search asked for no weight-side method, one of ``export.api.FREE_RECIPES`` at the
+    default export's floor (the search takes them all in int8 before it floats layers)."""
+    made = [(spec.weight_methods, relu_floor(spec))]
+    if spec.fidelity_target is not None and not spec.weight_methods:
+        made += [(methods, relu_floor(replace(spec, fidelity_target=None))) for methods in FREE_RECIPES]
+    return made
 
 
 def default_recipe(calibration: Calibration | None, method: str | None, weight_qmax: int | None = None) -> bool:

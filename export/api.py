@@ -29,7 +29,9 @@ from quantize.calibration import calibration_images
 
 from .common import ExportError, ExportSpec, MissingBackend, check_size, torch_reference
 
-SMOOTHED = ("smoothquant",)  # --fidelity-target's recipe tried all in int8 before any layer is floated
+# --fidelity-target: weight-side methods (quantize.weights) tried all in int8, with the default export's LeakyReLU
+# swap, before any layer is floated; none costs anything at run time (README: which ones reach 45 dB)
+FREE_RECIPES = ((), ("smoothquant",), ("cle",), ("bias-correction",))
 
 DEFAULT_TILE = 256  # python -m enhance's default: a third of the peak memory of 512 px for the same time
 
@@ -38,8 +40,8 @@ def export_one(spec: ExportSpec, progress: Callable[[str], None] | None = None) 
     """Convert, run the fidelity gate, write ``OUT/<model>_<precision><suffix>`` and its sidecar.
 
     With ``spec.fidelity_target`` the file all in int8 is converted and gated first; if it falls short of the
-    target and no weight-side method was asked for, the same all in int8 with SmoothQuant's scaling (``SMOOTHED``,
-    free at run time) is tried and taken if it reaches the target. If not, the backend proposes
+    target and no weight-side method was asked for, the recipes of ``FREE_RECIPES`` (free at run time) are tried,
+    all in int8, and the best that reaches the target is taken. If none does, the backend proposes
     layers to keep in float (best first), and each is converted and gated in turn until one passes (``progress``
     hears why it moves on). A file with float layers records what they cost against the all-int8 file
     (``calibration.float_cost``).
@@ -64,8 +66,8 @@ def export_one(spec: ExportSpec, progress: Callable[[str], None] | None = None) 
         remove_artifact(stale)
     tmp = out / f".{spec.stem}.partial{target.suffix}"
     int8_only = out / f".{spec.stem}.int8-only.partial{target.suffix}"  # float layers: the same file all in int8
-    smooth_only = out / f".{spec.stem}.smoothquant.partial{target.suffix}"  # the search's other all-int8 file
-    for partial in (tmp, int8_only, smooth_only):
+    free_trial = out / f".{spec.stem}.free.partial{target.suffix}"  # the search's files of FREE_RECIPES
+    for partial in (tmp, int8_only, free_trial):
         remove_artifact(partial)  # a temporary left by a run that was killed
     try:  # whatever stops the export (a failure, Ctrl-C), nothing half-written is left behind
         calibration, images = _calibration(spec)
@@ -79,19 +81,12 @@ def export_one(spec: ExportSpec, progress: Callable[[str], None] | None = None) 
                                                     converted, images, int8_only)
             say(f"all layers int8, converted and gated: {fidelity.psnr_db_min:.2f} dB (target {spec.gate:g} dB)")
             if not fidelity.passed and not spec.weight_methods and not spec.float_layers:
-                # a recipe that costs nothing at run time first: SmoothQuant's scaling, all in int8, taken if it
-                # reaches the target (as a start for floating layers it measured no better: README)
-                smoothed = replace(spec, weight_methods=SMOOTHED)
-                smooth_calibration = replace(calibration, weight_methods=list(SMOOTHED))
-                smooth_converted, smooth_calibration = _to_convert(smoothed, model, folded, images,
-                                                                   smooth_calibration)
-                tried = _convert_and_gate(replace(smoothed, float_layers=()), target, backend, model, folded,
-                                          smooth_converted, images, smooth_only)
-                say(f"all layers int8 with --weight-methods {','.join(SMOOTHED)}: {tried[0].psnr_db_min:.2f} dB")
-                if tried[0].passed:
-                    spec, converted, calibration, (fidelity, described) = smoothed, smooth_converted, \
-                        smooth_calibration, tried
-                    smooth_only.replace(int8_only)
+                # recipes that cost nothing at run time first, all in int8: the best that reaches the target is
+                # taken (as a start for floating layers, smoothquant measured no better than plain: README)
+                free = _free_recipe(spec, target, backend, model, folded, images, calibration, free_trial,
+                                    int8_only, say)
+                if free is not None:
+                    spec, converted, calibration, (fidelity, described) = free
             if fidelity.passed:
                 int8_only.replace(tmp)
                 choices = []
@@ -155,14 +150,39 @@ def export_one(spec: ExportSpec, progress: Callable[[str], None] | None = None) 
         sidecar.write(dest_sidecar)
         return Written(sidecar, dest, dest_sidecar, artifact_size(dest))
     finally:
-        for partial in (tmp, int8_only, smooth_only):
+        for partial in (tmp, int8_only, free_trial):
             remove_artifact(partial)
 
 
-def _to_convert(spec: ExportSpec, model, folded, images, calibration: Calibration | None
-                ) -> tuple:
+def _free_recipe(spec: ExportSpec, target: Target, backend, model, folded, images, calibration: Calibration,
+                 trial: Path, best: Path, say: Callable[[str], None]) -> tuple | None:
+    """Every one of ``FREE_RECIPES`` all in int8, with the LeakyReLUs swapped as the default export swaps them,
+    converted into ``trial`` and gated at ``spec``'s target: (its spec, what was converted, its calibration record,
+    (fidelity, what the runtime reports)) of the highest that reaches the target, its file moved to ``best``; None
+    if none does."""
+    from quantize.activations import min_db
+
+    found = None
+    for methods in FREE_RECIPES:
+        if not methods and min_db(spec.fidelity_target) == min_db(None):
+            continue  # the plain file at the default floor: the one just gated
+        free = replace(spec, weight_methods=methods, float_layers=())
+        converted, record = _to_convert(free, model, folded, images, replace(calibration, weight_methods=list(methods)),
+                                        relu_target=None)
+        fidelity, described = _convert_and_gate(free, target, backend, model, folded, converted, images, trial)
+        say(f"all layers int8 as by default, with --weight-methods {','.join(methods) or '(none)'}: "
+            f"{fidelity.psnr_db_min:.2f} dB")
+        if fidelity.passed and (found is None or fidelity.psnr_db_min > found[3][0].psnr_db_min):
+            trial.replace(best)
+            found = free, converted, record, (fidelity, described)
+    return found
+
+
+def _to_convert(spec: ExportSpec, model, folded, images, calibration: Calibration | None,
+                relu_target: float | None | str = "spec") -> tuple:
     """(what the converter quantizes, the calibration record): the BN-folded model with ``spec``'s weight-side
-    methods and the LeakyReLU swap applied; the gate still compares against the model itself."""
+    methods and the LeakyReLU swap applied, its floor set by ``relu_target`` (default ``spec.fidelity_target``;
+    None: the default export's); the gate still compares against the model itself."""
     converted = folded
     if spec.weight_methods:
         from quantize.weights import apply
@@ -171,8 +191,9 @@ def _to_convert(spec: ExportSpec, model, folded, images, calibration: Calibratio
     if calibration is not None and spec.relu:  # LeakyReLUs whose slope measures as harmless: fused ReLUs
         from quantize import activations
 
-        converted, relus, floor = activations.swap(converted, images, thumbnail_size(model) or 0,
-                                                   spec.fidelity_target, spec.float_layers)
+        converted, relus, floor = activations.swap(
+            converted, images, thumbnail_size(model) or 0,
+            spec.fidelity_target if relu_target == "spec" else relu_target, spec.float_layers)
         calibration = replace(calibration, relu_layers=relus, relu_min_db=floor)
     return converted, calibration
 

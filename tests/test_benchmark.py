@@ -153,14 +153,20 @@ def test_only_an_artifact_of_the_default_recipe_is_reused():
     # an int8 ONNX from before its 7-bit weights (no weight_qmax recorded) is not what onnx int8 makes now
     assert not default_recipe(plain, "percentile", weight_qmax=64)
     assert default_recipe(Calibration(**{**plain.__dict__, "weight_qmax": 64}), "percentile", weight_qmax=64)
-    # a --fidelity-target file may carry the weight-side method its search tried itself, and only that one
-    from benchmark.api import made_with, weight_methods_made
+    # a --fidelity-target file may carry a free recipe its search took (all in int8, the default LeakyReLU floor)
+    from benchmark.api import made_with, recipes_made
+    from export.common import ExportSpec
 
-    searched = Calibration(**{**plain.__dict__, "float_layers": ["out.conv"], "weight_methods": ["smoothquant"]})
-    assert any(made_with(searched, "percentile", m, float_layers=True) for m in weight_methods_made((), True))
-    assert not any(made_with(searched, "percentile", m, float_layers=True) for m in weight_methods_made((), False))
-    assert not any(made_with(searched, "percentile", m, float_layers=True)
-                   for m in weight_methods_made(("bias-correction",), True))
+    free = Calibration(**{**plain.__dict__, "weight_methods": ["smoothquant"], "relu_min_db": 48.0})
+    floated = Calibration(**{**plain.__dict__, "float_layers": ["out.conv"], "relu_min_db": 51.0})
+
+    def made(calibration, **spec):
+        return any(made_with(calibration, "percentile", methods, float_layers=True, relu_min_db=floor)
+                   for methods, floor in recipes_made(ExportSpec(target="onnx", precision="int8", **spec)))
+
+    assert made(free, fidelity_target=45.0) and made(floated, fidelity_target=45.0)
+    assert not made(free) and not made(free, fidelity_target=45.0, weight_methods=("bias-correction",))
+    assert not made(Calibration(**{**free.__dict__, "relu_min_db": 51.0}), fidelity_target=45.0)
 
 
 def test_int8_recipes_get_their_own_rows(dped_layout, tmp_path, small_exports):

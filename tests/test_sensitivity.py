@@ -574,11 +574,12 @@ def test_a_target_the_all_int8_file_reaches_needs_no_search(tmp_path, tiny_check
     assert left == ["dped_mobile_int8.onnx", "dped_mobile_int8.onnx.json", "tiny.pt"]
 
 
-def test_the_fidelity_search_takes_smoothquant_all_in_int8_when_it_reaches_the_target(tmp_path, tiny_checkpoint,
-                                                                                      monkeypatch):
-    """--fidelity-target without --weight-methods: after the plain all-int8 file, the same with SmoothQuant's
-    scaling (free at run time); taken if it reaches the target, with no search. Otherwise the search floats layers
-    of the plain file. With --weight-methods given, nothing is added. No temporary file is left."""
+def test_the_fidelity_search_takes_the_best_free_recipe_that_reaches_the_target(tmp_path, tiny_checkpoint,
+                                                                               monkeypatch):
+    """--fidelity-target without --weight-methods: after the plain all-int8 file, each recipe of FREE_RECIPES all in
+    int8 (free at run time); the best that reaches the target is taken, with no search. If none does, the search
+    floats layers of the plain file. With --weight-methods given, nothing is added. No temporary file is left."""
+    import export.api
     import export.onnx as backend
     from export.api import export_one
     from export.common import ExportSpec
@@ -590,15 +591,24 @@ def test_the_fidelity_search_takes_smoothquant_all_in_int8_when_it_reaches_the_t
         return [["stem.conv"]]
 
     monkeypatch.setattr(backend, "choose_float_layers", choose)
-    db = lambda line: float(line.split(": ")[-1].split(" dB")[0])  # noqa: E731
-    # mdie at 64x64 on 2 crops: 38.8 dB all-int8, 40.4 dB with smoothquant
+
+    def tried(said: list[str]) -> dict[str, float]:
+        return {line.split("--weight-methods ")[1].split(":")[0]: float(line.split(": ")[-1].split(" dB")[0])
+                for line in said if "--weight-methods" in line}
+
+    # mdie at 64x64 on 2 crops: 38.8 dB all-int8, 40.0 dB with cle, 40.4 dB with smoothquant; with cle tried
+    # first, the better one is still taken (at this target the default floor is the search's: no second plain file)
+    monkeypatch.setattr(export.api, "FREE_RECIPES", ((), ("cle",), ("smoothquant",), ("bias-correction",)))
     said: list[str] = []
     written = export_one(ExportSpec(model="mdie", target="onnx", precision="int8", size=(64, 64), out=tmp_path / "m",
                                     calibration_count=2, fidelity_target=39.6), progress=said.append)
-    plain, smooth = said
-    assert db(plain) < 39.6 <= db(smooth) == written.sidecar.fidelity.psnr_db_min and written.ok and searched == []
+    scores = tried(said)
+    assert list(scores) == ["cle", "smoothquant", "bias-correction"] and searched == []
+    best = max(scores, key=scores.get)
+    assert best == "smoothquant" and scores["cle"] >= 39.6, scores
     calibration = written.sidecar.calibration
-    assert calibration.weight_methods == ["smoothquant"] and calibration.float_layers == []
+    assert written.ok and written.sidecar.fidelity.psnr_db_min == scores[best] and calibration.float_layers == []
+    assert calibration.weight_methods == best.split(",") and calibration.relu_min_db == 48.0
     assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["mdie_int8.onnx", "mdie_int8.onnx.json"]
 
     for asked in ((), ("bias-correction",)):  # 99 dB: nothing reaches it; rejected, as a file that says what it tried
@@ -607,7 +617,7 @@ def test_the_fidelity_search_takes_smoothquant_all_in_int8_when_it_reaches_the_t
                           out=tmp_path / ("asked" if asked else "none"), calibration_count=2, fidelity_target=99.0,
                           weight_methods=asked)
         written = export_one(spec, progress=said.append)
-        assert [line for line in said if "smoothquant" in line] == ([] if asked else [said[1]])
+        assert list(tried(said)) == ([] if asked else ["(none)", "cle", "smoothquant", "bias-correction"])
         assert written.sidecar.calibration.weight_methods == list(asked) and searched[-1] == asked
         assert not written.ok and written.sidecar.calibration.float_layers == ["stem.conv"]
         assert sorted(p.name for p in spec.out.iterdir()) == ["dped_mobile_int8.onnx.rejected",

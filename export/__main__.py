@@ -73,15 +73,16 @@ def build_parser() -> argparse.ArgumentParser:
                         "computed from them stays float too)")
     p.add_argument("--fidelity-target", type=float, default=None, metavar="DB",
                    help="int8: reach a fidelity of DB; the gate becomes DB. Without --weight-methods, first "
-                        "tries smoothquant all in int8 (free at run time) and takes it if it reaches DB; if not, "
-                        "keeps layers in float until DB (ONNX: the most sensitive first, measured one by one; "
+                        "tries the free recipes all in int8 (the plain file, smoothquant, cle, bias-correction: no "
+                        "cost at run time) and takes the best that reaches DB; if none does, keeps layers in float "
+                        "until DB (ONNX: the most sensitive first, measured one by one; "
                         "TFLite: the layer from which on the network runs in float, the fewest floated layers "
                         "first, then by bisection)")
     p.add_argument("--weight-methods", default="",
                    help="int8: comma list of weight-side methods applied to the float model first: cle "
-                        "(cross-layer equalization), smoothquant (activation ranges evened into the weights), adaround (learned rounding), bias-correction (of the int8 weights' "
-                        "mean error); "
-                        "see README, 'Weight-side methods'")
+                        "(cross-layer equalization), smoothquant (activation ranges evened into the weights), "
+                        "adaround (learned rounding), bias-correction (of the int8 weights' mean error); see "
+                        "README, 'Weight-side methods'")
     p.add_argument("--keep-leaky-relu", action="store_true",
                    help="int8 TFLite and ONNX: keep every LeakyReLU (default: those whose negative slope measures "
                         "as harmless on the calibration images become ReLUs, which the int8 conv runs for free; the "

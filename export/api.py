@@ -167,8 +167,12 @@ def _free_recipe(spec: ExportSpec, target: Target, backend, model, folded, image
         if not methods and min_db(spec.fidelity_target) == min_db(None):
             continue  # the plain file at the default floor: the one just gated
         free = replace(spec, weight_methods=methods, float_layers=())
-        converted, record = _to_convert(free, model, folded, images, replace(calibration, weight_methods=list(methods)),
-                                        relu_target=None)
+        try:
+            converted, record = _to_convert(free, model, folded, images,
+                                            replace(calibration, weight_methods=list(methods)), default_floor=True)
+        except ValueError as err:  # a structure the method cannot rescale (quantize.weights says which)
+            say(f"--weight-methods {','.join(methods)} skipped: {err}")
+            continue
         fidelity, described = _convert_and_gate(free, target, backend, model, folded, converted, images, trial)
         say(f"all layers int8 as by default, with --weight-methods {','.join(methods) or '(none)'}: "
             f"{fidelity.psnr_db_min:.2f} dB")
@@ -179,10 +183,10 @@ def _free_recipe(spec: ExportSpec, target: Target, backend, model, folded, image
 
 
 def _to_convert(spec: ExportSpec, model, folded, images, calibration: Calibration | None,
-                relu_target: float | None | str = "spec") -> tuple:
+                default_floor: bool = False) -> tuple:
     """(what the converter quantizes, the calibration record): the BN-folded model with ``spec``'s weight-side
-    methods and the LeakyReLU swap applied, its floor set by ``relu_target`` (default ``spec.fidelity_target``;
-    None: the default export's); the gate still compares against the model itself."""
+    methods and the LeakyReLU swap applied, at the floor of ``spec.fidelity_target`` (``default_floor``: the
+    default export's); the gate still compares against the model itself."""
     converted = folded
     if spec.weight_methods:
         from quantize.weights import apply
@@ -191,9 +195,8 @@ def _to_convert(spec: ExportSpec, model, folded, images, calibration: Calibratio
     if calibration is not None and spec.relu:  # LeakyReLUs whose slope measures as harmless: fused ReLUs
         from quantize import activations
 
-        converted, relus, floor = activations.swap(
-            converted, images, thumbnail_size(model) or 0,
-            spec.fidelity_target if relu_target == "spec" else relu_target, spec.float_layers)
+        converted, relus, floor = activations.swap(converted, images, thumbnail_size(model) or 0,
+                                                   None if default_floor else spec.fidelity_target, spec.float_layers)
         calibration = replace(calibration, relu_layers=relus, relu_min_db=floor)
     return converted, calibration
 

@@ -622,3 +622,29 @@ def test_the_fidelity_search_takes_the_best_free_recipe_that_reaches_the_target(
         assert not written.ok and written.sidecar.calibration.float_layers == ["stem.conv"]
         assert sorted(p.name for p in spec.out.iterdir()) == ["dped_mobile_int8.onnx.rejected",
                                                               "dped_mobile_int8.rejected.onnx.json"]
+
+
+def test_a_free_recipe_that_cannot_rescale_the_model_is_skipped(tmp_path, tiny_checkpoint, monkeypatch):
+    """A weight-side method that refuses a model (quantize.weights: a conv output used beyond its pair) costs the
+    search that recipe only: one line says why, and the others and the search go on."""
+    import export.onnx as backend
+    import quantize.weights
+    from export.api import export_one
+    from export.common import ExportSpec
+
+    apply = quantize.weights.apply
+
+    def refuse_cle(model, methods, *args, **kwargs):
+        if "cle" in methods:
+            raise ValueError("cross-layer equalization changed DPED's output")
+        return apply(model, methods, *args, **kwargs)
+
+    monkeypatch.setattr(quantize.weights, "apply", refuse_cle)
+    monkeypatch.setattr(backend, "choose_float_layers", lambda *args, **kwargs: [["stem.conv"]])
+    said: list[str] = []
+    written = export_one(ExportSpec(checkpoint=str(tiny_checkpoint), target="onnx", precision="int8", size=(64, 64),
+                                    out=tmp_path / "out", calibration_count=2, fidelity_target=99.0),
+                         progress=said.append)
+    assert "--weight-methods cle skipped: cross-layer equalization changed DPED's output" in said
+    assert any("--weight-methods bias-correction: " in line for line in said)
+    assert written.sidecar.calibration.float_layers == ["stem.conv"]

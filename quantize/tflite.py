@@ -212,38 +212,37 @@ def qat_crops(data: list[dict[str, torch.Tensor]], size: int) -> list[dict[str, 
     return out or data
 
 
-def pt2e_qat(module: nn.Module, example: dict[str, torch.Tensor], calibration: list[dict[str, torch.Tensor]],
-             data: list[dict[str, torch.Tensor]], steps: int, lr: float = 1e-5, per_channel: bool = True,
-             dynamic_hw: tuple[str, ...] = (), progress: bool = False, float_layers: tuple[str, ...] = (),
-             multiple: int = 1):
-    """Quantization-aware fine-tuning with PT2E; returns (quantized module, litert-torch QuantConfig, losses).
+def prepare_qat(module: nn.Module, example: dict[str, torch.Tensor], calibration: list[dict[str, torch.Tensor]],
+                per_channel: bool = True, dynamic_hw: tuple[str, ...] = (), float_layers: tuple[str, ...] = (),
+                multiple: int = 1, channels_first: bool = False, dynamic_batch: bool = False):
+    """PT2E's QAT graph of a copy of ``module`` (keyword inputs as ``example``); returns (graph, quantizer).
 
-    1. The graph gets litert-torch's QAT config: weights fake-quantized per channel. Activations are fake-quantized
-       with the histogram observer of the PTQ recipe, which first sees ``calibration`` (fake quantization off),
-       so QAT starts from exactly the PTQ file's ranges; the activation ranges are then frozen.
-    2. The weights are fine-tuned for ``steps`` Adam steps, with fake quantization on, to reproduce the float
-       model's own output (mean squared error against ``module``): the fidelity the export gate measures.
-    ``data``: keyword inputs, cycled, flipped left-right every other pass. The inputs named in ``dynamic_hw`` are
-    traced with dynamic H and W (multiples of ``multiple``), so the model fine-tunes on small crops (fake
-    quantization makes each step several times a float step) and converts at the export size."""
+    The graph gets litert-torch's QAT config: weights fake-quantized per channel, their ranges observed afresh at
+    each step. Activations are fake-quantized with the histogram observer of the PTQ recipe, which first sees
+    ``calibration`` (fake quantization off), so QAT starts from exactly the PTQ file's ranges; the activation ranges
+    are then frozen. The inputs named in ``dynamic_hw`` (NHWC, or NCHW with ``channels_first``) are traced with
+    dynamic H and W (multiples of ``multiple``), so the graph fine-tunes on crops of any size; with
+    ``dynamic_batch``, every input takes any batch size. The graph's parameters keep ``module``'s names and
+    are its own: training it leaves ``module`` as it was."""
     import copy
     import dataclasses
 
-    from litert_torch.quantize import pt2e_quantizer, quant_config
+    from litert_torch.quantize import pt2e_quantizer
     from torchao.quantization.pt2e import (FakeQuantize, HistogramObserver, disable_fake_quant, disable_observer,
                                            enable_fake_quant, quantize_pt2e)
 
-    teacher = copy.deepcopy(module).eval()
     config = pt2e_quantizer.get_symmetric_quantization_config(is_per_channel=per_channel, is_qat=True)
     act = dataclasses.replace(config.input_activation,
                               observer_or_fake_quant_ctr=FakeQuantize.with_args(observer=HistogramObserver))
     config = dataclasses.replace(config, input_activation=act, output_activation=act)
     dims = {k: torch.export.Dim(k, min=8, max=16384) if multiple == 1 else
             torch.export.Dim(k, min=max(1, 8 // multiple), max=16384 // multiple) * multiple for k in ("h", "w")}
-    shapes = {k: ({1: dims["h"], 2: dims["w"]} if k in dynamic_hw else None) for k in example}
+    h, w = (2, 3) if channels_first else (1, 2)
+    batch = {0: torch.export.Dim("batch", min=1, max=4096)} if dynamic_batch else {}
+    shapes = {k: ({**batch, h: dims["h"], w: dims["w"]} if k in dynamic_hw else batch or None) for k in example}
     # the exported graph shares its parameters with the module it traced: train a copy, never the caller's weights
     graph = torch.export.export(copy.deepcopy(module).eval(), (), example,
-                                dynamic_shapes=shapes if dynamic_hw else None).module()
+                                dynamic_shapes=shapes if dynamic_hw or dynamic_batch else None).module()
     quantizer = _quantizer(qat=True, float_layers=float_layers)().set_global(config)
     graph = quantize_pt2e.prepare_qat_pt2e(graph, quantizer)
     graph.apply(disable_fake_quant)
@@ -254,6 +253,27 @@ def pt2e_qat(module: nn.Module, example: dict[str, torch.Tensor], calibration: l
     for m in graph.modules():
         if isinstance(m, FakeQuantize) and not m.is_per_channel:   # activations: keep the calibrated ranges
             disable_observer(m)
+    return graph, quantizer
+
+
+def pt2e_qat(module: nn.Module, example: dict[str, torch.Tensor], calibration: list[dict[str, torch.Tensor]],
+             data: list[dict[str, torch.Tensor]], steps: int, lr: float = 1e-5, per_channel: bool = True,
+             dynamic_hw: tuple[str, ...] = (), progress: bool = False, float_layers: tuple[str, ...] = (),
+             multiple: int = 1):
+    """Quantization-aware fine-tuning with PT2E; returns (quantized module, litert-torch QuantConfig, losses).
+
+    The graph of ``prepare_qat`` (PTQ's ranges, frozen) has its weights fine-tuned for ``steps`` Adam steps, with
+    fake quantization on, to reproduce the float model's own output (mean squared error against ``module``): the
+    fidelity the export gate measures. ``data``: keyword inputs, cycled, flipped left-right every other pass; with
+    ``dynamic_hw`` the model fine-tunes on small crops (fake quantization makes each step several times a float
+    step) and converts at the export size."""
+    import copy
+
+    from litert_torch.quantize import quant_config
+    from torchao.quantization.pt2e import quantize_pt2e
+
+    teacher = copy.deepcopy(module).eval()
+    graph, quantizer = prepare_qat(module, example, calibration, per_channel, dynamic_hw, float_layers, multiple)
     opt = torch.optim.Adam([p for p in graph.parameters() if p.requires_grad], lr=lr)
     losses = []
     steps_iter = range(steps)

@@ -116,3 +116,69 @@ def test_distillation_trains_on_the_teacher_and_refuses_bad_teachers(tmp_path, c
     assert train_main(["dped", "--teacher", "intrinsic_decomposer_mobile", "--out", str(tmp_path / "x")]) == 1
     assert capsys.readouterr().err.strip().endswith("a teacher must enhance photos (3 channels in, 'enhanced' out)")
     assert not (tmp_path / "x").exists()  # refused before the run folder was made
+
+
+@pytest.fixture
+def small_qat_calibration(monkeypatch):
+    """QAT's activation ranges from one 64 px crop instead of the export's four 512 px ones (speed)."""
+    import train.qat
+
+    monkeypatch.setattr(train.qat, "CALIBRATION_SIZE", (64, 64))
+    monkeypatch.setattr(train.qat, "CALIBRATION_COUNT", 1)
+
+
+def test_qat_graph_quantizes_and_gives_back_the_network_it_was_made_from(small_qat_calibration):
+    """No step taken: the float network the QAT graph checkpoints is the one it was made from (BatchNorms folded
+    into the convs, then kept as identity + bias), while the graph itself computes an int8 approximation."""
+    from models import create_model
+    from models.layers import fold_batchnorm
+    from quantize.calibration import calibration_images
+    from train.qat import QATGenerator
+
+    model = create_model("dped", pretrained=True)   # BatchNorm in every residual block
+    qat = QATGenerator(model, calibration_images(None, (64, 64), 1, progress=False))
+    back = qat.float_network()
+    x = torch.rand(1, 3, 48, 48)
+    with torch.no_grad():
+        want, got, simulated = model(x), back(x), qat(x)
+    assert (want - got).abs().max() < 1e-5
+    folded, refolded = fold_batchnorm(model).state_dict(), fold_batchnorm(back).state_dict()
+    assert folded.keys() == refolded.keys()
+    assert all(torch.allclose(folded[k], refolded[k], atol=1e-6) for k in folded)
+    psnr = -10 * torch.log10(((simulated - want) ** 2).mean())
+    assert 20 < psnr < 70   # quantized: close, not equal
+
+
+def test_qat_run_fine_tunes_from_shipped_weights_and_writes_a_loadable_float_checkpoint(tmp_path,
+                                                                                        small_qat_calibration):
+    from models import create_model
+
+    cfg = DPEDTrainConfig(model="dped_mobile_s", qat=True, steps=2, batch=2, patch=32, val_every=2, save_every=2,
+                          val_crop=48, out=str(tmp_path / "qat"))
+    assert cfg.init == "dped_mobile_s" and cfg.lr == 1e-5   # the shipped weights, a fine-tuning's rate
+    summary = train_dped(cfg, progress=False)
+    assert summary["steps"] == 2 and summary["validation"]["psnr"] > 15
+    best = torch.load(tmp_path / "qat" / "best.pt", weights_only=True)   # step 0 (where QAT starts) competes
+    assert best["meta"]["init"]["qat"]["calibration"]["size"] == [64, 64] and best["meta"]["step"] in (0, 2)
+    shipped = create_model("dped_mobile_s", pretrained=True)
+    tuned = create_model("dped_mobile_s", checkpoint=tmp_path / "qat" / "last.pt")
+    x = torch.rand(1, 3, 48, 48)
+    with torch.no_grad():
+        moved = (shipped(x) - tuned(x)).abs().max()
+    assert 0 < moved < 0.1   # fine-tuned: changed, a little
+    resumed = train_dped(DPEDTrainConfig(model="dped_mobile_s", qat=True, steps=3, batch=2, patch=32, val_every=2,
+                                         save_every=2, val_crop=48, out=str(tmp_path / "qat"), resume=True),
+                         progress=False)
+    assert resumed["steps"] == 3
+
+
+def test_qat_refuses_what_would_change_the_network(capsys):
+    assert DPEDTrainConfig().steps == 20000 and DPEDTrainConfig(qat=True).steps == 500
+    assert train_main(["dped", "--qat", "--width", "32"]) == 2
+    assert "--qat fine-tunes the --init network as it is: drop --width" in capsys.readouterr().err
+    assert train_main(["dped", "--qat", "--amp"]) == 2
+    assert "drop --amp" in capsys.readouterr().err
+    from models.registry import WEIGHTS_DIR
+
+    assert train_main(["dped", "--qat", "--init", str(WEIGHTS_DIR / "dped.pt")]) == 2
+    assert "holds a dped network: pass --model dped" in capsys.readouterr().err

@@ -7,6 +7,8 @@ Examples:
   python -m train dped --out runs/dped_mobile --resume   # continue an interrupted run
   python -m train dped --device cuda --amp               # a GPU, bfloat16/float16 autocast
   torchrun --nproc_per_node 4 -m train dped --batch 64   # data-parallel (DDP): 4 GPUs, or 4 CPU processes (gloo)
+  python -m train dped --model dped_mobile_s --qat --teacher dped_mobile_s --w-texture 0 --steps 300 --batch 16
+                                                         # QAT: fine-tune the shipped weights as int8 computes
   python -m train evaluate --model dped_mobile           # PSNR/SSIM of input and output on validation photos
   python -m train evaluate --artifact exported/dped_mobile_int8.tflite   # an export's drop against fp32, same sets
   python -m train intrinsic                              # mobile decomposer F + composer F' (synthetic + photos)
@@ -54,7 +56,8 @@ def add_dataclass_args(parser: argparse.ArgumentParser, cls: type) -> None:
         kind = hints[f.name]
         if isinstance(kind, types.UnionType):  # "X | None"
             kind = next(a for a in typing.get_args(kind) if a is not type(None))
-        helptext = f"{f.metadata.get('help', '')} (default: {f.default})".replace("%", "%%")
+        shown = f.metadata.get("default", f.default)   # a default that depends on other options says so
+        helptext = f"{f.metadata.get('help', '')} (default: {shown})".replace("%", "%%")
         if kind is bool:
             parser.add_argument(flag, action="store_true", help=f.metadata.get("help", "").replace("%", "%%"))
         else:

@@ -3,6 +3,8 @@
     python -m train dped                              # DPED+ (dped_mobile) on the built-in sample photos
     python -m train dped --model dped --data ~/dped --phone iphone --steps 20000
     python -m train dped --teacher dped_mobile --width 32     # distil the shipped DPED+ into a narrower one
+    python -m train dped --model dped_mobile_s --qat --teacher dped_mobile_s --w-texture 0 --steps 300 --batch 16
+                                                      # quantization-aware fine-tuning of the shipped weights
     python -m train dped --global-branch --shift-only --smooth 0.6 --freeze-local --init dped_mobile \
         --degradation camera+wide --w-texture 0       # image-adaptive DPED+: a global branch on the paper network
 """
@@ -25,6 +27,9 @@ from .distributed import Context, amp_field, device_field, started
 from .loop import Run, check_options, run_folder, weights_checkpoint
 
 MIN_PATCH = 24  # the colour loss's 21x21 blur and the texture discriminator's strides need at least this
+STEPS, LR = 20000, 5e-4            # DPED's
+QAT_STEPS, QAT_LR = 500, 1e-5      # --qat: a fine-tuning, from trained weights
+ARCHITECTURE_OPTIONS = ("width", "head", "out_layer", "smooth", "global_branch", "curves_only", "shift_only")
 from .metrics import psnr_ssim
 
 
@@ -34,10 +39,12 @@ class DPEDTrainConfig:
     data: str | None = field(default=None, metadata={"help": "dataset folder (DPED layout with --phone, or "
                                                               "phone/ + dslr/); default: built-in sample photos"})
     phone: str | None = field(default=None, metadata={"help": "phone of the DPED layout: iphone, sony, blackberry"})
-    steps: int = field(default=20000, metadata={"help": "training iterations (DPED: 20K)"})
+    steps: int | None = field(default=None, metadata={"help": "training iterations",
+                                                      "default": f"{STEPS} (DPED), {QAT_STEPS} with --qat"})
     batch: int = field(default=50, metadata={"help": "patches per step (DPED: 50)"})
     patch: int = field(default=100, metadata={"help": "patch size in pixels (DPED: 100)"})
-    lr: float = field(default=5e-4, metadata={"help": "Adam learning rate, generator and discriminator"})
+    lr: float | None = field(default=None, metadata={"help": "Adam learning rate, generator and discriminator",
+                                                     "default": f"{LR}, {QAT_LR} with --qat"})
     lr_decay_every: int = field(default=10000, metadata={"help": "halve the learning rate every N steps"})
     w_content: float = field(default=10.0, metadata={"help": "content loss weight"})
     w_color: float = field(default=0.5, metadata={"help": "colour loss weight"})
@@ -87,6 +94,9 @@ class DPEDTrainConfig:
     init: str | None = field(default=None, metadata={"help": "start from these weights: a model name (its shipped "
                                                              "weights) or a checkpoint; layers they lack (a new "
                                                              "global branch) keep their initialisation"})
+    qat: bool = field(default=False, metadata={"help": "quantization-aware fine-tuning of the --init network "
+                                                       "(default: the --model's shipped weights), as its int8 file "
+                                                       "computes (train.qat); its checkpoints export as usual"})
     val_every: int = field(default=200, metadata={"help": "validate every N steps (and at the end)"})
     val_crop: int = field(default=256, metadata={"help": "centre crop of each validation photo"})
     val_count: int = field(default=32, metadata={"help": "at most this many validation pairs"})
@@ -104,6 +114,10 @@ class DPEDTrainConfig:
                                                                 "GPU)"})
 
     def __post_init__(self) -> None:
+        if self.steps is None:
+            self.steps = QAT_STEPS if self.qat else STEPS
+        if self.lr is None:
+            self.lr = QAT_LR if self.qat else LR
         check_options(self, min_patch=MIN_PATCH)
         if self.degradation not in DEGRADATIONS:
             raise ValueError(f"--degradation {self.degradation!r}: known: {', '.join(DEGRADATIONS)}")
@@ -119,9 +133,29 @@ class DPEDTrainConfig:
         if self.init and self.init not in models.list_models() and not Path(self.init).is_file():
             raise ValueError(f"--init {self.init}: neither a model ({', '.join(models.list_models())}) nor a "
                              f"checkpoint file")
+        if self.qat:
+            self._check_qat()
         if self.teacher and self.teacher not in models.list_models() and not Path(self.teacher).is_file():
             raise ValueError(f"--teacher {self.teacher}: neither a model ({', '.join(models.list_models())}) nor "
                              f"a checkpoint file")
+
+    def _check_qat(self) -> None:
+        """--qat fine-tunes the --init network as it is: nothing may reshape it, and it must be a --model."""
+        changed = [f"--{k.replace('_', '-')}" for k in ARCHITECTURE_OPTIONS if getattr(self, k) not in (None, False)]
+        if changed:
+            raise ValueError(f"--qat fine-tunes the --init network as it is: drop {', '.join(changed)}")
+        if self.freeze_local:
+            raise ValueError("--qat trains the whole network: drop --freeze-local")
+        if self.amp:
+            raise ValueError("--qat simulates int8 in float32: drop --amp")
+        if self.init is None:
+            self.init = self.model
+        if self.init not in models.list_models() and Path(self.init).is_file():
+            from models.registry import load_checkpoint
+
+            held = load_checkpoint(self.init).get("model")
+            if held != self.model:
+                raise ValueError(f"--init {self.init} holds a {held} network: pass --model {held}")
 
     def model_overrides(self) -> dict:
         chosen = {k: v for k, v in (("width", self.width), ("head", self.head), ("out_layer", self.out_layer),
@@ -152,6 +186,27 @@ def init_weights(model: torch.nn.Module, spec: str) -> dict:
         raise ValueError(f"--init {spec}: none of its tensors fits {type(model).__name__}")
     model.load_state_dict(matched, strict=False)
     return {"init": spec, "copied": len(matched), "kept_initialisation": sorted(set(own) - set(matched))}
+
+
+def qat_generator(spec: str) -> tuple[torch.nn.Module, dict]:
+    """--qat: the fake-quantized training graph of ``spec`` (a model name, its shipped weights, or a checkpoint),
+    its activation ranges calibrated as the int8 export calibrates them; and what to record of it."""
+    from quantize.calibration import calibration_images
+
+    from .qat import CALIBRATION_COUNT, CALIBRATION_SIZE, QATGenerator
+
+    if spec in models.list_models():
+        network = create_model(spec, pretrained=True)
+    else:
+        from models.registry import load_checkpoint
+
+        network = create_model(load_checkpoint(spec)["model"], checkpoint=spec)
+    images = calibration_images(None, CALIBRATION_SIZE, CALIBRATION_COUNT, progress=False)
+    return QATGenerator(network, images), {
+        "init": spec, "qat": {"scheme": "int8 weights per output channel, int8 activations (PT2E, litert-torch's "
+                                        "QAT config)", "calibration": {"source": "builtin", "count": CALIBRATION_COUNT,
+                                                                       "size": list(CALIBRATION_SIZE),
+                                                                       "method": "histogram"}}}
 
 
 def _content_loss(cfg: DPEDTrainConfig) -> tuple[torch.nn.Module | None, str]:
@@ -235,8 +290,11 @@ def _train(cfg: DPEDTrainConfig, progress: bool, ctx: Context) -> dict:
         raise ValueError("No readable validation pairs")
 
     # channels_last: oneDNN's fast path for depthwise convs on CPU (2-3x over NCHW here)
-    gen = create_model(cfg.model, **cfg.model_overrides())
-    init = init_weights(gen, cfg.init) if cfg.init else None
+    if cfg.qat:  # the --init network as it is, trained as its int8 file computes
+        gen, init = qat_generator(cfg.init)
+    else:
+        gen = create_model(cfg.model, **cfg.model_overrides())
+        init = init_weights(gen, cfg.init) if cfg.init else None
     gen = ctx.prepare(gen.train()).to(memory_format=torch.channels_last)
     thumb = gen.contract.thumbnail or 0
     disc = ctx.prepare(TextureDiscriminator().train())
@@ -267,6 +325,11 @@ def _train(cfg: DPEDTrainConfig, progress: bool, ctx: Context) -> dict:
                           pin_memory=ctx.device.type == "cuda", thumb=thumb)
 
     metrics: dict[str, float] | None = None
+    if cfg.qat and ctx.main and run.step == 0:   # where QAT starts: the int8 simulation of the --init weights
+        metrics = validate(gen, val)
+        run.log_validation(metrics)
+        run.improved(metrics["psnr"])
+        run.save(weights_checkpoint(cfg.model, gen, run.meta(metrics)), "best.pt")
     try:
         for phone, dslr, *thumbs in loader:
             if cfg.freeze_local:

@@ -60,7 +60,10 @@ def check_options(cfg: Any, min_patch: int = 1) -> None:
 
 def weights_checkpoint(name: str, model: torch.nn.Module, meta: dict, fp16: bool = False) -> dict:
     """A weights-only checkpoint ``create_model(name, checkpoint=...)`` loads; ``fp16`` stores float tensors
-    as float16 (half the file; loading copies them back into the float32 model)."""
+    as float16 (half the file; loading copies them back into the float32 model). A training stand-in for the
+    network (``train.qat.QATGenerator``) gives the network itself by its ``float_network()``."""
+    if hasattr(model, "float_network"):
+        model = model.float_network()
     state = model.state_dict()
     if fp16:
         state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}

@@ -127,7 +127,8 @@ def small_qat_calibration(monkeypatch):
     monkeypatch.setattr(train.qat, "CALIBRATION_COUNT", 1)
 
 
-def test_qat_graph_quantizes_and_gives_back_the_network_it_was_made_from(small_qat_calibration):
+@pytest.mark.parametrize("name", ["dped", "dped_mobile"])   # BatchNorm in the residual blocks; a global branch
+def test_qat_graph_quantizes_and_gives_back_the_network_it_was_made_from(small_qat_calibration, name):
     """No step taken: the float network the QAT graph checkpoints is the one it was made from (BatchNorms folded
     into the convs, then kept as identity + bias), while the graph itself computes an int8 approximation."""
     from models import create_model
@@ -135,7 +136,7 @@ def test_qat_graph_quantizes_and_gives_back_the_network_it_was_made_from(small_q
     from quantize.calibration import calibration_images
     from train.qat import QATGenerator
 
-    model = create_model("dped", pretrained=True)   # BatchNorm in every residual block
+    model = create_model(name, pretrained=True)
     qat = QATGenerator(model, calibration_images(None, (64, 64), 1, progress=False))
     back = qat.float_network()
     x = torch.rand(1, 3, 48, 48)

@@ -26,11 +26,12 @@ from .data import DatasetError, PairSet, center_crop, fresh_degradations, open_p
 from .distributed import Context, amp_field, device_field, started
 from .loop import Run, check_options, run_folder, weights_checkpoint
 
+from .metrics import psnr_ssim
+
 MIN_PATCH = 24  # the colour loss's 21x21 blur and the texture discriminator's strides need at least this
 STEPS, LR = 20000, 5e-4            # DPED's
 QAT_STEPS, QAT_LR = 500, 1e-5      # --qat: a fine-tuning, from trained weights
 ARCHITECTURE_OPTIONS = ("width", "head", "out_layer", "smooth", "global_branch", "curves_only", "shift_only")
-from .metrics import psnr_ssim
 
 
 @dataclass

@@ -296,7 +296,9 @@ def _train(cfg: DPEDTrainConfig, progress: bool, ctx: Context) -> dict:
     else:
         gen = create_model(cfg.model, **cfg.model_overrides())
         init = init_weights(gen, cfg.init) if cfg.init else None
-    gen = ctx.prepare(gen.train()).to(memory_format=torch.channels_last)
+    gen = ctx.prepare(gen.train())
+    if not cfg.qat:   # the QAT graph's fake quantization gives contiguous gradients (DDP warns when layouts differ)
+        gen = gen.to(memory_format=torch.channels_last)
     thumb = gen.contract.thumbnail or 0
     disc = ctx.prepare(TextureDiscriminator().train())
     branch = [p for n, p in gen.named_parameters() if n.startswith("globe.")]

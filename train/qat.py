@@ -53,11 +53,9 @@ class QATGenerator(nn.Module):
         self.thumbnail = thumbnail_size(model)
         self.contract = model.contract
         feeds = [dict(zip((IMAGE, THUMBNAIL), args)) for args in model_inputs(calibration, self.thumbnail)]
-        multiple = getattr(getattr(model, "contract", None), "size_multiple", 1)
         example = {k: torch.cat([v, v]) for k, v in feeds[0].items()}   # a batch of 1 would pin the batch size
         self.graph, _ = prepare_qat(_Keyword(fold_batchnorm(model.cpu())), example, feeds, dynamic_hw=(IMAGE,),
-                                    multiple=multiple, channels_first=True,
-                                    dynamic_batch=True)
+                                    multiple=model.contract.size_multiple, channels_first=True, dynamic_batch=True)
 
     def train(self, mode: bool = True) -> QATGenerator:
         self.training = mode   # an exported graph refuses train()/eval(); folded, it has no mode to switch
@@ -100,6 +98,7 @@ def unfolded(model: nn.Module, folded: nn.Module) -> nn.Module:
         conv, fused = last_conv(module.conv), last_conv(theirs[name].conv)
         if isinstance(module.conv, SeparableConv2d):
             module.conv.depthwise.load_state_dict(theirs[name].conv.depthwise.state_dict())
+        module.act.load_state_dict(theirs[name].act.state_dict())   # a learned activation, if any
         conv.weight.copy_(fused.weight)
         if conv.bias is not None:
             conv.bias.zero_()

@@ -189,6 +189,15 @@ def init_weights(model: torch.nn.Module, spec: str) -> dict:
     return {"init": spec, "copied": len(matched), "kept_initialisation": sorted(set(own) - set(matched))}
 
 
+def network(spec: str) -> torch.nn.Module:
+    """The network ``spec`` names, in eval mode: a registered model (its shipped weights) or a checkpoint of one."""
+    from models.registry import load_checkpoint
+
+    if spec in models.list_models():
+        return create_model(spec, pretrained=True)
+    return create_model(load_checkpoint(spec)["model"], checkpoint=spec)
+
+
 def qat_generator(spec: str) -> tuple[torch.nn.Module, dict]:
     """--qat: the fake-quantized training graph of ``spec`` (a model name, its shipped weights, or a checkpoint),
     its activation ranges calibrated as the int8 export calibrates them; and what to record of it."""
@@ -196,14 +205,8 @@ def qat_generator(spec: str) -> tuple[torch.nn.Module, dict]:
 
     from .qat import CALIBRATION_COUNT, CALIBRATION_SIZE, QATGenerator
 
-    if spec in models.list_models():
-        network = create_model(spec, pretrained=True)
-    else:
-        from models.registry import load_checkpoint
-
-        network = create_model(load_checkpoint(spec)["model"], checkpoint=spec)
     images = calibration_images(None, CALIBRATION_SIZE, CALIBRATION_COUNT, progress=False)
-    return QATGenerator(network, images), {
+    return QATGenerator(network(spec), images), {
         "init": spec, "qat": {"scheme": "int8 weights per output channel, int8 activations (PT2E, litert-torch's "
                                         "QAT config)", "calibration": {"source": "builtin", "count": CALIBRATION_COUNT,
                                                                        "size": list(CALIBRATION_SIZE),
@@ -243,15 +246,10 @@ def validate(gen: torch.nn.Module, val: list[tuple[torch.Tensor, torch.Tensor]])
 def load_teacher(spec: str) -> torch.nn.Module:
     """The network to distil from: a registered model name (shipped weights) or a checkpoint of a photo enhancer,
     in eval mode; raises ValueError (unknown name, or not a 3-channel enhancer) or CheckpointError."""
-    from models import list_models
-    from models.registry import load_checkpoint
-
-    if spec in list_models():
-        teacher = create_model(spec, pretrained=True)
-    elif Path(spec).suffix in (".pt", ".pth") or Path(spec).exists():
-        teacher = create_model(load_checkpoint(spec)["model"], checkpoint=spec)
-    else:
-        raise ValueError(f"--teacher {spec!r} is neither a model ({', '.join(list_models())}) nor a checkpoint file")
+    if spec not in models.list_models() and not (Path(spec).suffix in (".pt", ".pth") or Path(spec).exists()):
+        raise ValueError(f"--teacher {spec!r} is neither a model ({', '.join(models.list_models())}) nor a "
+                         "checkpoint file")
+    teacher = network(spec)
     contract = teacher.contract
     if contract.output_names != ("enhanced",) or contract.channels != 3:
         raise ValueError(f"--teacher {spec}: a teacher must enhance photos (3 channels in, 'enhanced' out)")

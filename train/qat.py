@@ -54,7 +54,7 @@ class QATGenerator(nn.Module):
         self.contract = model.contract
         feeds = [dict(zip((IMAGE, THUMBNAIL), args)) for args in model_inputs(calibration, self.thumbnail)]
         example = {k: torch.cat([v, v]) for k, v in feeds[0].items()}   # a batch of 1 would pin the batch size
-        self.graph, _ = prepare_qat(_Keyword(fold_batchnorm(model.cpu())), example, feeds, dynamic_hw=(IMAGE,),
+        self.graph, _ = prepare_qat(_Keyword(fold_batchnorm(self._float[0])), example, feeds, dynamic_hw=(IMAGE,),
                                     multiple=model.contract.size_multiple, channels_first=True, dynamic_batch=True)
 
     def train(self, mode: bool = True) -> QATGenerator:

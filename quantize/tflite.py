@@ -228,15 +228,14 @@ def prepare_qat(module: nn.Module, example: dict[str, torch.Tensor], calibration
     import dataclasses
 
     from litert_torch.quantize import pt2e_quantizer
-    from torchao.quantization.pt2e import (FakeQuantize, HistogramObserver, disable_fake_quant, disable_observer,
-                                           enable_fake_quant, quantize_pt2e)
+    from torchao.quantization.pt2e import FakeQuantize, HistogramObserver, quantize_pt2e
 
     config = pt2e_quantizer.get_symmetric_quantization_config(is_per_channel=per_channel, is_qat=True)
     act = dataclasses.replace(config.input_activation,
                               observer_or_fake_quant_ctr=FakeQuantize.with_args(observer=HistogramObserver))
     config = dataclasses.replace(config, input_activation=act, output_activation=act)
     dims = {k: torch.export.Dim(k, min=8, max=16384) if multiple == 1 else
-            torch.export.Dim(k, min=max(1, 8 // multiple), max=16384 // multiple) * multiple for k in ("h", "w")}
+            torch.export.Dim(k, min=max(2, 8 // multiple), max=16384 // multiple) * multiple for k in ("h", "w")}
     h, w = (2, 3) if channels_first else (1, 2)
     batch = {0: torch.export.Dim("batch", min=1, max=4096)} if dynamic_batch else {}
     shapes = {k: ({**batch, h: dims["h"], w: dims["w"]} if k in dynamic_hw else batch or None) for k in example}
@@ -245,15 +244,29 @@ def prepare_qat(module: nn.Module, example: dict[str, torch.Tensor], calibration
                                 dynamic_shapes=shapes if dynamic_hw or dynamic_batch else None).module()
     quantizer = _quantizer(qat=True, float_layers=float_layers)().set_global(config)
     graph = quantize_pt2e.prepare_qat_pt2e(graph, quantizer)
-    graph.apply(disable_fake_quant)
+    calibrate_activations(graph, calibration)
+    return graph, quantizer
+
+
+def calibrate_activations(graph: nn.Module, calibration: list[dict[str, torch.Tensor]]) -> None:
+    """Sets the activation ranges of a QAT graph (``prepare_qat``) as the PTQ recipe calibrates its current weights:
+    the activations' observers start afresh, see ``calibration`` with fake quantization off, and are frozen again.
+    The weights' per-channel ranges are observed at every step anyway."""
+    from torchao.quantization.pt2e import FakeQuantize, disable_fake_quant, enable_fake_quant
+
+    activations = [m for m in graph.modules() if isinstance(m, FakeQuantize) and not m.is_per_channel
+                   and hasattr(m.activation_post_process, "min_val")]   # not a fixed range (a sigmoid's)
     with torch.no_grad():
+        for m in activations:   # uninitialised, as a new observer (HistogramObserver has no reset of its own)
+            m.activation_post_process.min_val.fill_(float("inf"))
+            m.activation_post_process.max_val.fill_(float("-inf"))
+            m.enable_observer()
+        graph.apply(disable_fake_quant)
         for kwargs in calibration:
             graph(**kwargs)
     graph.apply(enable_fake_quant)
-    for m in graph.modules():
-        if isinstance(m, FakeQuantize) and not m.is_per_channel:   # activations: keep the calibrated ranges
-            disable_observer(m)
-    return graph, quantizer
+    for m in activations:
+        m.disable_observer()
 
 
 def pt2e_qat(module: nn.Module, example: dict[str, torch.Tensor], calibration: list[dict[str, torch.Tensor]],

@@ -25,6 +25,15 @@ def save_checkpoint(path: Path, name: str = "dped_mobile", **overrides) -> Path:
 
 
 @pytest.fixture
+def small_qat_calibration(monkeypatch):
+    """QAT's activation ranges from one 64 px crop instead of the export's four 512 px ones (speed)."""
+    import train.qat
+
+    monkeypatch.setattr(train.qat, "CALIBRATION_SIZE", (64, 64))
+    monkeypatch.setattr(train.qat, "CALIBRATION_COUNT", 1)
+
+
+@pytest.fixture
 def tiny_checkpoint(tmp_path: Path) -> Path:
     return save_checkpoint(tmp_path / "tiny.pt", width=8, blocks=1)
 

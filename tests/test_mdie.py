@@ -152,6 +152,37 @@ def test_mdie_without_intrinsic_weights_says_what_to_do(tmp_path, capsys):
     assert code == 1 and "python -m train intrinsic" in capsys.readouterr().err
 
 
+def test_mdie_qat_fine_tunes_the_shipped_pipeline_toward_its_float_output(tmp_path, small_qat_calibration, capsys):
+    from train.mdie import MDIETrainConfig, train_mdie
+
+    cfg = MDIETrainConfig(qat=True, steps=2, batch=2, patch=32, val_every=2, save_every=2, val_crop=64,
+                          out=str(tmp_path / "q"))
+    assert cfg.init == "mdie" and cfg.lr == 1e-5 and MDIETrainConfig().steps == 900
+    summary = train_mdie(cfg, progress=False)
+    assert summary["steps"] == 2 and 25 < summary["validation"]["fidelity"] < 80   # int8: close, not equal
+    assert set(summary["validation"]) >= {f"{d}/psnr" for d in DOMAINS}
+    best = torch.load(tmp_path / "q" / "best.pt", weights_only=True)   # step 0 competes
+    assert best["meta"]["init"]["qat"]["calibration"]["size"] == [64, 64] and best["meta"]["step"] in (0, 2)
+    shipped = create_model("mdie", pretrained=True)
+    tuned = create_model("mdie", checkpoint=tmp_path / "q" / "last.pt")
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        moved = (shipped(x) - tuned(x)).abs().max()
+    assert 0 < moved < 0.1   # fine-tuned: changed, a little
+    assert train_mdie(MDIETrainConfig(qat=True, steps=3, batch=2, patch=32, val_every=2, save_every=2, val_crop=64,
+                                      out=str(tmp_path / "q"), resume=True), progress=False)["steps"] == 3
+
+    assert train_main(["mdie", "--qat", "--blocks", "1"]) == 2
+    assert "--qat fine-tunes the --init network as it is: drop --blocks" in capsys.readouterr().err
+    assert train_main(["mdie", "--init", "mdie"]) == 2
+    assert "--init names the pipeline --qat fine-tunes" in capsys.readouterr().err
+    assert train_main(["mdie", "--qat", "--init", str(tmp_path / "nosuch.pt")]) == 2
+    assert "--init " in capsys.readouterr().err
+    save_checkpoint(tmp_path / "other.pt")
+    assert train_main(["mdie", "--qat", "--init", str(tmp_path / "other.pt")]) == 2
+    assert "holds a dped_mobile network" in capsys.readouterr().err
+
+
 @pytest.mark.slow
 def test_decomposer_exports_with_two_named_outputs_and_mdie_passes_its_gate(tmp_path):
     from ai_edge_litert.interpreter import Interpreter

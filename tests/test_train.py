@@ -118,16 +118,7 @@ def test_distillation_trains_on_the_teacher_and_refuses_bad_teachers(tmp_path, c
     assert not (tmp_path / "x").exists()  # refused before the run folder was made
 
 
-@pytest.fixture
-def small_qat_calibration(monkeypatch):
-    """QAT's activation ranges from one 64 px crop instead of the export's four 512 px ones (speed)."""
-    import train.qat
-
-    monkeypatch.setattr(train.qat, "CALIBRATION_SIZE", (64, 64))
-    monkeypatch.setattr(train.qat, "CALIBRATION_COUNT", 1)
-
-
-@pytest.mark.parametrize("name", ["dped", "dped_mobile"])   # BatchNorm in the residual blocks; a global branch
+@pytest.mark.parametrize("name", ["dped", "dped_mobile", "mdie"])   # BatchNorm; a global branch; three networks
 def test_qat_graph_quantizes_and_gives_back_the_network_it_was_made_from(small_qat_calibration, name):
     """No step taken: the float network the QAT graph checkpoints is the one it was made from (BatchNorms folded
     into the convs, then kept as identity + bias), while the graph itself computes an int8 approximation."""
@@ -139,7 +130,7 @@ def test_qat_graph_quantizes_and_gives_back_the_network_it_was_made_from(small_q
     model = create_model(name, pretrained=True)
     qat = QATGenerator(model, calibration_images(None, (64, 64), 1, progress=False))
     back = qat.float_network()
-    x = torch.rand(1, 3, 48, 48)
+    x = torch.rand(1, 3, 64, 64)   # a multiple of every model's size multiple: the graph's H and W are
     with torch.no_grad():
         want, got, simulated = model(x), back(x), qat(x)
     assert (want - got).abs().max() < 1e-5
@@ -148,6 +139,25 @@ def test_qat_graph_quantizes_and_gives_back_the_network_it_was_made_from(small_q
     assert all(torch.allclose(folded[k], refolded[k], atol=1e-6) for k in folded)
     psnr = -10 * torch.log10(((simulated - want) ** 2).mean())
     assert 20 < psnr < 70   # quantized: close, not equal
+
+
+def test_qat_recalibration_sets_the_activation_ranges_afresh(small_qat_calibration):
+    """recalibrate() forgets the ranges it had: on darker crops they shrink (accumulated, they could not)."""
+    from torchao.quantization.pt2e import FakeQuantize
+
+    from train.qat import qat_network
+
+    qat, _ = qat_network("dped_mobile_s")
+    scales = lambda: torch.stack([m.scale.flatten()[0] for m in qat.graph.modules()  # noqa: E731
+                                  if isinstance(m, FakeQuantize) and not m.is_per_channel])
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        before, out = scales(), qat(x)
+        qat.recalibrate()
+        assert torch.equal(scales(), before) and torch.equal(qat(x), out)   # same weights, same crops: same file
+        qat._feeds = [{k: v * 0.25 for k, v in feed.items()} for feed in qat._feeds]
+        qat.recalibrate()
+    assert (scales() < before).float().mean() > 0.5
 
 
 def test_qat_run_fine_tunes_from_shipped_weights_and_writes_a_loadable_float_checkpoint(tmp_path,
@@ -182,4 +192,4 @@ def test_qat_refuses_what_would_change_the_network(capsys):
     from models.registry import WEIGHTS_DIR
 
     assert train_main(["dped", "--qat", "--init", str(WEIGHTS_DIR / "dped.pt")]) == 2
-    assert "holds a dped network: pass --model dped" in capsys.readouterr().err
+    assert "holds a dped network, not a dped_mobile one" in capsys.readouterr().err

@@ -24,13 +24,13 @@ from photos.degrade import DEGRADATIONS
 from . import losses
 from .data import DatasetError, PairSet, center_crop, fresh_degradations, open_pairs, patch_loader, worker_error
 from .distributed import Context, amp_field, device_field, started
-from .loop import Run, check_options, run_folder, weights_checkpoint
+from .loop import Run, check_network_spec, check_options, network, run_folder, weights_checkpoint
+from .qat import QAT_LR, QAT_STEPS, check_qat, qat_network
 
 from .metrics import psnr_ssim
 
 MIN_PATCH = 24  # the colour loss's 21x21 blur and the texture discriminator's strides need at least this
 STEPS, LR = 20000, 5e-4            # DPED's
-QAT_STEPS, QAT_LR = 500, 1e-5      # --qat: a fine-tuning, from trained weights
 ARCHITECTURE_OPTIONS = ("width", "head", "out_layer", "smooth", "global_branch", "curves_only", "shift_only")
 
 
@@ -131,32 +131,17 @@ class DPEDTrainConfig:
                              "without --curves-only")
         if self.freeze_local and not (self.global_branch and self.init):
             raise ValueError("--freeze-local trains the global branch alone: it needs --global-branch and --init")
-        if self.init and self.init not in models.list_models() and not Path(self.init).is_file():
-            raise ValueError(f"--init {self.init}: neither a model ({', '.join(models.list_models())}) nor a "
-                             f"checkpoint file")
+        if self.init:
+            check_network_spec("--init", self.init)
         if self.qat:
             self._check_qat()
-        if self.teacher and self.teacher not in models.list_models() and not Path(self.teacher).is_file():
-            raise ValueError(f"--teacher {self.teacher}: neither a model ({', '.join(models.list_models())}) nor "
-                             f"a checkpoint file")
+        if self.teacher:
+            check_network_spec("--teacher", self.teacher)
 
     def _check_qat(self) -> None:
-        """--qat fine-tunes the --init network as it is: nothing may reshape it, and it must be a --model."""
-        changed = [f"--{k.replace('_', '-')}" for k in ARCHITECTURE_OPTIONS if getattr(self, k) not in (None, False)]
-        if changed:
-            raise ValueError(f"--qat fine-tunes the --init network as it is: drop {', '.join(changed)}")
         if self.freeze_local:
             raise ValueError("--qat trains the whole network: drop --freeze-local")
-        if self.amp:
-            raise ValueError("--qat simulates int8 in float32: drop --amp")
-        if self.init is None:
-            self.init = self.model
-        if self.init not in models.list_models() and Path(self.init).is_file():
-            from models.registry import load_checkpoint
-
-            held = load_checkpoint(self.init).get("model")
-            if held != self.model:
-                raise ValueError(f"--init {self.init} holds a {held} network: pass --model {held}")
+        check_qat(self, ARCHITECTURE_OPTIONS)
 
     def model_overrides(self) -> dict:
         chosen = {k: v for k, v in (("width", self.width), ("head", self.head), ("out_layer", self.out_layer),
@@ -187,30 +172,6 @@ def init_weights(model: torch.nn.Module, spec: str) -> dict:
         raise ValueError(f"--init {spec}: none of its tensors fits {type(model).__name__}")
     model.load_state_dict(matched, strict=False)
     return {"init": spec, "copied": len(matched), "kept_initialisation": sorted(set(own) - set(matched))}
-
-
-def network(spec: str) -> torch.nn.Module:
-    """The network ``spec`` names, in eval mode: a registered model (its shipped weights) or a checkpoint of one."""
-    from models.registry import load_checkpoint
-
-    if spec in models.list_models():
-        return create_model(spec, pretrained=True)
-    return create_model(load_checkpoint(spec)["model"], checkpoint=spec)
-
-
-def qat_generator(spec: str) -> tuple[torch.nn.Module, dict]:
-    """--qat: the fake-quantized training graph of ``spec`` (a model name, its shipped weights, or a checkpoint),
-    its activation ranges calibrated as the int8 export calibrates them; and what to record of it."""
-    from quantize.calibration import calibration_images
-
-    from .qat import CALIBRATION_COUNT, CALIBRATION_SIZE, QATGenerator
-
-    images = calibration_images(None, CALIBRATION_SIZE, CALIBRATION_COUNT, progress=False)
-    return QATGenerator(network(spec), images), {
-        "init": spec, "qat": {"scheme": "int8 weights per output channel, int8 activations (PT2E, litert-torch's "
-                                        "QAT config)", "calibration": {"source": "builtin", "count": CALIBRATION_COUNT,
-                                                                       "size": list(CALIBRATION_SIZE),
-                                                                       "method": "histogram"}}}
 
 
 def _content_loss(cfg: DPEDTrainConfig) -> tuple[torch.nn.Module | None, str]:
@@ -290,7 +251,7 @@ def _train(cfg: DPEDTrainConfig, progress: bool, ctx: Context) -> dict:
 
     # channels_last: oneDNN's fast path for depthwise convs on CPU (2-3x over NCHW here)
     if cfg.qat:  # the --init network as it is, trained as its int8 file computes
-        gen, init = qat_generator(cfg.init)
+        gen, init = qat_network(cfg.init)
     else:
         gen = create_model(cfg.model, **cfg.model_overrides())
         init = init_weights(gen, cfg.init) if cfg.init else None
@@ -377,6 +338,8 @@ def _train(cfg: DPEDTrainConfig, progress: bool, ctx: Context) -> dict:
             sched_g.step(); sched_d.step()  # noqa: E702
             run.advance(values)
 
+            if cfg.qat and (run.step % cfg.val_every == 0 or run.step == cfg.steps):
+                gen.recalibrate()   # in every process: the ranges the export will set for these weights
             if ctx.main and (run.step % cfg.val_every == 0 or run.step == cfg.steps):
                 metrics = validate(gen, val)
                 run.log_validation(metrics)

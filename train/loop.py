@@ -72,6 +72,24 @@ def weights_checkpoint(name: str, model: torch.nn.Module, meta: dict, fp16: bool
                      "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}}
 
 
+def network(spec: str) -> torch.nn.Module:
+    """The network ``spec`` names, in eval mode: a registered model (its shipped weights) or a checkpoint of one."""
+    from models import create_model, list_models
+    from models.registry import load_checkpoint
+
+    if spec in list_models():
+        return create_model(spec, pretrained=True)
+    return create_model(load_checkpoint(spec)["model"], checkpoint=spec)
+
+
+def check_network_spec(flag: str, spec: str) -> None:
+    """A ``network`` spec given on the command line must name a model or an existing file (ValueError)."""
+    from models import list_models
+
+    if spec not in list_models() and not Path(spec).is_file():
+        raise ValueError(f"{flag} {spec}: neither a model ({', '.join(list_models())}) nor a checkpoint file")
+
+
 def run_folder(cfg: Any) -> Path:
     """The run folder of a training config (fields ``model``, ``out``, ``resume``): ``--out``, checked against
     --resume, or ``runs/<model>`` numbered when taken."""

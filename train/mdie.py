@@ -2,6 +2,7 @@
 
     python -m train mdie                                   # built-in colour / noise / texture pairs
     python -m train mdie --noise ~/dnd --color ~/fivek --texture ~/night --steps 20000
+    python -m train mdie --qat --steps 300 --batch 8 --patch 128   # quantization-aware fine-tuning of the pipeline
 
 Each step takes one dataset i (round robin) and a batch of its (low, high) pairs; x = F(image) are their
 intrinsics (albedo + shading, 6 channels) with real label l (0 low, 1 high). G translates x to the flipped label
@@ -17,6 +18,11 @@ The other direction (high to low) is learned StarGAN's way only, through L_adv, 
 cannot be paired with one particular noise draw. F and F' start from the trained intrinsic weights and are
 fine-tuned with G (a smaller learning rate). L_adv is the cross-entropy form (no gradient penalty: cheaper on a
 CPU).
+
+``--qat`` fine-tunes the deployed pipeline instead (F, G with every label 'high quality', F'), traced whole as its
+int8 file computes it (``train.qat``), toward its own float output: the mean squared error that the export's
+fidelity gate measures, on both sides of the three datasets' pairs. Labels, D and the losses above have no part in
+it: the int8 file has one label, and the float pipeline already learned what it should do.
 """
 from __future__ import annotations
 
@@ -33,8 +39,11 @@ from . import losses
 from .data import center_crop, item_rngs, sample_batch
 from .distributed import Context, amp_field, device_field, started
 from .domains import domain_pairs
-from .loop import Run, check_options, load_last, run_folder, weights_checkpoint
+from .loop import Run, check_options, load_last, network, run_folder, weights_checkpoint
 from .metrics import psnr_ssim
+from .qat import QAT_LR, QAT_STEPS, check_qat, qat_network
+
+STEPS, LR = 900, 1e-3
 
 
 @dataclass
@@ -47,10 +56,12 @@ class MDIETrainConfig:
     color: str | None = field(default=None, metadata={"help": "colour dataset folder: original/ + retouched/"})
     noise: str | None = field(default=None, metadata={"help": "noise dataset folder: noisy/ + clean/"})
     texture: str | None = field(default=None, metadata={"help": "texture dataset folder: degraded/ + dslr/"})
-    steps: int = field(default=900, metadata={"help": "training iterations (one dataset per step, in turn)"})
+    steps: int | None = field(default=None, metadata={"help": "training iterations (one dataset per step, in turn)",
+                                                      "default": f"{STEPS}, {QAT_STEPS} with --qat"})
     batch: int = field(default=4, metadata={"help": "pairs per step (2x images: both sides)"})
     patch: int = field(default=96, metadata={"help": "patch size (a multiple of 32)"})
-    lr: float = field(default=1e-3, metadata={"help": "Adam learning rate of G and D"})
+    lr: float | None = field(default=None, metadata={"help": "Adam learning rate of G and D (with --qat: of the "
+                                                             "whole pipeline)", "default": f"{LR}, {QAT_LR} with --qat"})
     lr_intrinsic: float = field(default=1e-4, metadata={"help": "learning rate of F and F' (fine-tuning)"})
     lambda_cls: float = field(default=1.0, metadata={"help": "domain classification weight (paper: 1)"})
     lambda_cyc: float = field(default=10.0, metadata={"help": "cycle reconstruction weight (paper: 10)"})
@@ -60,6 +71,11 @@ class MDIETrainConfig:
                                                            "cancels it)"})
     generator_width: int | None = field(default=None, metadata={"help": "override G's width (32)"})
     blocks: int | None = field(default=None, metadata={"help": "override G's residual blocks (3)"})
+    qat: bool = field(default=False, metadata={"help": "quantization-aware fine-tuning of the --init pipeline as its "
+                                                       "int8 file computes (train.qat), toward its own float output; "
+                                                       "its checkpoints export as usual"})
+    init: str | None = field(default=None, metadata={"help": "with --qat: the pipeline to fine-tune, 'mdie' (its "
+                                                             "shipped weights, the default) or a checkpoint of it"})
     val_every: int = field(default=100, metadata={"help": "validate every N steps (and at the end)"})
     val_crop: int = field(default=256, metadata={"help": "centre crop of each validation photo"})
     save_every: int = field(default=50, metadata={"help": "write runs/NAME/last.pt every N steps"})
@@ -72,11 +88,20 @@ class MDIETrainConfig:
     amp: bool = amp_field()
 
     def __post_init__(self) -> None:
+        if self.steps is None:
+            self.steps = QAT_STEPS if self.qat else STEPS
+        if self.lr is None:
+            self.lr = QAT_LR if self.qat else LR
         check_options(self, min_patch=32)
         if self.model != "mdie":
             raise ValueError(f"python -m train mdie trains the 'mdie' pipeline, not {self.model!r}")
         if self.patch % 32:
             raise ValueError(f"--patch must be a multiple of 32, got {self.patch}")
+        if self.qat:
+            check_qat(self, ("decomposer", "composer", "generator_width", "blocks"))
+        elif self.init is not None:
+            raise ValueError("--init names the pipeline --qat fine-tunes; training starts from --decomposer and "
+                             "--composer")
 
     def model_overrides(self) -> dict:
         return {k: v for k, v in (("generator_width", self.generator_width), ("blocks", self.blocks))
@@ -169,7 +194,7 @@ def train_mdie(cfg: MDIETrainConfig, progress: bool = True) -> dict:
     """Train G and D (and fine-tune F, F'); writes ``<run>/best.pt`` (the mdie pipeline) and last.pt. Runs on
     ``cfg.device``; under torchrun, as one process of a data-parallel run (train.distributed)."""
     with started(cfg.device, cfg.amp, cfg.threads) as ctx:
-        return _train(cfg, progress, ctx)
+        return (_train_qat if cfg.qat else _train)(cfg, progress, ctx)
 
 
 def _train(cfg: MDIETrainConfig, progress: bool, ctx: Context) -> dict:
@@ -180,13 +205,7 @@ def _train(cfg: MDIETrainConfig, progress: bool, ctx: Context) -> dict:
     if not cfg.resume:  # a missing or wrong F / F' is said before the photos are prepared
         dec = _intrinsic_weights("intrinsic_decomposer_mobile", cfg.decomposer)
         comp = _intrinsic_weights("intrinsic_composer_mobile", cfg.composer)
-    folders = {"color": cfg.color, "noise": cfg.noise, "texture": cfg.texture}
-    train_sets = [domain_pairs(d, folders[d], "train", cfg.seed) for d in DOMAINS]
-    val: dict[str, list] = {}
-    for d in DOMAINS:
-        pairs = domain_pairs(d, folders[d], "val", cfg.seed)
-        got = [pairs.pair(k) for k in range(min(len(pairs), 4))]
-        val[d] = [tuple(center_crop(x, cfg.val_crop) for x in g) for g in got if g is not None]
+    train_sets, val = _domain_sets(cfg)
 
     if cfg.resume:  # the run's own pipeline config (F and F' are in its last.pt)
         net = create_model("mdie", **load_last(out)["config"])
@@ -258,3 +277,79 @@ def _train(cfg: MDIETrainConfig, progress: bool, ctx: Context) -> dict:
         if run.step % cfg.save_every == 0 or run.step == cfg.steps:
             run.save_last(metrics)
     return run.close({"validation": metrics, "best": str(out / "best.pt"), "last": str(out / "last.pt")})
+
+
+def _domain_sets(cfg: MDIETrainConfig) -> tuple[list, dict[str, list]]:
+    """The three datasets' training pairs (one per domain, in DOMAINS order) and up to four validation pairs
+    each, centre-cropped to --val-crop."""
+    folders = {"color": cfg.color, "noise": cfg.noise, "texture": cfg.texture}
+    train_sets = [domain_pairs(d, folders[d], "train", cfg.seed) for d in DOMAINS]
+    val: dict[str, list] = {}
+    for d in DOMAINS:
+        pairs = domain_pairs(d, folders[d], "val", cfg.seed)
+        got = [pairs.pair(k) for k in range(min(len(pairs), 4))]
+        val[d] = [tuple(center_crop(x, cfg.val_crop) for x in g) for g in got if g is not None]
+    return train_sets, val
+
+
+@torch.no_grad()
+def validate_qat(simulated: torch.nn.Module, teacher: torch.nn.Module, val: dict[str, list]) -> dict[str, float]:
+    """The int8 simulation on each dataset's low-quality validation photos: its fidelity (PSNR against the float
+    pipeline, as the export's gate scores an int8 file) and its PSNR against the high-quality side; the mean and
+    worst fidelity over all photos."""
+    device = next(teacher.parameters()).device
+    out, all_fidelity = {}, []
+    for domain, pairs in val.items():
+        rows = []
+        for lq, hq in pairs:
+            x, y = (torch.from_numpy(np.array(a, dtype=np.float32)).permute(2, 0, 1)[None].to(device) for a in (lq, hq))
+            got = simulated(x)
+            rows.append((psnr_ssim(got, teacher(x))[0], psnr_ssim(got, y)[0]))
+        fidelity, psnr = np.mean(rows, axis=0)
+        out |= {f"{domain}/fidelity": float(fidelity), f"{domain}/psnr": float(psnr)}
+        all_fidelity += [r[0] for r in rows]
+    return {"fidelity": float(np.mean(all_fidelity)), "fidelity_worst": float(np.min(all_fidelity)), **out}
+
+
+def _train_qat(cfg: MDIETrainConfig, progress: bool, ctx: Context) -> dict:
+    items = ctx.shard(cfg.batch)
+    out = ctx.from_main(lambda: run_folder(cfg))
+    keep_freed_memory()
+    torch.manual_seed(cfg.seed)
+    train_sets, val = _domain_sets(cfg)
+    teacher = network(cfg.init).requires_grad_(False).to(ctx.device)
+    net, init = qat_network(cfg.init)
+    net = ctx.prepare(net.train())
+    opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
+    run = Run(out, cfg, "mdie", net, {"mdie": net, "opt": opt}, cfg.steps, progress, meta={"init": init}, ctx=ctx)
+    student = ctx.wrap(net)
+
+    metrics: dict | None = None
+    if ctx.main and run.step == 0:   # where QAT starts: the int8 simulation of the --init weights
+        metrics = validate_qat(net, teacher, val)
+        run.log_validation(metrics)
+        run.improved(metrics["fidelity"])
+        run.save(weights_checkpoint("mdie", net, run.meta(metrics)), "best.pt")
+    while run.step < cfg.steps:
+        low, high = sample_batch(train_sets[run.step % len(DOMAINS)], cfg.patch,
+                                 item_rngs((cfg.seed, run.step), items))
+        images = torch.cat([low, high]).to(ctx.device, non_blocking=True)
+        with torch.no_grad():
+            target = teacher(images)
+        loss = torch.nn.functional.mse_loss(student(images), target)
+        values = run.check({"distillation": loss.detach().item()})
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        run.advance(values)
+        if run.step % cfg.val_every == 0 or run.step == cfg.steps:
+            net.recalibrate()   # in every process: the ranges the export will set for these weights
+        if ctx.main and (run.step % cfg.val_every == 0 or run.step == cfg.steps):
+            metrics = validate_qat(net, teacher, val)
+            run.log_validation(metrics)
+            if run.improved(metrics["fidelity"]):
+                run.save(weights_checkpoint("mdie", net, run.meta(metrics)), "best.pt")
+        if run.step % cfg.save_every == 0 or run.step == cfg.steps:
+            run.save_last(metrics)
+    return run.close({"validation": metrics, "best_fidelity": run.best, "best": str(out / "best.pt"),
+                      "last": str(out / "last.pt")})

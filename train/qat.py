@@ -13,17 +13,57 @@ folded convs go back into the network, each folded BatchNorm kept as the identit
 from __future__ import annotations
 
 import copy
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
+from torch.nn import functional as F
 
+import models
 from models.globe import thumbnail_of
+from models.intrinsic import crop_like, pad_to_multiple
 from models.layers import ConvBNAct, SeparableConv2d, fold_batchnorm, last_conv
+
+from .loop import check_network_spec, network
 
 CALIBRATION_SIZE = (512, 512)   # the export's default size and calibration: its int8 file starts from these ranges
 CALIBRATION_COUNT = 4
 IMAGE, THUMBNAIL = "image", "thumbnail"
+QAT_STEPS, QAT_LR = 500, 1e-5   # a fine-tuning, from trained weights
+
+
+def check_qat(cfg: Any, reshaping: tuple[str, ...]) -> None:
+    """--qat's options, checked before any work (ValueError): it fine-tunes the --init network as it is, so none of
+    the ``reshaping`` options may be given, nor --amp; --init defaults to the --model's shipped weights, and a
+    checkpoint must hold a --model network."""
+    changed = [f"--{k.replace('_', '-')}" for k in reshaping if getattr(cfg, k) not in (None, False)]
+    if changed:
+        raise ValueError(f"--qat fine-tunes the --init network as it is: drop {', '.join(changed)}")
+    if cfg.amp:
+        raise ValueError("--qat simulates int8 in float32: drop --amp")
+    if cfg.init is None:
+        cfg.init = cfg.model
+    check_network_spec("--init", cfg.init)
+    if cfg.init not in models.list_models():
+        from models.registry import load_checkpoint
+
+        held = load_checkpoint(cfg.init).get("model")
+        if held != cfg.model:
+            raise ValueError(f"--init {cfg.init} holds a {held} network, not a {cfg.model} one")
+
+
+def qat_network(spec: str) -> tuple[QATGenerator, dict]:
+    """The fake-quantized training graph of ``spec`` (a model name, its shipped weights, or a checkpoint), its
+    activation ranges calibrated as the int8 export calibrates them; and what a checkpoint records of it."""
+    from quantize.calibration import calibration_images
+
+    images = calibration_images(None, CALIBRATION_SIZE, CALIBRATION_COUNT, progress=False)
+    return QATGenerator(network(spec), images), {
+        "init": spec, "qat": {"scheme": "int8 weights per output channel, int8 activations (PT2E, litert-torch's "
+                                        "QAT config)", "calibration": {"source": "builtin", "count": CALIBRATION_COUNT,
+                                                                       "size": list(CALIBRATION_SIZE),
+                                                                       "method": "histogram"}}}
 
 
 class _Keyword(nn.Module):
@@ -53,9 +93,20 @@ class QATGenerator(nn.Module):
         self.thumbnail = thumbnail_size(model)
         self.contract = model.contract
         feeds = [dict(zip((IMAGE, THUMBNAIL), args)) for args in model_inputs(calibration, self.thumbnail)]
+        self._feeds = feeds
         example = {k: torch.cat([v, v]) for k, v in feeds[0].items()}   # a batch of 1 would pin the batch size
         self.graph, _ = prepare_qat(_Keyword(fold_batchnorm(self._float[0])), example, feeds, dynamic_hw=(IMAGE,),
                                     multiple=model.contract.size_multiple, channels_first=True, dynamic_batch=True)
+
+    def recalibrate(self) -> None:
+        """The activation ranges set afresh from the current weights, as the int8 export will calibrate them (the
+        same crops and observer); they stay frozen between calls. The training loops call it before each
+        validation, in every process, so that the scores (and ``best.pt``) are those of the ranges the file will
+        have, and training goes on at those ranges."""
+        from quantize.tflite import calibrate_activations
+
+        device = next(self.graph.parameters()).device
+        calibrate_activations(self.graph, [{k: v.to(device) for k, v in f.items()} for f in self._feeds])
 
     def train(self, mode: bool = True) -> QATGenerator:
         self.training = mode   # an exported graph refuses train()/eval(); folded, it has no mode to switch
@@ -64,7 +115,9 @@ class QATGenerator(nn.Module):
     def forward(self, x: torch.Tensor, thumbnail: torch.Tensor | None = None, with_global: bool = False):
         if self.thumbnail and thumbnail is None:   # x is the whole photo: its own thumbnail, as the model takes it
             thumbnail = thumbnail_of(x, self.thumbnail)
-        out = self.graph(image=x, thumbnail=thumbnail) if self.thumbnail else self.graph(image=x)
+        image = _graph_sized(x, self.contract.size_multiple)
+        out = self.graph(image=image, thumbnail=thumbnail) if self.thumbnail else self.graph(image=image)
+        out = crop_like(out, x)
         return (out, None) if with_global else out
 
     def float_network(self) -> nn.Module:
@@ -79,6 +132,16 @@ class QATGenerator(nn.Module):
             raise RuntimeError(f"QAT graph lacks the network's tensors {missing[:3]}")
         folded.load_state_dict({k: trained[k] for k in own})
         return unfolded(self._float[0], folded)
+
+
+def _graph_sized(x: torch.Tensor, multiple: int) -> torch.Tensor:
+    """``x`` edge-padded at the bottom and right to the sizes the graph takes: multiples of the model's, at least
+    two of them (a model with a size multiple pads so itself; past one multiple, the graph computes what it does)."""
+    if multiple == 1:
+        return x
+    x = pad_to_multiple(x, multiple)
+    short = [max(0, 2 * multiple - s) for s in x.shape[-2:]]
+    return F.pad(x, (0, short[1], 0, short[0]), mode="replicate") if any(short) else x
 
 
 @torch.no_grad()

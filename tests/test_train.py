@@ -141,23 +141,27 @@ def test_qat_graph_quantizes_and_gives_back_the_network_it_was_made_from(small_q
     assert 20 < psnr < 70   # quantized: close, not equal
 
 
-def test_qat_recalibration_sets_the_activation_ranges_afresh(small_qat_calibration):
-    """recalibrate() forgets the ranges it had: on darker crops they shrink (accumulated, they could not)."""
+def test_qat_validation_copy_has_the_ranges_the_export_would_set(small_qat_calibration):
+    """recalibrated() sets a copy's ranges afresh (on darker crops they shrink: accumulated, they could not) and
+    leaves the training graph's alone; with the same weights and crops it is the same simulation."""
     from torchao.quantization.pt2e import FakeQuantize
 
     from train.qat import qat_network
 
     qat, _ = qat_network("dped_mobile_s")
-    scales = lambda: torch.stack([m.scale.flatten()[0] for m in qat.graph.modules()  # noqa: E731
-                                  if isinstance(m, FakeQuantize) and not m.is_per_channel])
+
+    def scales(q):
+        return torch.stack([m.scale.flatten()[0] for m in q.graph.modules()
+                            if isinstance(m, FakeQuantize) and not m.is_per_channel])
+
     x = torch.rand(1, 3, 64, 64)
+    before = scales(qat)
     with torch.no_grad():
-        before, out = scales(), qat(x)
-        qat.recalibrate()
-        assert torch.equal(scales(), before) and torch.equal(qat(x), out)   # same weights, same crops: same file
+        same = qat.recalibrated()
+        assert torch.equal(scales(same), before) and torch.equal(same(x), qat(x))
         qat._feeds = [{k: v * 0.25 for k, v in feed.items()} for feed in qat._feeds]
-        qat.recalibrate()
-    assert (scales() < before).float().mean() > 0.5
+        darker = qat.recalibrated()
+    assert (scales(darker) < before).float().mean() > 0.5 and torch.equal(scales(qat), before)
 
 
 def test_qat_run_fine_tunes_from_shipped_weights_and_writes_a_loadable_float_checkpoint(tmp_path,

@@ -15,7 +15,7 @@ Examples:
   python -m train intrinsic --data ~/sintel/training     # supervised phase on an MPI-Sintel-style folder
   python -m train mdie                                   # multi-domain enhancer on the shipped F and F'
   python -m train mdie --noise ~/dnd --color ~/fivek      # your own domain datasets
-  python -m train mdie --qat --batch 8 --patch 128       # QAT of the shipped pipeline toward its float output
+  python -m train mdie --qat --batch 8 --patch 128 --val-every 50   # QAT of the shipped pipeline
   python -m train recommend                              # MPSE's reference recommendation head
 
 Exit status: 0 done, 1 failed (data, checkpoint, divergence), 2 bad option (including --device cuda without

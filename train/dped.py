@@ -338,10 +338,8 @@ def _train(cfg: DPEDTrainConfig, progress: bool, ctx: Context) -> dict:
             sched_g.step(); sched_d.step()  # noqa: E702
             run.advance(values)
 
-            if cfg.qat and (run.step % cfg.val_every == 0 or run.step == cfg.steps):
-                gen.recalibrate()   # in every process: the ranges the export will set for these weights
             if ctx.main and (run.step % cfg.val_every == 0 or run.step == cfg.steps):
-                metrics = validate(gen, val)
+                metrics = validate(gen.recalibrated() if cfg.qat else gen, val)
                 run.log_validation(metrics)
                 with torch.no_grad():
                     a, b = (t.to(ctx.device) for t in val[0])

@@ -1,10 +1,11 @@
-"""Quantization-aware fine-tuning (``python -m train dped --qat``): the generator trains as its int8 file computes.
+"""Quantization-aware fine-tuning (``python -m train dped|mdie --qat``): a network trains as its int8 file computes.
 
 The network is BatchNorm-folded as the exporters fold it and traced into PT2E's QAT graph (``quantize.tflite.
 prepare_qat``): weights fake-quantized to int8 per output channel, every activation fake-quantized to int8 at the
 range the export's own calibration gives it (the built-in photos, ``CALIBRATION_COUNT`` crops of
 ``CALIBRATION_SIZE``, the histogram observer), then frozen. The training losses see the fake-quantized output, so
-the weights learn to work around their own rounding and the activations' clipping.
+the weights learn to work around their own rounding and the activations' clipping. Validation scores a copy
+calibrated afresh (``QATGenerator.recalibrated``): the ranges the export will give the weights as they are.
 
 Checkpoints hold plain float weights that ``create_model`` loads and ``python -m export`` quantizes as usual: the
 folded convs go back into the network, each folded BatchNorm kept as the identity plus the folded bias
@@ -98,15 +99,17 @@ class QATGenerator(nn.Module):
         self.graph, _ = prepare_qat(_Keyword(fold_batchnorm(self._float[0])), example, feeds, dynamic_hw=(IMAGE,),
                                     multiple=model.contract.size_multiple, channels_first=True, dynamic_batch=True)
 
-    def recalibrate(self) -> None:
-        """The activation ranges set afresh from the current weights, as the int8 export will calibrate them (the
-        same crops and observer); they stay frozen between calls. The training loops call it before each
-        validation, in every process, so that the scores (and ``best.pt``) are those of the ranges the file will
-        have, and training goes on at those ranges."""
+    def recalibrated(self) -> QATGenerator:
+        """A copy whose activation ranges are set afresh from the current weights, as the int8 export will
+        calibrate them (the same crops and observer). The training loops validate it: its scores, and so
+        ``best.pt``, are those of the ranges the file will have. Training itself stays at the ranges it started
+        from."""
         from quantize.tflite import calibrate_activations
 
-        device = next(self.graph.parameters()).device
-        calibrate_activations(self.graph, [{k: v.to(device) for k, v in f.items()} for f in self._feeds])
+        out = copy.deepcopy(self)
+        device = next(out.graph.parameters()).device
+        calibrate_activations(out.graph, [{k: v.to(device) for k, v in f.items()} for f in out._feeds])
+        return out
 
     def train(self, mode: bool = True) -> QATGenerator:
         self.training = mode   # an exported graph refuses train()/eval(); folded, it has no mode to switch

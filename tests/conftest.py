@@ -33,6 +33,18 @@ def small_qat_calibration(monkeypatch):
     monkeypatch.setattr(train.qat, "CALIBRATION_COUNT", 1)
 
 
+def check_qat_run(run: Path, name: str, side: int = 64) -> None:
+    """What a 2-step --qat run from ``name``'s shipped weights (``small_qat_calibration``) leaves in ``run``: a
+    best.pt of step 0 or 2 recording the QAT's calibration, and a last.pt whose float network moved, a little."""
+    best = torch.load(run / "best.pt", weights_only=True)   # step 0 (where QAT starts) competes
+    assert best["meta"]["init"]["qat"]["calibration"]["size"] == [64, 64] and best["meta"]["step"] in (0, 2)
+    shipped, tuned = create_model(name, pretrained=True), create_model(name, checkpoint=run / "last.pt")
+    x = torch.rand(1, 3, side, side)
+    with torch.no_grad():
+        moved = (shipped(x) - tuned(x)).abs().max()
+    assert 0 < moved < 0.1   # fine-tuned: changed, a little
+
+
 @pytest.fixture
 def tiny_checkpoint(tmp_path: Path) -> Path:
     return save_checkpoint(tmp_path / "tiny.pt", width=8, blocks=1)

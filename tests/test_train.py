@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.conftest import check_qat_run
 from train import DPEDTrainConfig, TrainingDiverged, train_dped
 from train.__main__ import main as train_main
 
@@ -166,21 +167,12 @@ def test_qat_validation_copy_has_the_ranges_the_export_would_set(small_qat_calib
 
 def test_qat_run_fine_tunes_from_shipped_weights_and_writes_a_loadable_float_checkpoint(tmp_path,
                                                                                         small_qat_calibration):
-    from models import create_model
-
     cfg = DPEDTrainConfig(model="dped_mobile_s", qat=True, steps=2, batch=2, patch=32, val_every=2, save_every=2,
                           val_crop=48, out=str(tmp_path / "qat"))
     assert cfg.init == "dped_mobile_s" and cfg.lr == 1e-5   # the shipped weights, a fine-tuning's rate
     summary = train_dped(cfg, progress=False)
     assert summary["steps"] == 2 and summary["validation"]["psnr"] > 15
-    best = torch.load(tmp_path / "qat" / "best.pt", weights_only=True)   # step 0 (where QAT starts) competes
-    assert best["meta"]["init"]["qat"]["calibration"]["size"] == [64, 64] and best["meta"]["step"] in (0, 2)
-    shipped = create_model("dped_mobile_s", pretrained=True)
-    tuned = create_model("dped_mobile_s", checkpoint=tmp_path / "qat" / "last.pt")
-    x = torch.rand(1, 3, 48, 48)
-    with torch.no_grad():
-        moved = (shipped(x) - tuned(x)).abs().max()
-    assert 0 < moved < 0.1   # fine-tuned: changed, a little
+    check_qat_run(tmp_path / "qat", "dped_mobile_s", side=48)
     resumed = train_dped(DPEDTrainConfig(model="dped_mobile_s", qat=True, steps=3, batch=2, patch=32, val_every=2,
                                          save_every=2, val_crop=48, out=str(tmp_path / "qat"), resume=True),
                          progress=False)

@@ -36,7 +36,7 @@ POSITIVE_INTS = ("steps", "batch", "patch", "save_every", "val_every", "val_coun
                  "generator_width", "blocks", "positives", "negatives", "crops", "cells",
                  "content_pool")
 NON_NEGATIVE_INTS = ("pretrain_steps", "seed", "workers")
-ARCHITECTURE = ("model", "width", "head", "out_layer", "generator_width", "blocks")  # must match the run being resumed
+ARCHITECTURE = ("model", "width", "head", "out_layer", "generator_width", "blocks", "qat")  # as the run resumed
 
 
 def check_options(cfg: Any, min_patch: int = 1) -> None:
@@ -125,6 +125,9 @@ def _check_same_run(out: Path, cfg: Any) -> None:
         mine = getattr(cfg, key, None)
         if mine is not None and key in saved and saved[key] != mine:
             flag = f"--{key.replace('_', '-')}"
+            if isinstance(mine, bool):   # a switch: the run had it or not
+                raise ValueError(f"the run in {out} was started {'without' if mine else 'with'} {flag}: resume "
+                                 f"{'without' if mine else 'with'} it, or use another --out")
             raise ValueError(f"{flag} {mine} conflicts with the run in {out}, which was started with {flag} "
                              f"{saved[key]} (its config.json): resume with {flag} {saved[key]}, or use another --out")
 

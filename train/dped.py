@@ -131,10 +131,10 @@ class DPEDTrainConfig:
                              "without --curves-only")
         if self.freeze_local and not (self.global_branch and self.init):
             raise ValueError("--freeze-local trains the global branch alone: it needs --global-branch and --init")
-        if self.init:
-            check_network_spec("--init", self.init)
         if self.qat:
-            self._check_qat()
+            self._check_qat()   # --init too, which it defaults to --model
+        elif self.init:
+            check_network_spec("--init", self.init)
         if self.teacher:
             check_network_spec("--teacher", self.teacher)
 
@@ -207,9 +207,7 @@ def validate(gen: torch.nn.Module, val: list[tuple[torch.Tensor, torch.Tensor]])
 def load_teacher(spec: str) -> torch.nn.Module:
     """The network to distil from: a registered model name (shipped weights) or a checkpoint of a photo enhancer,
     in eval mode; raises ValueError (unknown name, or not a 3-channel enhancer) or CheckpointError."""
-    if spec not in models.list_models() and not (Path(spec).suffix in (".pt", ".pth") or Path(spec).exists()):
-        raise ValueError(f"--teacher {spec!r} is neither a model ({', '.join(models.list_models())}) nor a "
-                         "checkpoint file")
+    check_network_spec("--teacher", spec)
     teacher = network(spec)
     contract = teacher.contract
     if contract.output_names != ("enhanced",) or contract.channels != 3:

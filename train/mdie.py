@@ -295,18 +295,28 @@ def _domain_sets(cfg: MDIETrainConfig) -> tuple[list, dict[str, list]]:
 
 
 @torch.no_grad()
-def validate_qat(simulated: torch.nn.Module, teacher: torch.nn.Module, val: dict[str, list]) -> dict[str, float]:
-    """The int8 simulation on each dataset's low-quality validation photos: its fidelity (PSNR against the float
-    pipeline, as the export's gate scores an int8 file) and its PSNR against the high-quality side; the mean and
-    worst fidelity over all photos."""
-    device = next(teacher.parameters()).device
-    out, all_fidelity = {}, []
+def qat_validation(val: dict[str, list], teacher: torch.nn.Module, device: torch.device) -> dict[str, list]:
+    """Per dataset, (low-quality photo, the float pipeline's output, high-quality photo) tensors on ``device``:
+    what ``validate_qat`` scores, the teacher's outputs computed once."""
+    out = {}
     for domain, pairs in val.items():
+        tensors = [[torch.from_numpy(np.array(a, dtype=np.float32)).permute(2, 0, 1)[None].to(device) for a in pair]
+                   for pair in pairs]
+        out[domain] = [(x, teacher(x), y) for x, y in tensors]
+    return out
+
+
+@torch.no_grad()
+def validate_qat(simulated: torch.nn.Module, val: dict[str, list]) -> dict[str, float]:
+    """The int8 simulation on each dataset's low-quality validation photos (``qat_validation``): its fidelity (PSNR
+    against the float pipeline, as the export's gate scores an int8 file) and its PSNR against the high-quality
+    side; the mean and worst fidelity over all photos."""
+    out, all_fidelity = {}, []
+    for domain, triples in val.items():
         rows = []
-        for lq, hq in pairs:
-            x, y = (torch.from_numpy(np.array(a, dtype=np.float32)).permute(2, 0, 1)[None].to(device) for a in (lq, hq))
+        for x, want, y in triples:
             got = simulated(x)
-            rows.append((psnr_ssim(got, teacher(x))[0], psnr_ssim(got, y)[0]))
+            rows.append((psnr_ssim(got, want)[0], psnr_ssim(got, y)[0]))
         fidelity, psnr = np.mean(rows, axis=0)
         out |= {f"{domain}/fidelity": float(fidelity), f"{domain}/psnr": float(psnr)}
         all_fidelity += [r[0] for r in rows]
@@ -318,8 +328,9 @@ def _train_qat(cfg: MDIETrainConfig, progress: bool, ctx: Context) -> dict:
     out = ctx.from_main(lambda: run_folder(cfg))
     keep_freed_memory()
     torch.manual_seed(cfg.seed)
-    train_sets, val = _domain_sets(cfg)
+    train_sets, photos = _domain_sets(cfg)
     teacher = network(cfg.init).requires_grad_(False).to(ctx.device)
+    val = qat_validation(photos, teacher, ctx.device) if ctx.main else {}
     net, init = qat_network(cfg.init)
     net = ctx.prepare(net.train())
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
@@ -328,7 +339,7 @@ def _train_qat(cfg: MDIETrainConfig, progress: bool, ctx: Context) -> dict:
 
     metrics: dict | None = None
     if ctx.main and run.step == 0:   # where QAT starts: the int8 simulation of the --init weights
-        metrics = validate_qat(net, teacher, val)
+        metrics = validate_qat(net, val)
         run.log_validation(metrics)
         run.improved(metrics["fidelity"])
         run.save(weights_checkpoint("mdie", net, run.meta(metrics)), "best.pt")
@@ -345,7 +356,7 @@ def _train_qat(cfg: MDIETrainConfig, progress: bool, ctx: Context) -> dict:
         opt.step()
         run.advance(values)
         if ctx.main and (run.step % cfg.val_every == 0 or run.step == cfg.steps):
-            metrics = validate_qat(net.recalibrated(), teacher, val)
+            metrics = validate_qat(net.recalibrated(), val)
             run.log_validation(metrics)
             if run.improved(metrics["fidelity"]):
                 run.save(weights_checkpoint("mdie", net, run.meta(metrics)), "best.pt")

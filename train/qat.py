@@ -93,8 +93,7 @@ class QATGenerator(nn.Module):
         self._float = [copy.deepcopy(model).cpu().eval()]   # a list: not a submodule, not in state_dict
         self.thumbnail = thumbnail_size(model)
         self.contract = model.contract
-        feeds = [dict(zip((IMAGE, THUMBNAIL), args)) for args in model_inputs(calibration, self.thumbnail)]
-        self._feeds = feeds
+        self._feeds = feeds = [dict(zip((IMAGE, THUMBNAIL), a)) for a in model_inputs(calibration, self.thumbnail)]
         example = {k: torch.cat([v, v]) for k, v in feeds[0].items()}   # a batch of 1 would pin the batch size
         self.graph, _ = prepare_qat(_Keyword(fold_batchnorm(self._float[0])), example, feeds, dynamic_hw=(IMAGE,),
                                     multiple=model.contract.size_multiple, channels_first=True, dynamic_batch=True)
@@ -106,7 +105,8 @@ class QATGenerator(nn.Module):
         from."""
         from quantize.tflite import calibrate_activations
 
-        out = copy.deepcopy(self)
+        shared = {id(self._float): self._float, id(self._feeds): self._feeds}   # read only: not copied each time
+        out = copy.deepcopy(self, shared)
         device = next(out.graph.parameters()).device
         calibrate_activations(out.graph, [{k: v.to(device) for k, v in f.items()} for f in out._feeds])
         return out
